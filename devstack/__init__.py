@@ -1,0 +1,1 @@
+"""Local development stack: real Redis, PostgreSQL, sandbox, control plane and supervisors."""

@@ -1,0 +1,95 @@
+"""Runs Debian's redis-server on a private loopback port (``make redis`` and the tests)."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from urllib.parse import urlparse
+
+from devstack.ports import free_port, wait_for_port
+
+
+class RedisServer:
+    """One redis-server process with its data in ``workdir``.
+
+    ``appendonly`` turns AOF on (fsync every write) so that a restart keeps queued jobs,
+    the durability the job pipeline promises.
+    """
+
+    def __init__(self, workdir: Path | None = None, port: int | None = None, appendonly: bool = True):
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="unilingo-redis-"))
+        self.port = port or free_port()
+        self.appendonly = appendonly
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> "RedisServer":
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is missing: run scripts/bootstrap.sh")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        args = [
+            binary,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.workdir),
+            "--save", "",
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", "always" if self.appendonly else "no",
+            "--daemonize", "no",
+            "--loglevel", "warning",
+            "--logfile", str(self.workdir / "redis.log"),
+        ]
+        self.process = subprocess.Popen(args)
+        wait_for_port(self.port)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def __enter__(self) -> "RedisServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def main() -> None:
+    """``make redis``: serve the address REDIS_URL names, in the foreground."""
+    from unilingo.settings import get_settings
+
+    url = urlparse(get_settings().redis_url)
+    if url.hostname not in ("127.0.0.1", "localhost"):
+        sys.exit(f"REDIS_URL points at {url.hostname}; make redis only serves a local address")
+    workdir = Path(".run/redis")
+    server = RedisServer(workdir=workdir, port=url.port or 6379)
+    server.start()
+    print(f"redis listening on {server.url} (AOF in {workdir})", flush=True)
+    try:
+        server.process.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

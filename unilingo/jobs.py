@@ -1,0 +1,475 @@
+"""The job: its model, its lifecycle, and its record in Redis.
+
+A job is a Redis hash. Every change of state is one Lua script, so that two processes never
+disagree about a job: the API creates it and enqueues its message in the same script, a
+worker claims it with a lease and a fencing token (``run_token``), and only the holder of
+the current token may finish it. A worker that died leaves a lease that lapses; the job is
+then queued again (``requeue_stalled``) and the dead worker's late answer, if it ever comes,
+is refused. That is what makes a result land exactly once, whatever the job's duration.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from pydantic import BaseModel
+
+from unilingo import keys
+
+
+class JobType(str, enum.Enum):
+    FLASHCARDS = "flashcards"
+    LESSON = "lesson"
+    PRONUNCIATION = "pronunciation"
+    OCR = "ocr"
+    PDF = "pdf"
+    TTS = "tts"
+
+
+class JobStatus(str, enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+TERMINAL = {s.value for s in JobStatus if s.terminal}
+
+
+@dataclass(frozen=True)
+class Workload:
+    """Where a job type runs: its Celery queue, task name and the provider it pays."""
+
+    queue: str
+    task: str
+    provider: str | None
+    available: bool = True  # False: the API answers 501 rather than accept a job no worker can do
+
+
+WORKLOADS: dict[JobType, Workload] = {
+    JobType.FLASHCARDS: Workload("ai", "unilingo.flashcards", "openai"),
+    JobType.LESSON: Workload("ai", "unilingo.lesson", "openai"),
+    JobType.PRONUNCIATION: Workload("speech", "unilingo.pronunciation", "azure-speech", available=False),
+    JobType.OCR: Workload("ocr", "unilingo.ocr", "azure-vision", available=False),
+    JobType.PDF: Workload("pdf", "unilingo.pdf", None),
+    JobType.TTS: Workload("tts", "unilingo.tts", "aws-polly", available=False),
+}
+
+QUEUES = sorted({w.queue for w in WORKLOADS.values()})
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+
+
+class Job(BaseModel):
+    """A job as clients see it (``GET /api/jobs/{id}``) plus the fields workers need."""
+
+    job_id: str
+    type: JobType
+    status: JobStatus
+    owner: str
+    params: dict[str, Any] = {}
+    progress: dict[str, Any] | None = None
+    result: dict[str, Any] | None = None
+    error: JobError | None = None
+    attempts: int = 0
+    cache_hit: bool = False
+    webhook_url: str | None = None
+    created_at: float
+    updated_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    run_token: int = 0
+
+    @property
+    def workload(self) -> Workload:
+        return WORKLOADS[self.type]
+
+    def public(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "job_id": self.job_id,
+            "type": self.type.value,
+            "status": self.status.value,
+            "attempts": self.attempts,
+            "created_at": _iso(self.created_at),
+            "updated_at": _iso(self.updated_at),
+        }
+        if self.progress is not None:
+            body["progress"] = self.progress
+        if self.result is not None:
+            body["result"] = self.result
+        if self.error is not None:
+            body["error"] = self.error.model_dump()
+        if self.cache_hit:
+            body["cache_hit"] = True
+        return body
+
+
+def _iso(ts: float) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+_JSON_FIELDS = ("params", "progress", "result", "error")
+
+
+def decode_job(raw: dict[bytes, bytes] | dict[str, str]) -> Job | None:
+    if not raw:
+        return None
+    fields = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v) for k, v in raw.items()}
+    data: dict[str, Any] = {}
+    for name, value in fields.items():
+        if name in _JSON_FIELDS:
+            data[name] = orjson.loads(value) if value else None
+        elif name in ("created_at", "updated_at", "started_at", "finished_at"):
+            data[name] = float(value) if value else None
+        elif name in ("attempts", "run_token"):
+            data[name] = int(value)
+        elif name == "cache_hit":
+            data[name] = value == "1"
+        elif name in ("message", "idem", "lease_until"):
+            continue
+        else:
+            data[name] = value or None
+    if data.get("params") is None:
+        data["params"] = {}
+    return Job.model_validate(data)
+
+
+# --- Lua: each state change is atomic --------------------------------------------------
+
+# KEYS: job, user_jobs, idem (or ""), queue list, input key (or "")
+# ARGV: job_id, created_at, ttl, index_size, message, input bytes, then field/value pairs
+_CREATE = """
+if KEYS[3] ~= '' then
+  local existing = redis.call('GET', KEYS[3])
+  if existing then return {0, existing} end
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 7))
+redis.call('HSET', KEYS[1], 'message', ARGV[5])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+if KEYS[5] ~= '' then redis.call('SET', KEYS[5], ARGV[6], 'EX', ARGV[3]) end
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -1 - tonumber(ARGV[4]))
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+if KEYS[3] ~= '' then redis.call('SET', KEYS[3], ARGV[1], 'EX', 86400) end
+redis.call('LPUSH', KEYS[4], ARGV[5])
+return {1, ARGV[1]}
+"""
+
+# KEYS: job, leases, events channel. ARGV: job_id, now, lease_until
+# Returns {outcome, run_token, attempts}; outcome: 'claimed' | 'terminal' | 'busy' | 'missing'
+_CLAIM = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return {'missing', 0, 0} end
+if status == 'succeeded' or status == 'failed' or status == 'cancelled' then
+  return {'terminal', 0, 0}
+end
+if status == 'running' then
+  local lease = tonumber(redis.call('HGET', KEYS[1], 'lease_until') or '0')
+  if lease > tonumber(ARGV[2]) then return {'busy', 0, 0} end
+end
+local token = redis.call('HINCRBY', KEYS[1], 'run_token', 1)
+local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[2], 'updated_at', ARGV[2],
+  'lease_until', ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+redis.call('PUBLISH', KEYS[3], 'running')
+return {'claimed', token, attempts}
+"""
+
+# KEYS: job, leases. ARGV: job_id, run_token, lease_until
+_HEARTBEAT = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
+if redis.call('HGET', KEYS[1], 'run_token') ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'lease_until', ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+return 1
+"""
+
+# KEYS: job, leases, events channel. ARGV: job_id, run_token, now, status, then field/value pairs
+_FINISH = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
+if redis.call('HGET', KEYS[1], 'run_token') ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'status', ARGV[4], 'updated_at', ARGV[3], 'finished_at', ARGV[3],
+  'lease_until', '0')
+if #ARGV > 4 then redis.call('HSET', KEYS[1], unpack(ARGV, 5)) end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('PUBLISH', KEYS[3], ARGV[4])
+return 1
+"""
+
+# Gives a claimed job back without counting the attempt (deferral) or counting it (retry),
+# and parks it in a delayed set until it is due.
+# KEYS: job, leases, delayed zset, delayed index, events channel
+# ARGV: job_id, run_token, now, score, uncount (1|0), index member
+_PARK = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
+if redis.call('HGET', KEYS[1], 'run_token') ~= ARGV[2] then return 0 end
+if ARGV[5] == '1' then redis.call('HINCRBY', KEYS[1], 'attempts', -1) end
+redis.call('HSET', KEYS[1], 'status', 'queued', 'updated_at', ARGV[3], 'lease_until', '0')
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
+redis.call('SADD', KEYS[4], ARGV[6])
+redis.call('PUBLISH', KEYS[5], 'queued')
+return 1
+"""
+
+# KEYS: job, leases, events channel. ARGV: job_id, now
+_CANCEL = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return 'missing' end
+if status == 'succeeded' or status == 'failed' or status == 'cancelled' then return 'terminal' end
+redis.call('HINCRBY', KEYS[1], 'run_token', 1)
+redis.call('HSET', KEYS[1], 'status', 'cancelled', 'updated_at', ARGV[2], 'finished_at', ARGV[2],
+  'lease_until', '0', 'error', '{"code":"cancelled","message":"cancelled by the user"}')
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('PUBLISH', KEYS[3], 'cancelled')
+return 'cancelled'
+"""
+
+# Moves due members of a delayed set back to their queue, oldest first, at most ARGV[2].
+# A member whose job is gone or no longer queued is dropped. The stored message is pushed
+# again as it was, so the job keeps its Celery task id.
+# KEYS: delayed zset. ARGV: now, limit, job key prefix
+_PROMOTE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+local moved = 0
+for _, id in ipairs(due) do
+  redis.call('ZREM', KEYS[1], id)
+  local job = ARGV[3] .. id
+  local fields = redis.call('HMGET', job, 'status', 'message', 'queue')
+  if fields[1] == 'queued' and fields[2] then
+    redis.call('LPUSH', fields[3], fields[2])
+    moved = moved + 1
+  end
+end
+return moved
+"""
+
+# Running jobs whose lease lapsed: their worker died. Queue them again.
+# KEYS: leases. ARGV: now, limit, job key prefix
+_REQUEUE_STALLED = """
+local stalled = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+local moved = 0
+for _, id in ipairs(stalled) do
+  redis.call('ZREM', KEYS[1], id)
+  local job = ARGV[3] .. id
+  local fields = redis.call('HMGET', job, 'status', 'message', 'queue', 'lease_until')
+  if fields[1] == 'running' and tonumber(fields[4] or '0') <= tonumber(ARGV[1]) and fields[2] then
+    redis.call('HSET', job, 'status', 'queued', 'updated_at', ARGV[1], 'lease_until', '0')
+    redis.call('HINCRBY', job, 'run_token', 1)
+    redis.call('LPUSH', fields[3], fields[2])
+    redis.call('PUBLISH', job .. ':events', 'queued')
+    moved = moved + 1
+  end
+end
+return moved
+"""
+
+
+def _flatten(fields: dict[str, Any]) -> list[Any]:
+    out: list[Any] = []
+    for name, value in fields.items():
+        if value is None:
+            continue
+        if name in _JSON_FIELDS:
+            value = orjson.dumps(value)
+        elif isinstance(value, bool):
+            value = "1" if value else "0"
+        elif isinstance(value, enum.Enum):
+            value = value.value
+        out.extend((name, value))
+    return out
+
+
+@dataclass(frozen=True)
+class Claim:
+    outcome: str  # claimed | terminal | busy | missing
+    run_token: int = 0
+    attempts: int = 0
+
+    @property
+    def claimed(self) -> bool:
+        return self.outcome == "claimed"
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """What the API hands to ``create``: the record, its queue message and its upload."""
+
+    job: Job
+    message: bytes
+    upload: bytes | None = None
+    idempotency_key: str | None = None
+
+
+class _Scripts:
+    """The job scripts registered on one client; works for sync and asyncio clients alike."""
+
+    def __init__(self, client):
+        self.create = client.register_script(_CREATE)
+        self.claim = client.register_script(_CLAIM)
+        self.heartbeat = client.register_script(_HEARTBEAT)
+        self.finish = client.register_script(_FINISH)
+        self.park = client.register_script(_PARK)
+        self.cancel = client.register_script(_CANCEL)
+        self.promote = client.register_script(_PROMOTE)
+        self.requeue_stalled = client.register_script(_REQUEUE_STALLED)
+
+
+def _create_call(new: NewJob, ttl: int, index_size: int):
+    job = new.job
+    fields = _flatten(job.model_dump(exclude={"error", "progress", "result", "started_at", "finished_at"}))
+    fields.extend(("queue", job.workload.queue))
+    keys_ = [
+        keys.job(job.job_id),
+        keys.user_jobs(job.owner),
+        keys.idempotency(job.owner, new.idempotency_key) if new.idempotency_key else "",
+        keys.queue_list(job.workload.queue),
+        keys.job_input(job.job_id) if new.upload is not None else "",
+    ]
+    args = [job.job_id, job.created_at, ttl, index_size, new.message, new.upload or b"", *fields]
+    return keys_, args
+
+
+def _finish_args(job_id: str, run_token: int, status: JobStatus, **fields: Any):
+    return (
+        [keys.job(job_id), keys.leases(), keys.job_events(job_id)],
+        [job_id, run_token, time.time(), status.value, *_flatten(fields)],
+    )
+
+
+def _park_call(job_id: str, run_token: int, delayed_key: str, due: float, uncount: bool):
+    now = time.time()
+    return (
+        [keys.job(job_id), keys.leases(), delayed_key, keys.delayed_sets(), keys.job_events(job_id)],
+        [job_id, run_token, now, due, "1" if uncount else "0", delayed_key],
+    )
+
+
+def _decode_claim(raw) -> Claim:
+    outcome = raw[0].decode() if isinstance(raw[0], bytes) else raw[0]
+    return Claim(outcome, int(raw[1]), int(raw[2]))
+
+
+def _str(value) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class JobStore:
+    """Job records on a synchronous redis client (workers, CLI)."""
+
+    def __init__(self, client, ttl: int = 7 * 24 * 3600, index_size: int = 200):
+        self.client = client
+        self.ttl = ttl
+        self.index_size = index_size
+        self._s = _Scripts(client)
+
+    def create(self, new: NewJob) -> tuple[bool, str]:
+        created, job_id = self._s.create(*_create_call(new, self.ttl, self.index_size))
+        return bool(created), _str(job_id)
+
+    def get(self, job_id: str) -> Job | None:
+        return decode_job(self.client.hgetall(keys.job(job_id)))
+
+    def upload(self, job_id: str) -> bytes | None:
+        return self.client.get(keys.job_input(job_id))
+
+    def claim(self, job_id: str, lease_seconds: float) -> Claim:
+        now = time.time()
+        raw = self._s.claim(
+            keys=[keys.job(job_id), keys.leases(), keys.job_events(job_id)], args=[job_id, now, now + lease_seconds]
+        )
+        return _decode_claim(raw)
+
+    def heartbeat(self, job_id: str, run_token: int, lease_seconds: float) -> bool:
+        return bool(
+            self._s.heartbeat(keys=[keys.job(job_id), keys.leases()], args=[job_id, run_token, time.time() + lease_seconds])
+        )
+
+    def update_progress(self, job_id: str, run_token: int, progress: dict[str, Any]) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(keys.job(job_id), mapping={"progress": orjson.dumps(progress), "updated_at": time.time()})
+        pipe.publish(keys.job_events(job_id), "progress")
+        pipe.execute()
+
+    def succeed(self, job_id: str, run_token: int, result: dict[str, Any], cache_hit: bool = False) -> bool:
+        k, a = _finish_args(job_id, run_token, JobStatus.SUCCEEDED, result=result, cache_hit=cache_hit)
+        return bool(self._s.finish(keys=k, args=a))
+
+    def fail(self, job_id: str, run_token: int, code: str, message: str) -> bool:
+        k, a = _finish_args(job_id, run_token, JobStatus.FAILED, error={"code": code, "message": message})
+        return bool(self._s.finish(keys=k, args=a))
+
+    def defer(self, job_id: str, run_token: int, provider: str, due: float) -> bool:
+        """No permit: back to the provider's waiting set; the attempt does not count."""
+        return bool(self._s.park(*_park_call(job_id, run_token, keys.deferred(provider), due, uncount=True)))
+
+    def retry_later(self, job_id: str, run_token: int, due: float) -> bool:
+        """A transient failure: the attempt counts; the job runs again at ``due``."""
+        return bool(self._s.park(*_park_call(job_id, run_token, keys.retries(), due, uncount=False)))
+
+    def cancel(self, job_id: str) -> str:
+        return _str(self._s.cancel(keys=[keys.job(job_id), keys.leases(), keys.job_events(job_id)], args=[job_id, time.time()]))
+
+    def promote_due(self, limit: int = 100, now: float | None = None) -> int:
+        """Queue again the delayed jobs (deferred or retrying) that are due."""
+        now = time.time() if now is None else now
+        moved = 0
+        for delayed_key in self.client.smembers(keys.delayed_sets()):
+            moved += int(self._s.promote(keys=[_str(delayed_key)], args=[now, limit, keys.job("")]))
+        return moved
+
+    def requeue_stalled(self, limit: int = 100, now: float | None = None) -> int:
+        now = time.time() if now is None else now
+        return int(self._s.requeue_stalled(keys=[keys.leases()], args=[now, limit, keys.job("")]))
+
+
+class AsyncJobStore:
+    """Job records on an asyncio redis client (the API tier)."""
+
+    def __init__(self, client, ttl: int = 7 * 24 * 3600, index_size: int = 200):
+        self.client = client
+        self.ttl = ttl
+        self.index_size = index_size
+        self._s = _Scripts(client)
+
+    async def create(self, new: NewJob) -> tuple[bool, str]:
+        created, job_id = await self._s.create(*_create_call(new, self.ttl, self.index_size))
+        return bool(created), _str(job_id)
+
+    async def get(self, job_id: str) -> Job | None:
+        return decode_job(await self.client.hgetall(keys.job(job_id)))
+
+    async def cancel(self, job_id: str) -> str:
+        return _str(
+            await self._s.cancel(keys=[keys.job(job_id), keys.leases(), keys.job_events(job_id)], args=[job_id, time.time()])
+        )
+
+    async def recent(self, owner: str, limit: int = 50) -> list[Job]:
+        ids = await self.client.zrevrange(keys.user_jobs(owner), 0, limit - 1)
+        if not ids:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hgetall(keys.job(_str(job_id)))
+        jobs = [decode_job(raw) for raw in await pipe.execute()]
+        return [job for job in jobs if job is not None]

@@ -1,0 +1,87 @@
+"""Every Redis key the platform uses, named in one place.
+
+Keys share the ``unilingo:`` prefix so that one Redis can be shared and inspected safely.
+Celery's queue lists are the exception: they are the bare queue names, because that is the
+list KEDA's Redis scaler must watch (see ``queue_list``).
+"""
+
+PREFIX = "unilingo"
+
+
+def job(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}"
+
+
+def job_input(job_id: str) -> str:
+    """Uploaded bytes of a job, kept apart from the record so status reads stay small."""
+    return f"{PREFIX}:job:{job_id}:input"
+
+
+def job_events(job_id: str) -> str:
+    """Pub/sub channel announcing each change of a job (SSE follows it)."""
+    return f"{PREFIX}:job:{job_id}:events"
+
+
+def user_jobs(user_id: str) -> str:
+    return f"{PREFIX}:user:{user_id}:jobs"
+
+
+def idempotency(user_id: str, key: str) -> str:
+    return f"{PREFIX}:idem:{user_id}:{key}"
+
+
+def leases() -> str:
+    """Sorted set of running job ids scored by lease expiry (the stalled-job check)."""
+    return f"{PREFIX}:leases"
+
+
+def deferred(provider: str) -> str:
+    """Sorted set of jobs waiting for a provider permit, scored by when to try again."""
+    return f"{PREFIX}:deferred:{provider}"
+
+
+def retries() -> str:
+    """Sorted set of jobs waiting out a retry backoff, scored by when to run again."""
+    return f"{PREFIX}:retries"
+
+
+def delayed_sets() -> str:
+    """Set naming every delayed sorted set (deferred per provider, retries) to promote from."""
+    return f"{PREFIX}:delayed"
+
+
+def queue_list(queue: str) -> str:
+    """The Redis list a Celery queue's messages wait in (kombu's Redis transport)."""
+    return queue
+
+
+def stats(name: str) -> str:
+    return f"{PREFIX}:stats:{name}"
+
+
+def policy(provider: str) -> str:
+    return f"{PREFIX}:policy:{provider}"
+
+
+def policy_revision() -> str:
+    return f"{PREFIX}:policy:revision"
+
+
+def policy_channel() -> str:
+    return f"{PREFIX}:policy:changed"
+
+
+def limiter(provider: str, part: str) -> str:
+    return f"{PREFIX}:limiter:{provider}:{part}"
+
+
+def quota(scope: str, subject: str) -> str:
+    return f"{PREFIX}:quota:{scope}:{subject}"
+
+
+def cache(digest: str) -> str:
+    return f"{PREFIX}:cache:{digest}"
+
+
+def workers_alive() -> str:
+    return f"{PREFIX}:workers"

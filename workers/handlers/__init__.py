@@ -1,0 +1,1 @@
+"""One module per kind of work; each handler takes a ``JobContext`` and returns the result."""

@@ -1,0 +1,75 @@
+"""The loop every worker's main process runs beside Celery's consumer.
+
+It queues again the jobs whose wait is over (deferred for a permit, or backing off after a
+transient error), recovers jobs whose worker died (lapsed lease), delivers due webhooks and
+announces this worker as alive. Every step is an atomic script, so any number of workers
+can run the loop at once without doing a thing twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+
+import redis
+from celery import signals
+
+from unilingo import keys, webhooks
+from unilingo.jobs import JobStore
+from unilingo.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+INTERVAL_SECONDS = 0.25
+
+
+class Housekeeper(threading.Thread):
+    def __init__(self, name: str):
+        super().__init__(daemon=True, name="unilingo-housekeeping")
+        self.worker_name = name
+        self.stopped = threading.Event()
+        settings = get_settings()
+        self.settings = settings
+        self.client = redis.Redis.from_url(settings.redis_url)
+        self.store = JobStore(self.client, ttl=settings.job_ttl_seconds)
+
+    def tick(self) -> None:
+        self.store.promote_due()
+        self.store.requeue_stalled()
+        webhooks.deliver_due(self.client, self.settings)
+        self.client.zadd(keys.workers_alive(), {self.worker_name: time.time()})
+
+    def run(self) -> None:
+        while not self.stopped.wait(INTERVAL_SECONDS):
+            try:
+                self.tick()
+            except redis.RedisError as exc:
+                log.warning("housekeeping: redis unavailable (%s); retrying", exc)
+            except Exception:
+                log.exception("housekeeping step failed")
+
+    def stop(self) -> None:
+        self.stopped.set()
+        try:
+            self.client.zrem(keys.workers_alive(), self.worker_name)
+        except redis.RedisError:
+            pass
+
+
+_housekeeper: Housekeeper | None = None
+
+
+@signals.worker_ready.connect
+def _start(sender=None, **_):
+    global _housekeeper
+    name = getattr(sender, "hostname", None) or f"worker@{socket.gethostname()}"
+    _housekeeper = Housekeeper(name)
+    _housekeeper.start()
+
+
+@signals.worker_shutting_down.connect
+def _stop(**_):
+    if _housekeeper is not None:
+        _housekeeper.stop()

@@ -1,0 +1,1 @@
+"""Provider adapters: each wraps one SDK and maps its errors onto ``unilingo.errors``."""

@@ -1,0 +1,96 @@
+"""Structured chat completions through the official ``openai`` SDK.
+
+The SDK's own retries are off: a 429 must pause the provider for every worker and defer the
+job (``Throttled``), not spin inside one worker holding a slot. ``OPENAI_BASE_URL`` points it
+at any OpenAI-compatible server: the sandbox here, vLLM or Ollama elsewhere.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import TypeVar
+
+import openai
+from pydantic import BaseModel, ValidationError
+
+from unilingo.errors import PermanentError, Throttled, TransientError
+from unilingo.settings import get_settings
+
+PROVIDER = "openai"
+Model = TypeVar("Model", bound=BaseModel)
+
+
+@lru_cache
+def client() -> openai.OpenAI:
+    settings = get_settings()
+    return openai.OpenAI(
+        base_url=settings.openai_endpoint(),
+        api_key=settings.openai_api_key,
+        max_retries=0,
+        timeout=openai.Timeout(120.0, connect=5.0),
+    )
+
+
+def estimate_tokens(messages: list[dict], max_output_tokens: int) -> int:
+    """What the provider's limiter will charge: the prompt (≈4 chars a token) plus the cap."""
+    prompt_chars = sum(len(m["content"]) for m in messages)
+    return prompt_chars // 4 + 8 * len(messages) + max_output_tokens
+
+
+def _retry_after(exc: openai.APIStatusError) -> float:
+    value = exc.response.headers.get("retry-after")
+    try:
+        return max(1.0, float(value))
+    except (TypeError, ValueError):
+        return 1.0
+
+
+def complete_structured(ctx, messages: list[dict], schema: type[Model], name: str, max_output_tokens: int | None = None) -> Model:
+    settings = get_settings()
+    cap = max_output_tokens or settings.openai_max_output_tokens
+    with ctx.provider_call(PROVIDER, tokens=estimate_tokens(messages, cap)) as permit:
+        try:
+            response = client().chat.completions.create(
+                model=settings.openai_model,
+                messages=messages,
+                max_tokens=cap,
+                response_format={
+                    "type": "json_schema",
+                    "json_schema": {"name": name, "schema": _strict_schema(schema), "strict": True},
+                },
+            )
+        except openai.RateLimitError as exc:
+            raise Throttled(PROVIDER, _retry_after(exc), "provider_429") from exc
+        except (openai.APITimeoutError, openai.APIConnectionError) as exc:
+            raise TransientError(f"OpenAI unreachable: {exc}", code="provider_unavailable") from exc
+        except openai.InternalServerError as exc:
+            raise TransientError(f"OpenAI answered {exc.status_code}", code="provider_error") from exc
+        except openai.BadRequestError as exc:
+            raise PermanentError(f"OpenAI refused the request: {exc.message}", code="provider_bad_request") from exc
+        except openai.APIStatusError as exc:
+            raise PermanentError(f"OpenAI answered {exc.status_code}: {exc.message}", code="provider_rejected") from exc
+        if response.usage is not None:
+            permit.tokens_used = response.usage.total_tokens
+    content = response.choices[0].message.content or ""
+    try:
+        return schema.model_validate_json(content)
+    except ValidationError as exc:
+        # A model that ignores the schema is a provider fault worth retrying.
+        raise TransientError(f"OpenAI's answer did not match the schema: {exc.error_count()} errors", code="provider_bad_output") from exc
+
+
+def _strict_schema(schema: type[BaseModel]) -> dict:
+    """OpenAI's strict mode wants every property required and no extra properties."""
+    def fix(node):
+        if isinstance(node, dict):
+            if node.get("type") == "object" and "properties" in node:
+                node["required"] = list(node["properties"])
+                node["additionalProperties"] = False
+            for value in node.values():
+                fix(value)
+        elif isinstance(node, list):
+            for value in node:
+                fix(value)
+        return node
+
+    return fix(schema.model_json_schema())

@@ -1,0 +1,170 @@
+"""Runs one job: claim it, keep its lease alive, call its handler, record how it ended.
+
+Tasks are thin: each names a handler and calls ``run``. Everything about delivery
+guarantees lives here, once.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import redis
+from celery.exceptions import SoftTimeLimitExceeded
+
+from unilingo import webhooks
+from unilingo.errors import Deferred, PermanentError, Throttled, TransientError
+from unilingo.jobs import Job, JobStore
+from unilingo.limiter import Limiter
+from unilingo.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+_client: redis.Redis | None = None
+
+
+def redis_client() -> redis.Redis:
+    """One connection pool per worker process (created after fork)."""
+    global _client
+    if _client is None:
+        _client = redis.Redis.from_url(get_settings().redis_url)
+    return _client
+
+
+class _Heartbeat(threading.Thread):
+    """Renews the job's lease while the handler runs; a dead process stops renewing it."""
+
+    def __init__(self, store: JobStore, job_id: str, run_token: int, lease: float, every: float):
+        super().__init__(daemon=True, name=f"heartbeat-{job_id}")
+        self.store, self.job_id, self.run_token, self.lease, self.every = store, job_id, run_token, lease, every
+        self.stopped = threading.Event()
+        self.lost = threading.Event()
+        self.extra: list[Callable[[], None]] = []
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.every):
+            try:
+                if not self.store.heartbeat(self.job_id, self.run_token, self.lease):
+                    self.lost.set()  # cancelled, or taken over: our answer will be refused
+                for renew in list(self.extra):
+                    renew()
+            except redis.RedisError:
+                log.warning("heartbeat for %s failed; retrying", self.job_id)
+
+
+@dataclass
+class JobContext:
+    """What a handler sees: its job, its upload, progress reporting and provider permits."""
+
+    job: Job
+    store: JobStore
+    run_token: int
+    limiter: Limiter
+    heartbeat: _Heartbeat
+    usage: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.job.params
+
+    def upload(self) -> bytes:
+        data = self.store.upload(self.job.job_id)
+        if data is None:
+            raise PermanentError("the uploaded file has expired", code="input_expired")
+        return data
+
+    def progress(self, **progress: Any) -> None:
+        self.store.update_progress(self.job.job_id, self.run_token, progress)
+
+    @contextmanager
+    def provider_call(self, provider: str, tokens: int = 0) -> Iterator["PermitHandle"]:
+        """Hold a permit for one provider call; defer the job when none is granted.
+
+        The handler reports ``handle.tokens_used`` when the provider says; the permit is
+        released with the outcome, which is what feeds the shared circuit breaker.
+        """
+        decision = self.limiter.acquire(provider, tokens=tokens, holder=self.job.job_id)
+        if not decision.granted:
+            raise Deferred(provider, decision.retry_after, decision.reason)
+        handle = PermitHandle(tokens_used=None)
+        renew = lambda: self.limiter.renew(provider, decision.lease_id)  # noqa: E731
+        self.heartbeat.extra.append(renew)
+        try:
+            yield handle
+        except Throttled as exc:
+            self.limiter.release(provider, decision.lease_id, "throttled", retry_after=exc.retry_after)
+            raise
+        except TransientError:
+            self.limiter.release(provider, decision.lease_id, "failure")
+            raise
+        except BaseException:
+            # Bad input and our own bugs say nothing about the provider's health.
+            self.limiter.release(provider, decision.lease_id, "success", actual_tokens=handle.tokens_used)
+            raise
+        else:
+            self.limiter.release(provider, decision.lease_id, "success", actual_tokens=handle.tokens_used)
+            if handle.tokens_used:
+                self.usage[provider] = self.usage.get(provider, 0) + handle.tokens_used
+        finally:
+            self.heartbeat.extra.remove(renew)
+
+
+@dataclass
+class PermitHandle:
+    tokens_used: int | None
+
+
+Handler = Callable[[JobContext], dict[str, Any]]
+
+
+def backoff_seconds(attempt: int, base: float, cap: float) -> float:
+    """Exponential backoff with full jitter (AWS architecture blog's recommendation)."""
+    return random.uniform(base / 2, min(cap, base * 2 ** max(0, attempt - 1)))
+
+
+def run(job_id: str, handler: Handler) -> str:
+    settings = get_settings()
+    client = redis_client()
+    store = JobStore(client, ttl=settings.job_ttl_seconds)
+    claim = store.claim(job_id, settings.job_lease_seconds)
+    if not claim.claimed:
+        # terminal, cancelled before it started, or a duplicate delivery of a job that a
+        # live worker holds: nothing to do, and the message is acknowledged.
+        return claim.outcome
+    job = store.get(job_id)
+    heartbeat = _Heartbeat(store, job_id, claim.run_token, settings.job_lease_seconds, settings.job_heartbeat_seconds)
+    heartbeat.start()
+    ctx = JobContext(job=job, store=store, run_token=claim.run_token, limiter=Limiter(client), heartbeat=heartbeat)
+    outcome = "failed"
+    try:
+        result = handler(ctx)
+        if ctx.usage:
+            result = {**result, "usage": ctx.usage}
+        outcome = "succeeded" if store.succeed(job_id, claim.run_token, result) else "stale"
+    except Deferred as exc:
+        due = time.time() + exc.retry_after + random.uniform(0, 0.1)
+        store.defer(job_id, claim.run_token, exc.provider, due)
+        outcome = "deferred"
+    except TransientError as exc:
+        if claim.attempts >= settings.job_max_attempts:
+            store.fail(job_id, claim.run_token, exc.code, f"gave up after {claim.attempts} attempts: {exc.message}")
+        else:
+            store.retry_later(job_id, claim.run_token, time.time() + backoff_seconds(claim.attempts, 1.0, 60.0))
+            outcome = "retrying"
+    except PermanentError as exc:
+        store.fail(job_id, claim.run_token, exc.code, exc.message)
+    except SoftTimeLimitExceeded:
+        store.fail(job_id, claim.run_token, "timeout", f"the job ran longer than {settings.job_timeout_seconds}s")
+    except Exception as exc:  # a bug: fail loudly with a code, never retry forever
+        log.exception("job %s crashed", job_id)
+        store.fail(job_id, claim.run_token, "internal_error", type(exc).__name__)
+    finally:
+        heartbeat.stopped.set()
+    if outcome in ("succeeded", "failed") and job.webhook_url:
+        webhooks.enqueue(client, job_id, job.webhook_url)
+    return outcome
