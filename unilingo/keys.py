@@ -85,3 +85,18 @@ def cache(digest: str) -> str:
 
 def workers_alive() -> str:
     return f"{PREFIX}:workers"
+
+
+def webhook_outbox() -> str:
+    """Sorted set of pending webhook deliveries (by job id), scored by next attempt time."""
+    return f"{PREFIX}:webhooks:outbox"
+
+
+def webhook(delivery_id: str) -> str:
+    """Hash of one pending webhook delivery: job_id, url, attempts, last_error."""
+    return f"{PREFIX}:webhook:{delivery_id}"
+
+
+def webhook_dead() -> str:
+    """Capped list of webhook deliveries given up after the last attempt (JSON entries)."""
+    return f"{PREFIX}:webhooks:dead"

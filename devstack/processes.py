@@ -1,0 +1,73 @@
+"""Real processes for tests and benchmarks: start, wait until ready, signal, restart."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from devstack.ports import wait_for_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Service:
+    """A child process running one component the way its ``make`` target runs it."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str] | None = None, port: int | None = None,
+                 log_dir: Path | None = None, ready: callable = None):
+        self.name, self.argv, self.port, self.ready = name, argv, port, ready
+        self.env = {**os.environ, **(env or {})}
+        self.log_path = Path(log_dir or "/tmp") / f"{name}-{os.getpid()}-{time.monotonic_ns()}.log"
+        self.process: subprocess.Popen | None = None
+
+    @classmethod
+    def python(cls, name: str, module: str, *args: str, **kwargs) -> "Service":
+        return cls(name, [sys.executable, "-m", module, *args], **kwargs)
+
+    def start(self, timeout: float = 60) -> "Service":
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(self.argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+        if self.port:
+            wait_for_port(self.port, timeout=timeout)
+        if self.ready:
+            deadline = time.monotonic() + timeout
+            while not self.ready():
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{self.name} did not become ready:\n{self.log()[-3000:]}")
+                time.sleep(0.1)
+        return self
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the whole process group (a Celery worker and its pool children)."""
+        if self.alive():
+            os.killpg(self.process.pid, sig)
+
+    def stop(self, timeout: float = 20) -> None:
+        if not self.alive():
+            return
+        self.kill(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill(signal.SIGKILL)
+            self.process.wait()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()

@@ -1,0 +1,80 @@
+"""Real components for integration tests: the sandbox and Celery worker processes."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+import redis
+
+from devstack.ports import free_port
+from devstack.processes import Service
+from unilingo import keys
+
+
+@pytest.fixture(scope="session")
+def sandbox(tmp_path_factory):
+    port = free_port()
+    service = Service.python(
+        "sandbox", "sandbox", port=port, log_dir=tmp_path_factory.mktemp("sandbox"),
+        env={"SANDBOX_PORT": str(port), "SANDBOX_AWS_PORT": str(free_port()), "SANDBOX_LATENCY_SCALE": "0.01"},
+    )
+    service.start()
+    service.url = f"http://127.0.0.1:{port}"
+    yield service
+    service.stop()
+
+
+@pytest.fixture
+def sandbox_reset(sandbox):
+    """A sandbox with no faults and zeroed statistics."""
+    with httpx.Client(base_url=sandbox.url) as client:
+        client.delete("/_sandbox/faults")
+        client.post("/_sandbox/stats/reset")
+    return sandbox
+
+
+def worker_env(redis_url: str, sandbox_port: int, **extra) -> dict[str, str]:
+    env = {
+        "REDIS_URL": redis_url,
+        "SANDBOX_PORT": str(sandbox_port),
+        "WORKER_CONCURRENCY": "2",
+        "JOB_LEASE_SECONDS": "3",
+        "JOB_HEARTBEAT_SECONDS": "0.5",
+        "WORKER_LOG_LEVEL": "WARNING",
+    }
+    env.update({k.upper(): str(v) for k, v in extra.items()})
+    return env
+
+
+@pytest.fixture
+def start_worker(redis_url, sandbox, tmp_path):
+    """Starts real ``python -m workers`` processes; each is stopped at the end of the test."""
+    started: list[Service] = []
+    client = redis.Redis.from_url(redis_url)
+
+    def start(**extra) -> Service:
+        before = set(client.zrange(keys.workers_alive(), 0, -1))
+        port = int(sandbox.url.rsplit(":", 1)[1])
+        service = Service.python(
+            f"worker{len(started)}", "workers", env=worker_env(redis_url, port, **extra), log_dir=tmp_path,
+            ready=lambda: bool(set(client.zrange(keys.workers_alive(), 0, -1)) - before),
+        )
+        started.append(service)
+        return service.start()
+
+    yield start
+    for service in started:
+        service.stop()
+    client.close()
+
+
+def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")

@@ -1,0 +1,78 @@
+"""Jobs through real Celery worker processes on a real Redis, providers in the sandbox."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+
+from tests.integration.conftest import wait_until
+from tests.samples import pdf_with_text
+from unilingo.jobs import Job, JobStatus, JobStore, JobType, NewJob, new_job_id
+from unilingo.messages import task_message
+
+
+def submit(store: JobStore, job_type: JobType, params: dict | None = None, upload: bytes | None = None, owner="alice") -> str:
+    now = time.time()
+    job = Job(job_id=new_job_id(), type=job_type, status=JobStatus.QUEUED, owner=owner, params=params or {},
+              created_at=now, updated_at=now)
+    message = task_message(job.workload.task, job.workload.queue, [job.job_id], task_id=job.job_id)
+    store.create(NewJob(job=job, message=message, upload=upload))
+    return job.job_id
+
+
+def finished(store: JobStore, job_ids: list[str]):
+    jobs = [store.get(j) for j in job_ids]
+    return jobs if all(j.status.terminal for j in jobs) else None
+
+
+@pytest.fixture
+def store(redis_url):
+    client = redis.Redis.from_url(redis_url)
+    yield JobStore(client)
+    client.close()
+
+
+def test_pdf_and_flashcards_complete(store, start_worker, sandbox_reset):
+    start_worker()
+    pdf = submit(store, JobType.PDF, upload=pdf_with_text(["Der Hund schläft.", "Die Katze spielt."]))
+    cards = submit(store, JobType.FLASHCARDS, {"content": "Photosynthesis turns light into sugar. " * 20, "count": 5})
+    broken = submit(store, JobType.PDF, upload=b"%PDF-1.4 this is not really a pdf")
+    jobs = wait_until(lambda: finished(store, [pdf, cards, broken]), timeout=60)
+    by_id = {j.job_id: j for j in jobs}
+    assert by_id[pdf].status is JobStatus.SUCCEEDED
+    assert "Hund" in by_id[pdf].result["text"] and by_id[pdf].result["pages"] == 2
+    assert by_id[cards].status is JobStatus.SUCCEEDED, by_id[cards].error
+    assert len(by_id[cards].result["cards"]) == 5
+    assert all(c["front"] and c["back"] for c in by_id[cards].result["cards"])
+    assert by_id[broken].status is JobStatus.FAILED and by_id[broken].error.code in ("pdf_corrupt", "pdf_no_text")
+    assert by_id[broken].attempts == 1  # a permanent error is not retried
+
+
+def test_sigkilled_worker_loses_no_job_and_each_result_lands_once(store, start_worker, sandbox_reset, redis_url):
+    # Slow provider calls so that the kill lands mid-job.
+    import httpx
+
+    httpx.post(f"{sandbox_reset.url}/_sandbox/faults", json={"provider": "openai", "mode": "slow", "delay_s": 2.5, "duration_s": 6})
+    doomed = start_worker(worker_concurrency=2)
+    ids = [submit(store, JobType.FLASHCARDS, {"content": f"Topic number {i}: the water cycle.", "count": 2}) for i in range(4)]
+    wait_until(lambda: sum(store.get(j).status is JobStatus.RUNNING for j in ids) >= 2, timeout=20)
+    doomed.kill()  # SIGKILL the whole worker: main process and pool children
+    start_worker(worker_concurrency=2)
+    jobs = wait_until(lambda: finished(store, ids), timeout=90)
+    assert [j.status for j in jobs] == [JobStatus.SUCCEEDED] * 4, [j.error for j in jobs]
+    assert max(j.attempts for j in jobs) == 2  # the interrupted ones ran again, once
+    assert all(len(j.result["cards"]) == 2 for j in jobs)
+
+
+def test_queued_jobs_survive_a_redis_restart(store, redis_server, start_worker, sandbox_reset):
+    ids = [submit(store, JobType.PDF, upload=pdf_with_text([f"page {i}"])) for i in range(5)]
+    redis_server.process.kill()  # no graceful save: AOF with fsync always must suffice
+    redis_server.process.wait()
+    redis_server.start()
+    store.client.connection_pool.disconnect()
+    assert all(store.get(j).status is JobStatus.QUEUED for j in ids)
+    start_worker()
+    jobs = wait_until(lambda: finished(store, ids), timeout=60)
+    assert all(j.status is JobStatus.SUCCEEDED for j in jobs)

@@ -1,0 +1,293 @@
+"""Pronunciation assessment through the official ``azure-cognitiveservices-speech`` SDK.
+
+The SDK speaks its websocket protocol to Azure (``AZURE_SPEECH_KEY`` + ``AZURE_SPEECH_REGION``)
+or to any host that speaks it (``AZURE_SPEECH_HOST``: a Speech container, the sandbox's
+``ws://`` endpoint). Audio goes through a push stream described by the WAV header, so any
+16-bit PCM WAV from 8 to 48 kHz works; stereo is mixed down to mono first.
+
+Recognition runs in continuous mode (what Microsoft recommends for assessments longer than
+one utterance) and the phrases are aggregated; the SDK's own blocking calls have no
+deadline, so this adapter keeps its own (``AZURE_SPEECH_TIMEOUT_SECONDS``) and hands a
+recogniser that overran it to a background thread to be torn down.
+
+Errors: the SDK reports failures as a cancellation with an error code. ``TooManyRequests``
+is a provider 429 (``Throttled``; the SDK does not expose ``Retry-After``, so the configured
+pause applies); connection failures, timeouts and service errors are ``TransientError``;
+``BadRequest`` and authentication failures fail once. No speech in the audio (``NoMatch``)
+fails with ``no_speech``; audio the service cannot take fails with ``unsupported_audio``
+before any call is made.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import threading
+from array import array
+from dataclasses import dataclass
+
+from unilingo.errors import PermanentError, Throttled, TransientError
+from unilingo.settings import get_settings
+
+PROVIDER = "azure-speech"
+
+# Short language codes the API accepts, mapped to the locale the service wants.
+LOCALES = {
+    "en": "en-US", "es": "es-ES", "fr": "fr-FR", "de": "de-DE", "it": "it-IT", "pt": "pt-BR",
+    "ja": "ja-JP", "zh": "zh-CN", "ko": "ko-KR", "nl": "nl-NL", "ru": "ru-RU", "ar": "ar-SA",
+    "hi": "hi-IN", "pl": "pl-PL", "sv": "sv-SE", "da": "da-DK", "fi": "fi-FI", "nb": "nb-NO",
+    "tr": "tr-TR", "vi": "vi-VN", "th": "th-TH", "ca": "ca-ES", "ms": "ms-MY", "ta": "ta-IN",
+}
+GRANULARITIES = ("Phoneme", "Word", "FullText")
+_WAVE_FORMAT_PCM = 1
+_WAVE_FORMAT_EXTENSIBLE = 0xFFFE
+
+
+def locale(language: str | None) -> str:
+    language = (language or "en-US").strip()
+    if "-" in language:
+        head, _, tail = language.partition("-")
+        return f"{head.lower()}-{tail.upper()}"
+    return LOCALES.get(language.lower(), "en-US")
+
+
+# ------------------------------------------------------------------------- audio
+
+
+@dataclass(frozen=True)
+class PcmAudio:
+    sample_rate: int
+    pcm: bytes  # 16-bit little-endian mono
+
+    @property
+    def seconds(self) -> float:
+        return len(self.pcm) / (2 * self.sample_rate)
+
+
+def read_wav(data: bytes) -> PcmAudio:
+    """16-bit PCM mono from a WAV file, or ``unsupported_audio``."""
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        raise PermanentError(
+            "the audio is not a WAV file; send 16-bit PCM WAV (8-48 kHz)", code="unsupported_audio"
+        )
+    fmt = channels = rate = bits = None
+    pos, pcm = 12, None
+    while pos + 8 <= len(data):
+        kind = data[pos : pos + 4]
+        size = struct.unpack("<I", data[pos + 4 : pos + 8])[0]
+        body = data[pos + 8 : pos + 8 + size]
+        if kind == b"fmt " and len(body) >= 16:
+            fmt, channels, rate, _, _, bits = struct.unpack("<HHIIHH", body[:16])
+            if fmt == _WAVE_FORMAT_EXTENSIBLE and len(body) >= 26:
+                fmt = struct.unpack("<H", body[24:26])[0]  # the sub-format GUID starts with it
+        elif kind == b"data":
+            pcm = body
+            break
+        pos += 8 + size + (size & 1)
+    if fmt is None or pcm is None:
+        raise PermanentError("the WAV file has no format or no data chunk", code="unsupported_audio")
+    if fmt != _WAVE_FORMAT_PCM or bits != 16 or channels not in (1, 2) or not 8_000 <= rate <= 48_000:
+        raise PermanentError(
+            f"unsupported WAV encoding (format {fmt}, {bits}-bit, {channels} channels, {rate} Hz); "
+            "send 16-bit PCM, mono or stereo, 8-48 kHz",
+            code="unsupported_audio",
+        )
+    pcm = pcm[: len(pcm) - len(pcm) % (2 * channels)]
+    if channels == 2:
+        samples = array("h")
+        samples.frombytes(pcm)
+        mono = array("h", ((samples[i] + samples[i + 1]) // 2 for i in range(0, len(samples), 2)))
+        pcm = mono.tobytes()
+    if not pcm:
+        raise PermanentError("the audio is empty", code="no_speech")
+    return PcmAudio(rate, bytes(pcm))
+
+
+# ------------------------------------------------------------------------- the call
+
+
+@dataclass(frozen=True)
+class AssessmentRequest:
+    reference_text: str
+    language: str = "en-US"
+    granularity: str = "Phoneme"
+    miscue: bool = True
+
+
+def _speech_config(speechsdk):
+    settings = get_settings()
+    if settings.azure_speech_region and not settings.azure_speech_host:
+        return speechsdk.SpeechConfig(subscription=settings.azure_speech_key, region=settings.azure_speech_region)
+    host = settings.azure_speech_endpoint()
+    if settings.azure_speech_key:
+        return speechsdk.SpeechConfig(host=host, subscription=settings.azure_speech_key)
+    return speechsdk.SpeechConfig(host=host)
+
+
+def assess(ctx, audio: PcmAudio, request: AssessmentRequest) -> dict:
+    """One pronunciation assessment, under a provider permit. Returns the aggregated result."""
+    with ctx.provider_call(PROVIDER) as _permit:
+        phrases = recognise(audio, request)
+    return aggregate(phrases, request)
+
+
+def recognise(audio: PcmAudio, request: AssessmentRequest) -> list[dict]:
+    """The detailed JSON of every recognised phrase, or one of our errors."""
+    import azure.cognitiveservices.speech as speechsdk
+
+    settings = get_settings()
+    config = _speech_config(speechsdk)
+    config.speech_recognition_language = request.language
+    stream = speechsdk.audio.PushAudioInputStream(
+        stream_format=speechsdk.audio.AudioStreamFormat(samples_per_second=audio.sample_rate, bits_per_sample=16, channels=1)
+    )
+    recognizer = speechsdk.SpeechRecognizer(
+        speech_config=config, audio_config=speechsdk.audio.AudioConfig(stream=stream)
+    )
+    granularity = {
+        "Phoneme": speechsdk.PronunciationAssessmentGranularity.Phoneme,
+        "Word": speechsdk.PronunciationAssessmentGranularity.Word,
+        "FullText": speechsdk.PronunciationAssessmentGranularity.FullText,
+    }[request.granularity]
+    speechsdk.PronunciationAssessmentConfig(
+        reference_text=request.reference_text,
+        grading_system=speechsdk.PronunciationAssessmentGradingSystem.HundredMark,
+        granularity=granularity,
+        enable_miscue=request.miscue,
+    ).apply_to(recognizer)
+
+    done = threading.Event()
+    phrases: list[dict] = []
+    no_match: list[str] = []
+    failure: list[tuple] = []
+
+    def recognized(evt) -> None:
+        result = evt.result
+        if result.reason == speechsdk.ResultReason.RecognizedSpeech:
+            raw = result.properties.get(speechsdk.PropertyId.SpeechServiceResponse_JsonResult)
+            if raw:
+                phrases.append(json.loads(raw))
+        elif result.reason == speechsdk.ResultReason.NoMatch:
+            no_match.append(result.no_match_details.reason.name)
+
+    def canceled(evt) -> None:
+        details = evt.cancellation_details
+        if details.reason == speechsdk.CancellationReason.Error:
+            failure.append((details.code.name, details.error_details or ""))
+        done.set()  # EndOfStream: all audio was processed
+
+    recognizer.recognized.connect(recognized)
+    recognizer.canceled.connect(canceled)
+    recognizer.session_stopped.connect(lambda evt: done.set())
+
+    recognizer.start_continuous_recognition_async().get()
+    stream.write(audio.pcm)
+    stream.close()
+    finished = done.wait(settings.azure_speech_timeout_seconds)
+    if not finished:
+        _abandon(recognizer, stream)
+        raise TransientError(
+            f"Azure Speech gave no answer within {settings.azure_speech_timeout_seconds}s", code="provider_timeout"
+        )
+    recognizer.stop_continuous_recognition_async().get()
+    if failure:
+        raise _error(*failure[0])
+    if not phrases:
+        reason = no_match[0] if no_match else "NotRecognized"
+        raise PermanentError(f"no speech was recognised in the audio ({reason})", code="no_speech")
+    return phrases
+
+
+def _abandon(recognizer, stream) -> None:
+    """Tear a stuck recogniser down off the job's thread (its stop waits on the service)."""
+
+    def reap(objects=[recognizer, stream]) -> None:
+        try:
+            objects[0].stop_continuous_recognition_async().get()
+        except Exception:  # noqa: BLE001 - best effort on a recogniser we gave up on
+            pass
+        objects.clear()
+
+    threading.Thread(target=reap, name="azure-speech-reaper", daemon=True).start()
+
+
+def _error(code: str, details: str) -> Exception:
+    if code == "TooManyRequests":
+        return Throttled(PROVIDER, get_settings().azure_speech_retry_after_seconds, "provider_429")
+    if code in ("ConnectionFailure", "ServiceTimeout", "ServiceError", "ServiceUnavailable", "RuntimeError",
+                "ServiceRedirectTemporary"):
+        return TransientError(f"Azure Speech: {code}: {details}", code="provider_unavailable")
+    if code == "BadRequest" and "audio" in details.lower():
+        return PermanentError(f"Azure Speech could not take the audio: {details}", code="unsupported_audio")
+    if code == "BadRequest":
+        return PermanentError(f"Azure Speech refused the request: {details}", code="provider_bad_request")
+    return PermanentError(f"Azure Speech: {code}: {details}", code="provider_rejected")
+
+
+# ------------------------------------------------------------------------- the result
+
+
+def _seconds(ticks: int | None) -> float:
+    return round((ticks or 0) / 10_000_000, 3)
+
+
+def aggregate(phrases: list[dict], request: AssessmentRequest) -> dict:
+    """Scores, words and per-word errors over all phrases, as the app shows them."""
+    words: list[dict] = []
+    texts: list[str] = []
+    weighted = {"accuracy": 0.0, "fluency": 0.0, "pronunciation": 0.0, "completeness": 0.0}
+    total = 0.0
+    for phrase in phrases:
+        best = (phrase.get("NBest") or [{}])[0]
+        texts.append(best.get("Display") or phrase.get("DisplayText") or "")
+        pa = best.get("PronunciationAssessment") or {}
+        weight = max(_seconds(phrase.get("Duration")), 0.001)
+        total += weight
+        weighted["accuracy"] += weight * float(pa.get("AccuracyScore", 0.0))
+        weighted["fluency"] += weight * float(pa.get("FluencyScore", 0.0))
+        weighted["pronunciation"] += weight * float(pa.get("PronScore", 0.0))
+        weighted["completeness"] += weight * float(pa.get("CompletenessScore", 0.0))
+        for word in best.get("Words") or []:
+            wpa = word.get("PronunciationAssessment") or {}
+            entry = {
+                "word": word.get("Word", ""),
+                "accuracy": wpa.get("AccuracyScore"),
+                "error_type": wpa.get("ErrorType", "None"),
+                "offset_s": _seconds(word.get("Offset")),
+                "duration_s": _seconds(word.get("Duration")),
+            }
+            if word.get("Phonemes"):
+                entry["phonemes"] = [
+                    {"phoneme": p.get("Phoneme", ""), "accuracy": (p.get("PronunciationAssessment") or {}).get("AccuracyScore")}
+                    for p in word["Phonemes"]
+                ]
+            words.append(entry)
+    scores = {name: round(value / total, 1) for name, value in weighted.items()}
+    if len(phrases) > 1 and request.reference_text and request.miscue:
+        reference_words = len(request.reference_text.split())
+        said = sum(1 for w in words if w["error_type"] in ("None", "Mispronunciation"))
+        scores["completeness"] = round(min(100.0, 100.0 * said / max(1, reference_words)), 1)
+    errors = [
+        {"word": w["word"], "error_type": w["error_type"], "accuracy": w["accuracy"]}
+        for w in words
+        if w["error_type"] not in ("None", None)
+    ]
+    counts: dict[str, int] = {}
+    for error in errors:
+        counts[error["error_type"]] = counts.get(error["error_type"], 0) + 1
+    return {
+        "reference_text": request.reference_text,
+        "language": request.language,
+        "granularity": request.granularity,
+        "miscue": request.miscue,
+        "recognized_text": " ".join(t for t in texts if t).strip(),
+        "scores": {
+            "accuracy": scores["accuracy"],
+            "fluency": scores["fluency"],
+            "completeness": scores["completeness"],
+            "pronunciation": scores["pronunciation"],
+        },
+        "words": words,
+        "errors": errors,
+        "error_counts": counts,
+    }
