@@ -20,10 +20,12 @@ class RedisServer:
     the durability the job pipeline promises.
     """
 
-    def __init__(self, workdir: Path | None = None, port: int | None = None, appendonly: bool = True):
+    def __init__(self, workdir: Path | None = None, port: int | None = None, appendonly: bool = True,
+                 fsync: str = "always"):
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="unilingo-redis-"))
         self.port = port or free_port()
         self.appendonly = appendonly
+        self.fsync = fsync  # "always" loses nothing on a crash; "everysec" is Redis's default
         self.process: subprocess.Popen | None = None
 
     @property
@@ -42,7 +44,7 @@ class RedisServer:
             "--dir", str(self.workdir),
             "--save", "",
             "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", "always" if self.appendonly else "no",
+            "--appendfsync", self.fsync if self.appendonly else "no",
             "--daemonize", "no",
             "--loglevel", "warning",
             "--logfile", str(self.workdir / "redis.log"),

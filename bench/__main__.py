@@ -1,0 +1,43 @@
+"""``make bench``: every benchmark, one after the other; tables land in bench/results/."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import traceback
+
+BENCHMARKS = [
+    "bench.submit_bench",
+    "bench.limiter_bench",
+    "bench.quota_use_bench",
+    "bench.propagation_bench",
+    "bench.recovery_bench",
+    "bench.cache_bench",
+]
+
+
+def main() -> None:
+    only = sys.argv[1:]
+    failed = []
+    for name in BENCHMARKS:
+        if only and not any(o in name for o in only):
+            continue
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                print(f"== {name}: not present, skipped")
+                continue
+            raise
+        print(f"== {name}", flush=True)
+        try:
+            module.main()
+        except Exception:
+            traceback.print_exc()
+            failed.append(name)
+    if failed:
+        sys.exit(f"benchmarks failed: {', '.join(failed)}")
+
+
+if __name__ == "__main__":
+    main()
