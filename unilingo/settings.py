@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     worker_concurrency: int = 4
     worker_queues: str = "ai,speech,ocr,pdf,tts"
     worker_drain_seconds: int = 660  # graceful drain after SIGTERM; above job_timeout_seconds
+    # A call is charged to the provider's rolling minute when we grant it but counted by the
+    # provider when it arrives; this margin absorbs the gap (at 2 s it costs 3 % of the quota).
+    provider_window_margin_seconds: float = 2.0
 
     # Providers (the sandbox's addresses by default)
     sandbox_port: int = 8090
@@ -74,6 +77,50 @@ class Settings(BaseSettings):
 
     def queues(self) -> list[str]:
         return [q.strip() for q in self.worker_queues.split(",") if q.strip()]
+
+    # --- Providers (speech, vision, Polly/S3), persistence and response cache (issue 4) ---
+    # Each provider defaults to the sandbox; production sets the provider's own address.
+    # Azure Speech (azure-cognitiveservices-speech): KEY+REGION for Azure itself, or HOST for
+    # anything that speaks the SDK's websocket protocol (a Speech container, the sandbox).
+    azure_speech_key: str = ""
+    azure_speech_region: str | None = None
+    azure_speech_host: str | None = None  # default ws://127.0.0.1:{sandbox_port}
+    azure_speech_timeout_seconds: float = 60.0  # our own deadline: the SDK's waits have none
+    azure_speech_retry_after_seconds: float = 2.0  # the SDK hides a 429's Retry-After
+    # Azure AI Vision Read API v3.2 (httpx)
+    azure_vision_endpoint: str | None = None  # default http://127.0.0.1:{sandbox_port}
+    azure_vision_key: str = "sandbox"
+    azure_vision_timeout_seconds: float = 60.0  # submit plus polling, in all
+    azure_vision_poll_seconds: float = 1.0  # when the service sends no Retry-After
+    azure_vision_max_polls: int = 120
+    # AWS Polly and S3 (boto3)
+    sandbox_aws_port: int | None = None  # the sandbox's moto port; default sandbox_port + 1
+    aws_endpoint_url: str | None = None  # default http://127.0.0.1:{sandbox AWS port}; "" = AWS itself
+    aws_region: str = "us-east-1"
+    aws_access_key_id: str | None = None  # unset: boto3's own chain (or "sandbox" on the sandbox)
+    aws_secret_access_key: str | None = None
+    aws_timeout_seconds: float = 30.0
+    polly_engine: str = "standard"  # standard | neural | long-form | generative
+    polly_output_format: str = "mp3"
+    tts_bucket: str = "unilingo-audio"
+    tts_url_ttl_seconds: int = 3600
+    # Persistence (DATABASE_URL above): applied migrations live in schema_migrations
+    database_connect_timeout_seconds: float = 5.0
+    # Response cache in Redis
+    cache_enabled: bool = True
+    cache_ttl_seconds: int = 24 * 3600
+
+    def azure_speech_endpoint(self) -> str:
+        return self.azure_speech_host or f"ws://127.0.0.1:{self.sandbox_port}"
+
+    def azure_vision_base(self) -> str:
+        return (self.azure_vision_endpoint or f"http://127.0.0.1:{self.sandbox_port}").rstrip("/")
+
+    def aws_endpoint(self) -> str | None:
+        """The AWS endpoint boto3 uses; None means AWS itself (AWS_ENDPOINT_URL="")."""
+        if self.aws_endpoint_url is not None:
+            return self.aws_endpoint_url or None
+        return f"http://127.0.0.1:{self.sandbox_aws_port or self.sandbox_port + 1}"
 
 
 @lru_cache

@@ -17,7 +17,8 @@ from typing import Any, Callable, Iterator
 import redis
 from celery.exceptions import SoftTimeLimitExceeded
 
-from unilingo import webhooks
+from unilingo import cache as response_cache
+from unilingo import persistence, webhooks
 from unilingo.errors import Deferred, PermanentError, Throttled, TransientError
 from unilingo.jobs import Job, JobStore
 from unilingo.limiter import Limiter
@@ -127,6 +128,15 @@ def backoff_seconds(attempt: int, base: float, cap: float) -> float:
     return random.uniform(base / 2, min(cap, base * 2 ** max(0, attempt - 1)))
 
 
+def _limiter(client: redis.Redis) -> Limiter:
+    settings = get_settings()
+    return Limiter(
+        client,
+        lease_seconds=settings.job_lease_seconds,
+        window_margin_seconds=settings.provider_window_margin_seconds,
+    )
+
+
 def run(job_id: str, handler: Handler) -> str:
     settings = get_settings()
     client = redis_client()
@@ -139,13 +149,15 @@ def run(job_id: str, handler: Handler) -> str:
     job = store.get(job_id)
     heartbeat = _Heartbeat(store, job_id, claim.run_token, settings.job_lease_seconds, settings.job_heartbeat_seconds)
     heartbeat.start()
-    ctx = JobContext(job=job, store=store, run_token=claim.run_token, limiter=Limiter(client), heartbeat=heartbeat)
+    ctx = JobContext(job=job, store=store, run_token=claim.run_token, limiter=_limiter(client), heartbeat=heartbeat)
     outcome = "failed"
     try:
-        result = handler(ctx)
+        # A cache hit answers without the handler: no provider call, no permit.
+        result, hit = response_cache.cached(client, job, lambda: handler(ctx))
         if ctx.usage:
             result = {**result, "usage": ctx.usage}
-        outcome = "succeeded" if store.succeed(job_id, claim.run_token, result) else "stale"
+        persistence.persist(job, result, ctx.usage, cache_hit=hit)  # no-op without DATABASE_URL
+        outcome = "succeeded" if store.succeed(job_id, claim.run_token, result, cache_hit=hit) else "stale"
     except Deferred as exc:
         due = time.time() + exc.retry_after + random.uniform(0, 0.1)
         store.defer(job_id, claim.run_token, exc.provider, due)
