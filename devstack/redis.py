@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -81,7 +82,7 @@ def main() -> None:
     url = urlparse(get_settings().redis_url)
     if url.hostname not in ("127.0.0.1", "localhost"):
         sys.exit(f"REDIS_URL points at {url.hostname}; make redis only serves a local address")
-    workdir = Path(".run/redis")
+    workdir = Path(os.environ.get("UNILINGO_RUN_DIR", ".run")) / "redis"
     server = RedisServer(workdir=workdir, port=url.port or 6379)
     server.start()
     print(f"redis listening on {server.url} (AOF in {workdir})", flush=True)
