@@ -22,6 +22,7 @@ from unilingo import persistence, webhooks
 from unilingo.errors import Deferred, PermanentError, Throttled, TransientError
 from unilingo.jobs import Job, JobStore
 from unilingo.limiter import Limiter
+from unilingo.policy import PolicyStore
 from unilingo.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -100,8 +101,9 @@ class JobContext:
         except Throttled as exc:
             self.limiter.release(provider, decision.lease_id, "throttled", retry_after=exc.retry_after)
             raise
-        except TransientError:
+        except TransientError as exc:
             self.limiter.release(provider, decision.lease_id, "failure")
+            exc.provider = provider  # its policy says how to retry
             raise
         except BaseException:
             # Bad input and our own bugs say nothing about the provider's health.
@@ -123,9 +125,22 @@ class PermitHandle:
 Handler = Callable[[JobContext], dict[str, Any]]
 
 
-def backoff_seconds(attempt: int, base: float, cap: float) -> float:
-    """Exponential backoff with full jitter (AWS architecture blog's recommendation)."""
-    return random.uniform(base / 2, min(cap, base * 2 ** max(0, attempt - 1)))
+def retry_plan(client: redis.Redis, exc: TransientError, attempt: int) -> float | None:
+    """Seconds until the next try after a transient failure, or None to give up.
+
+    A provider's failure follows that provider's retry policy (attempts, exponential backoff,
+    ceiling), live from Redis like every other limit; other failures use the job defaults.
+    Jitter spreads the retries of a burst of failed jobs (equal jitter: half fixed, half random).
+    """
+    provider = getattr(exc, "provider", None)
+    if provider:
+        retry = PolicyStore(client).read(provider).policy.retry
+        attempts, delay = retry.attempts, retry.delay(attempt)
+    else:
+        attempts, delay = get_settings().job_max_attempts, min(60.0, 2.0 ** max(0, attempt - 1))
+    if attempt >= attempts:
+        return None
+    return delay / 2 + random.uniform(0, delay / 2)
 
 
 def _limiter(client: redis.Redis) -> Limiter:
@@ -163,10 +178,11 @@ def run(job_id: str, handler: Handler) -> str:
         store.defer(job_id, claim.run_token, exc.provider, due)
         outcome = "deferred"
     except TransientError as exc:
-        if claim.attempts >= settings.job_max_attempts:
+        delay = retry_plan(client, exc, claim.attempts)
+        if delay is None:
             store.fail(job_id, claim.run_token, exc.code, f"gave up after {claim.attempts} attempts: {exc.message}")
         else:
-            store.retry_later(job_id, claim.run_token, time.time() + backoff_seconds(claim.attempts, 1.0, 60.0))
+            store.retry_later(job_id, claim.run_token, time.time() + delay)
             outcome = "retrying"
     except PermanentError as exc:
         store.fail(job_id, claim.run_token, exc.code, exc.message)
