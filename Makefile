@@ -12,7 +12,7 @@ bootstrap:
 run: bootstrap
 	@$(PY) -m devstack.run
 
-test: bootstrap
+test: bootstrap tools
 	@$(PY) -m pytest -q -p no:cacheprovider tests
 
 test-unit: bootstrap
