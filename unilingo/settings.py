@@ -8,14 +8,18 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_JWT_SECRET = "unilingo-local-development-secret-change-me"
+DEV_WEBHOOK_SECRET = "unilingo-local-webhook-secret"
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=None, extra="ignore")
+
+    # "production" (the Helm chart sets it) refuses the publicly known development secrets.
+    unilingo_env: str = "development"
 
     # Infrastructure
     redis_url: str = "redis://127.0.0.1:6390/0"
@@ -51,7 +55,7 @@ class Settings(BaseSettings):
     user_job_index_size: int = 200
 
     # Webhooks
-    webhook_secret: str = "unilingo-local-webhook-secret"
+    webhook_secret: str = DEV_WEBHOOK_SECRET
     webhook_allow_private: bool = False
     webhook_timeout_seconds: float = 5.0
     webhook_attempts: int = 5
@@ -71,6 +75,15 @@ class Settings(BaseSettings):
     openai_api_key: str = "sandbox"
     openai_model: str = "gpt-4o-mini"
     openai_max_output_tokens: int = 1500
+
+    @model_validator(mode="after")
+    def _no_development_secrets_in_production(self) -> "Settings":
+        if self.unilingo_env == "production":
+            if self.supabase_jwt_secret == DEV_JWT_SECRET and not self.supabase_jwks_url:
+                raise ValueError("UNILINGO_ENV=production needs SUPABASE_JWT_SECRET or SUPABASE_JWKS_URL")
+            if self.webhook_secret == DEV_WEBHOOK_SECRET:
+                raise ValueError("UNILINGO_ENV=production needs WEBHOOK_SECRET")
+        return self
 
     def openai_endpoint(self) -> str:
         return self.openai_base_url or f"http://127.0.0.1:{self.sandbox_port}/openai/v1"
