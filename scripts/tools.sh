@@ -1,25 +1,26 @@
 #!/usr/bin/env bash
-# Build the Go-built tools of the local stack (etcd, kube-apiserver, kubectl, helm,
-# promtool and, when it builds, the prometheus server) from the Go module proxy.
+# Build the Go-built tools of the local stack (etcd, kube-apiserver, kube-controller-manager,
+# kubectl, helm, promtool and, when it builds, the prometheus server) from the Go module proxy.
 #
 # Each binary is built once in a throwaway wrapper module into a cache outside the repo,
 #   ${UNILINGO_TOOLS_CACHE:-$HOME/.cache/unilingo-tools}/<name>-<version>/<name>
 # and linked into <repo>/.tools/bin/. A binary already in the cache is reused.
 #
 # Usage: scripts/tools.sh [--force] [--list] [TOOL...]
-#   TOOL     one or more of: kube-apiserver etcd kubectl helm promtool prometheus
+#   TOOL     one or more of: kube-apiserver etcd kube-controller-manager kubectl helm
+#            promtool prometheus
 #            (default: all; prometheus is optional and skipped quietly if it fails)
 #   --force  rebuild even when the cached binary exists
 #   --list   print the tools, their versions and cache paths, then exit
 set -euo pipefail
 
 # ---- versions: the one place they are pinned -------------------------------------
-K8S_VERSION=v1.34.4          # k8s.io/kubernetes: kube-apiserver, kubectl
+K8S_VERSION=v1.34.4          # k8s.io/kubernetes: kube-apiserver, kube-controller-manager, kubectl
 ETCD_VERSION=v3.6.16         # go.etcd.io/etcd/server/v3
 HELM_VERSION=v3.19.5         # helm.sh/helm/v3
 PROMETHEUS_VERSION=v0.316.0  # github.com/prometheus/prometheus (= Prometheus 3.16.0)
 
-ALL_TOOLS=(kube-apiserver etcd kubectl helm promtool prometheus)
+ALL_TOOLS=(kube-apiserver etcd kube-controller-manager kubectl helm promtool prometheus)
 OPTIONAL_TOOLS=" prometheus "
 
 # ---- locations ----------------------------------------------------------------------
@@ -56,7 +57,7 @@ describe() {
   T_TAGS=""
   T_LDFLAGS=""
   case "$1" in
-    kube-apiserver|kubectl)
+    kube-apiserver|kube-controller-manager|kubectl)
       T_MODULE=k8s.io/kubernetes; T_VERSION=$K8S_VERSION; T_PKG="k8s.io/kubernetes/cmd/$1"
       local v=${K8S_VERSION#v} major minor
       major=${v%%.*}; minor=${v#*.}; minor=${minor%%.*}
@@ -95,7 +96,12 @@ describe() {
 # ---- wrapper module -----------------------------------------------------------------------
 # go.mod of the module we build from (downloaded through the proxy).
 module_gomod() {
-  "$GO" mod download -json "$1@$2" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p'
+  local json
+  if ! json="$("$GO" mod download -json "$1@$2" 2>&1)"; then
+    log "go mod download $1@$2 failed: $(printf '%s' "$json" | sed -n 's/^[[:space:]]*"Error": "\(.*\)",\{0,1\}$/\1/p')"
+    return 1
+  fi
+  printf '%s\n' "$json" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p'
 }
 
 # Every k8s.io/* module that k8s.io/kubernetes' go.mod requires at v0.0.0 or replaces with
@@ -113,8 +119,8 @@ k8s_staging_replaces() {
 
 write_wrapper() {  # dir tool
   local dir=$1 tool=$2 gomod goline
-  gomod="$(module_gomod "$T_MODULE" "$T_VERSION")"
-  [[ -f $gomod ]] || die "could not download $T_MODULE@$T_VERSION"
+  gomod="$(module_gomod "$T_MODULE" "$T_VERSION")" || die "could not download $T_MODULE@$T_VERSION"
+  [[ -f $gomod ]] || die "no go.mod for $T_MODULE@$T_VERSION"
   # Same language/GODEBUG baseline as the module itself.
   goline="$(grep -E '^go [0-9]' "$gomod" | head -n1)"
   {
@@ -155,6 +161,12 @@ build_tool() {
   describe "$tool"
   local dest_dir="$CACHE_DIR/$tool-$T_VERSION" dest="$CACHE_DIR/$tool-$T_VERSION/$tool"
 
+  mkdir -p "$dest_dir"
+  # One build per tool at a time, also across concurrent runs of this script.
+  if command -v flock >/dev/null 2>&1; then
+    exec 9>"$dest_dir/.lock"
+    flock 9
+  fi
   if [[ -x $dest && $FORCE -eq 0 ]]; then
     log "$tool $T_VERSION: cached ($dest)"
   else
@@ -163,8 +175,12 @@ build_tool() {
     WORK="$(mktemp -d "${TMPDIR:-/tmp}/unilingo-tools-$tool.XXXXXX")"
     trap 'rm -rf "$WORK"' EXIT
     write_wrapper "$WORK" "$tool"
-    (cd "$WORK" && "$GO" mod tidy)
-    log "$tool: modules resolved in $((SECONDS - start))s; compiling (nice -n 10) ..."
+    if ! (cd "$WORK" && "$GO" mod tidy) >"$WORK/tidy.log" 2>&1; then
+      cat "$WORK/tidy.log" >&2
+      die "$tool: go mod tidy failed (wrapper go.mod above is in $WORK, removed on exit)"
+    fi
+    log "$tool: $(grep -c '^go: downloading' "$WORK/tidy.log" || true) modules downloaded," \
+        "resolved in $((SECONDS - start))s; compiling (nice -n 10) ..."
     if [[ $tool == helm ]]; then T_LDFLAGS+="$(helm_k8s_ldflags "$WORK")"; fi
     if ! go_build "$WORK" "$WORK/$tool" "$T_TAGS"; then
       [[ $tool == prometheus ]] || exit 1
@@ -173,7 +189,6 @@ build_tool() {
       log "prometheus: -tags builtinassets failed; building without the embedded web UI"
       go_build "$WORK" "$WORK/$tool" ""
     fi
-    mkdir -p "$dest_dir"
     mv -f "$WORK/$tool" "$dest.tmp.$$"
     mv -f "$dest.tmp.$$" "$dest"
     log "$tool $T_VERSION: built in $((SECONDS - start))s -> $dest"
@@ -199,7 +214,7 @@ for arg in "$@"; do
   case "$arg" in
     --force) FORCE=1 ;;
     --list) LIST=1 ;;
-    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) die "unknown option $arg" ;;
     *) describe "$arg"; TOOLS+=("$arg") ;;
   esac
@@ -219,6 +234,7 @@ failed=()
 total_start=$SECONDS
 for t in "${TOOLS[@]}"; do
   if ! UNILINGO_TOOLS_FORCE=$FORCE bash "$SCRIPT_DIR/$(basename "${BASH_SOURCE[0]}")" --one "$t"; then
+    log "$t: build FAILED (see the messages above)"
     if [[ $OPTIONAL_TOOLS == *" $t "* ]]; then
       log "$t: optional, skipped (it did not build)"
       rm -f "$BIN_DIR/$t"
