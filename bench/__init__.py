@@ -1,0 +1,1 @@
+"""Benchmarks (`make bench`): each writes a markdown table under bench/results/."""
