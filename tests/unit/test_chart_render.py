@@ -372,8 +372,12 @@ def _settings_from(container: dict, monkeypatch):
         if name.upper() in Settings.model_fields or name.lower() in Settings.model_fields:
             monkeypatch.delenv(name, raising=False)
     for name, var in container_env(container).items():
-        if "value" in var and name.lower() in Settings.model_fields and "$(" not in var["value"]:
+        if name.lower() not in Settings.model_fields:
+            continue
+        if "value" in var and "$(" not in var["value"]:
             monkeypatch.setenv(name, var["value"])
+        elif "secretKeyRef" in var.get("valueFrom", {}):
+            monkeypatch.setenv(name, f"from-secret-{var['valueFrom']['secretKeyRef']['key']}")
     return Settings()
 
 
