@@ -87,6 +87,21 @@ def workers_alive() -> str:
     return f"{PREFIX}:workers"
 
 
+def workers_of_queue(queue: str) -> str:
+    """Sorted set of the workers consuming ``queue``, scored by their last heartbeat."""
+    return f"{PREFIX}:workers:queue:{queue}"
+
+
+def activity(user_id: str) -> str:
+    """Hash of one user's recent activity (submissions, quota hits, failures, per minute)."""
+    return f"{PREFIX}:activity:{user_id}"
+
+
+def activity_users() -> str:
+    """Sorted set of the users with an activity record, scored by their last activity."""
+    return f"{PREFIX}:activity-users"
+
+
 def webhook_outbox() -> str:
     """Sorted set of pending webhook deliveries (by job id), scored by next attempt time."""
     return f"{PREFIX}:webhooks:outbox"

@@ -1,0 +1,36 @@
+"""``python -m api`` (``make api``): serve the API with uvicorn on ``API_PORT``.
+
+uvloop and httptools, no access log (``API_ACCESS_LOG=1`` turns it on), ``API_HOST``
+(default 0.0.0.0) and ``WEB_CONCURRENCY`` worker processes (default 1; one per core is
+the usual choice when not scaled by replicas).
+"""
+
+from __future__ import annotations
+
+import os
+
+import uvicorn
+
+from unilingo.settings import get_settings
+
+
+def main() -> None:
+    settings = get_settings()
+    workers = int(os.environ.get("WEB_CONCURRENCY", "1") or 1)
+    uvicorn.run(
+        "api.main:app",
+        host=os.environ.get("API_HOST", "0.0.0.0"),
+        port=settings.api_port,
+        loop="uvloop",
+        http="httptools",
+        access_log=os.environ.get("API_ACCESS_LOG", "") in ("1", "true", "yes"),
+        workers=workers if workers > 1 else None,
+        proxy_headers=False,  # X-Forwarded-For is read by the quota code, from trusted proxies only
+        server_header=False,
+        timeout_graceful_shutdown=10,
+        log_level=os.environ.get("API_LOG_LEVEL", "info"),
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""Every error is JSON: ``{"error": {"code": "<machine-readable>", "message": "<human>"}}``.
+
+Validation errors are ``422`` and add ``details`` (one entry per field: ``field``,
+``message``, ``type``). Bad input never becomes a ``5xx``; an unexpected exception becomes a
+``500`` whose body names no internals (the traceback goes to the log); an unreachable Redis
+is a ``503`` with ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis.exceptions
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api.responses import JSON
+
+log = logging.getLogger("api.errors")
+
+# Default codes for statuses raised by the framework itself (no route, wrong method, ...).
+STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    411: "length_required",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "rate_limited",
+    501: "not_implemented",
+    503: "service_unavailable",
+}
+
+
+class ApiError(StarletteHTTPException):
+    """An error answer. Raise it anywhere in a request (also from ``receive``)."""
+
+    def __init__(
+        self,
+        status_code: int,
+        code: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        details: list[dict[str, Any]] | None = None,
+    ):
+        super().__init__(status_code=status_code, detail=message, headers=headers)
+        self.code = code
+        self.message = message
+        self.details = details
+
+
+# --- OpenAPI models (documentation; responses are built as plain dicts) -----------------
+
+
+class ErrorDetail(BaseModel):
+    field: str
+    message: str
+    type: str
+
+
+class ErrorInfo(BaseModel):
+    code: str
+    message: str
+    details: list[ErrorDetail] | None = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorInfo
+
+
+def error_body(code: str, message: str, details: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    info: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        info["details"] = details
+    return {"error": info}
+
+
+def error_response(status_code: int, code: str, message: str, headers=None, details=None) -> JSON:
+    return JSON(error_body(code, message, details), status_code=status_code, headers=headers)
+
+
+def _with_quota(request: Request, headers: dict[str, str] | None) -> dict[str, str] | None:
+    """An error after the quota was taken still tells the client where it stands."""
+    state = request.scope.get("state") or {}
+    quota_headers = state.get("quota_headers")
+    if not quota_headers:
+        return headers
+    return {**quota_headers, **(headers or {})}
+
+
+def _responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    descriptions = {
+        400: "Malformed request",
+        401: "Missing, forged or expired token",
+        404: "Not found (or not yours)",
+        409: "Conflict",
+        413: "Payload or text too large",
+        415: "File type not recognised from its bytes",
+        422: "Validation error",
+        429: "Quota exceeded (Retry-After, RateLimit-* headers)",
+        501: "Job type not available yet",
+        503: "Redis unreachable; retry",
+    }
+    return {s: {"model": ErrorBody, "description": descriptions.get(s, "Error")} for s in statuses}
+
+
+AUTH_RESPONSES = _responses(401, 429, 503)
+SUBMIT_RESPONSES = _responses(400, 401, 409, 413, 415, 422, 429, 501, 503)
+JOB_RESPONSES = _responses(401, 404, 422, 429, 503)
+
+
+# --- handlers ------------------------------------------------------------------------------
+
+
+def _field(loc: tuple | list) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("body", "query", "path", "header", "cookie") and len(parts) > 1:
+        parts = parts[1:]
+    return ".".join(parts) or "body"
+
+
+def validation_details(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    details = []
+    for err in errors:
+        message = str(err.get("msg", "invalid"))
+        if message.startswith("Value error, "):
+            message = message[len("Value error, "):]
+        details.append({"field": _field(err.get("loc", ())), "message": message, "type": str(err.get("type", "invalid"))})
+    return details
+
+
+async def api_error_handler(request: Request, exc: ApiError) -> JSON:
+    return error_response(exc.status_code, exc.code, exc.message, headers=_with_quota(request, exc.headers), details=exc.details)
+
+
+async def http_error_handler(request: Request, exc: StarletteHTTPException) -> JSON:
+    code = STATUS_CODES.get(exc.status_code, "error" if exc.status_code < 500 else "internal_error")
+    message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+    if exc.status_code == 404 and message == "Not Found":
+        message = "no such resource"
+    if exc.status_code >= 500:
+        message = "the server could not complete the request"
+    return error_response(exc.status_code, code, message, headers=exc.headers)
+
+
+async def validation_error_handler(request: Request, exc: RequestValidationError) -> JSON:
+    details = validation_details(list(exc.errors()))
+    if details:
+        summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5])
+    else:
+        summary = "the request is invalid"
+    return error_response(422, "validation_error", summary, headers=_with_quota(request, None), details=details)
+
+
+async def redis_error_handler(request: Request, exc: Exception) -> JSON:
+    log.warning("redis unavailable during %s %s: %s", request.method, request.url.path, exc)
+    return error_response(503, "service_unavailable", "the job store is unreachable; retry shortly", headers={"Retry-After": "1"})
+
+
+async def unhandled_error_handler(request: Request, exc: Exception) -> JSON:
+    log.exception("unhandled error during %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(500, "internal_error", "the server could not complete the request")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(ApiError, api_error_handler)
+    app.add_exception_handler(StarletteHTTPException, http_error_handler)
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(redis.exceptions.ConnectionError, redis_error_handler)
+    app.add_exception_handler(redis.exceptions.TimeoutError, redis_error_handler)
+    app.add_exception_handler(Exception, unhandled_error_handler)

@@ -1,0 +1,160 @@
+"""The caller's jobs: status, live events (SSE), cancellation, recent list.
+
+A job that is unknown and a job that belongs to someone else get the same ``404``: the API
+never reveals that another user's job exists.
+
+SSE (``GET /api/jobs/{id}/events``): the stream subscribes to the job's pub/sub channel
+*before* reading its state, so no change can fall between the two; it sends the state, then
+one event per change, and ends after a terminal state. Every event is an unnamed SSE event
+(``onmessage`` in a browser) whose ``data`` is the job as ``GET /api/jobs/{id}`` shows it,
+with an increasing ``id``. A comment ping every 15 s keeps proxies from closing the stream;
+the state is re-read every few seconds as well, so a lost pub/sub message only delays an
+event. If the job expires or Redis fails, an ``event: error`` with ``{"code", "message"}``
+ends the stream.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import anyio
+import orjson
+import redis.exceptions
+from fastapi import APIRouter, Depends, Query, Request
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from api import schemas
+from api.config import JOB_LIST_MAX
+from api.deps import Caller, Services, ip_guard, response_headers
+from api.errors import JOB_RESPONSES, ApiError, _responses
+from api.responses import JSON
+from unilingo import keys
+from unilingo.jobs import Job
+
+router = APIRouter(prefix="/api/jobs", tags=["jobs"], responses=JOB_RESPONSES)
+
+JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+RESYNC_SECONDS = 5.0  # re-read the state this often even without a pub/sub message
+STREAM_MAX_SECONDS = 3600.0  # a client following longer reconnects (EventSource does so itself)
+PING_SECONDS = 15
+
+
+def _not_found() -> ApiError:
+    return ApiError(404, "job_not_found", "no such job")
+
+
+async def own_job(caller: Caller, job_id: str) -> Job:
+    if not JOB_ID.match(job_id):
+        raise _not_found()
+    job = await caller.services.store.get(job_id)
+    if job is None or job.owner != caller.user.user_id:
+        raise _not_found()
+    return job
+
+
+@router.get("", response_model=schemas.JobList, summary="The caller's recent jobs, newest first")
+async def list_jobs(
+    request: Request,
+    limit: int = Query(20, ge=1, le=JOB_LIST_MAX, description="How many jobs (at most 200)"),
+    caller: Caller = Depends(ip_guard),
+) -> JSON:
+    svc, user = caller.services, caller.user
+    jobs = await svc.store.recent(user.user_id, limit)
+    return JSON({"jobs": [job.public() for job in jobs if job.owner == user.user_id]}, headers=response_headers(request))
+
+
+@router.get("/{job_id}", response_model=schemas.JobView, summary="A job's status, progress and result")
+async def get_job(
+    job_id: str, request: Request, caller: Caller = Depends(ip_guard)
+) -> JSON:
+    job = await own_job(caller, job_id)
+    return JSON(job.public(), headers=response_headers(request))
+
+
+@router.delete(
+    "/{job_id}",
+    response_model=schemas.JobView,
+    responses=_responses(409),
+    summary="Cancel a job that has not ended (409 when it has)",
+)
+async def cancel_job(
+    job_id: str, request: Request, caller: Caller = Depends(ip_guard)
+) -> JSON:
+    svc = caller.services
+    await own_job(caller, job_id)
+    outcome = await svc.store.cancel(job_id)
+    job = await svc.store.get(job_id)
+    if outcome == "missing" or job is None:
+        raise _not_found()
+    if outcome == "terminal":
+        raise ApiError(409, "job_terminal", f"the job has already ended ({job.status.value}); it cannot be cancelled")
+    return JSON(job.public(), headers=response_headers(request))
+
+
+@router.get(
+    "/{job_id}/events",
+    summary="Server-sent events: the job's state, then each change until it ends",
+    responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}, "description": "An SSE stream"}},
+)
+async def job_events(
+    job_id: str, request: Request, caller: Caller = Depends(ip_guard)
+) -> EventSourceResponse:
+    await own_job(caller, job_id)
+    return EventSourceResponse(
+        _stream(caller.services, job_id),
+        ping=PING_SECONDS,
+        send_timeout=30,
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no", **(response_headers(request) or {})},
+    )
+
+
+def _error_event(code: str, message: str) -> ServerSentEvent:
+    return ServerSentEvent(data=orjson.dumps({"code": code, "message": message}).decode(), event="error")
+
+
+async def _subscribed(pubsub, channel: str) -> None:
+    """Subscribe and wait for Redis to confirm it: from then on no change can be missed."""
+    await pubsub.subscribe(channel)
+    deadline = time.monotonic() + 5.0
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise redis.exceptions.TimeoutError("no subscribe confirmation")
+        message = await pubsub.get_message(timeout=remaining)
+        if message is not None and message.get("type") == "subscribe":
+            return
+
+
+async def _stream(svc: Services, job_id: str):
+    pubsub = svc.redis.pubsub()
+    deadline = time.monotonic() + STREAM_MAX_SECONDS
+    sequence = 0
+    last: bytes | None = None
+    try:
+        await _subscribed(pubsub, keys.job_events(job_id))  # first subscribe, then read: no gap
+        while True:
+            job = await svc.store.get(job_id)
+            if job is None:
+                yield _error_event("job_not_found", "the job no longer exists")
+                return
+            snapshot = orjson.dumps(job.public())
+            if snapshot != last:
+                last = snapshot
+                sequence += 1
+                yield ServerSentEvent(data=snapshot.decode(), id=str(sequence), retry=2000)
+            if job.status.terminal:
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            # Any message (or the resync timeout) means: read the state again.
+            await pubsub.get_message(timeout=min(RESYNC_SECONDS, remaining))
+    except redis.exceptions.RedisError:
+        yield _error_event("service_unavailable", "the job store is unreachable; reconnect shortly")
+    finally:
+        with anyio.CancelScope(shield=True):
+            try:
+                await pubsub.aclose()
+            except Exception:
+                pass

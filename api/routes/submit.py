@@ -1,0 +1,121 @@
+"""The six submit endpoints. Each: auth → quota → validate → record + enqueue → ``202``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+
+from api import schemas
+from api.config import REFERENCE_TEXT_MAX_CHARS
+from api.deps import Caller, ai_guard, ip_guard, pronunciation_guard
+from api.errors import SUBMIT_RESPONSES
+from api.responses import JSON
+from api.submission import submit
+from api.validation import check_file, check_text, file_params, parse_form, read_form, read_upload
+from unilingo.jobs import JobType
+
+router = APIRouter(prefix="/api", tags=["submit"], responses=SUBMIT_RESPONSES)
+
+_ACCEPTED = {
+    202: {"model": schemas.JobAccepted, "description": "Queued; follow `status_url` or `events_url`"},
+    200: {"model": schemas.JobAccepted, "description": "The job this Idempotency-Key already created"},
+}
+_IDEMPOTENCY = {
+    "parameters": [
+        {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": False,
+            "description": "Repeat a submission safely: the same key returns the same job for 24 h",
+            "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x21-\\x7e]+$"},
+        }
+    ]
+}
+
+
+def _params(model, exclude=("webhook_url",)) -> dict:
+    return model.model_dump(exclude_none=True, exclude=set(exclude))
+
+
+@router.post(
+    "/ai/generate-flashcards", status_code=202, responses=_ACCEPTED,
+    openapi_extra=_IDEMPOTENCY, summary="Generate flashcards from text",
+)
+async def generate_flashcards(
+    body: schemas.FlashcardsRequest, request: Request,
+    caller: Caller = Depends(ai_guard),
+) -> JSON:
+    check_text("content", body.content, caller.services.config.settings.max_text_chars)
+    return await submit(request, caller, JobType.FLASHCARDS, _params(body), webhook_url=body.webhook_url)
+
+
+@router.post(
+    "/ai/generate-lesson", status_code=202, responses=_ACCEPTED,
+    openapi_extra=_IDEMPOTENCY, summary="Generate a lesson",
+)
+async def generate_lesson(
+    body: schemas.LessonRequest, request: Request,
+    caller: Caller = Depends(ai_guard),
+) -> JSON:
+    check_text("content", body.content, caller.services.config.settings.max_text_chars)
+    return await submit(request, caller, JobType.LESSON, _params(body), webhook_url=body.webhook_url)
+
+
+@router.post(
+    "/audio/generate", status_code=202, responses=_ACCEPTED,
+    openapi_extra=_IDEMPOTENCY, summary="Synthesise speech (text to speech)",
+)
+async def generate_audio(
+    body: schemas.SpeechRequest, request: Request,
+    caller: Caller = Depends(ip_guard),
+) -> JSON:
+    check_text("text", body.text, caller.services.config.settings.max_tts_chars)
+    return await submit(request, caller, JobType.TTS, _params(body), webhook_url=body.webhook_url)
+
+
+@router.post(
+    "/pronunciation-assess", status_code=202, responses=_ACCEPTED,
+    openapi_extra={**schemas.PRONUNCIATION_BODY, **_IDEMPOTENCY}, summary="Assess the pronunciation of a recording",
+)
+async def pronunciation_assess(
+    request: Request, caller: Caller = Depends(pronunciation_guard)
+) -> JSON:
+    settings = caller.services.config.settings
+    async with read_form(request) as form:
+        fields, upload = parse_form(form, schemas.PronunciationFields, "audio")
+        check_text("reference_text", fields.reference_text, REFERENCE_TEXT_MAX_CHARS)
+        data = await read_upload(upload, settings.max_audio_bytes, "audio")
+        kind = check_file("audio", data, "audio", settings.max_audio_bytes)
+        params = {**_params(fields), **file_params(data, kind, upload.filename)}
+    return await submit(request, caller, JobType.PRONUNCIATION, params, webhook_url=fields.webhook_url, upload=data)
+
+
+@router.post(
+    "/process-image", status_code=202, responses=_ACCEPTED,
+    openapi_extra={**schemas.IMAGE_BODY, **_IDEMPOTENCY}, summary="Read the text in an image (OCR)",
+)
+async def process_image(
+    request: Request, caller: Caller = Depends(ip_guard)
+) -> JSON:
+    settings = caller.services.config.settings
+    async with read_form(request) as form:
+        fields, upload = parse_form(form, schemas.ImageFields, "image")
+        data = await read_upload(upload, settings.max_image_bytes, "image")
+        kind = check_file("image", data, "image", settings.max_image_bytes)
+        params = {**_params(fields), **file_params(data, kind, upload.filename)}
+    return await submit(request, caller, JobType.OCR, params, webhook_url=fields.webhook_url, upload=data)
+
+
+@router.post(
+    "/process-pdf", status_code=202, responses=_ACCEPTED,
+    openapi_extra={**schemas.PDF_BODY, **_IDEMPOTENCY}, summary="Extract the text of a PDF",
+)
+async def process_pdf(
+    request: Request, caller: Caller = Depends(ip_guard)
+) -> JSON:
+    settings = caller.services.config.settings
+    async with read_form(request) as form:
+        fields, upload = parse_form(form, schemas.PdfFields, "file")
+        data = await read_upload(upload, settings.max_pdf_bytes, "file")
+        kind = check_file("file", data, "pdf", settings.max_pdf_bytes)
+        params = {**_params(fields), **file_params(data, kind, upload.filename)}
+    return await submit(request, caller, JobType.PDF, params, webhook_url=fields.webhook_url, upload=data)
