@@ -22,6 +22,7 @@ from api.config import ApiConfig
 from api.errors import ApiError
 from api.redis_conn import FastPackConnection
 from api.security import Principal
+from unilingo.connections import async_redis_client
 from unilingo.jobs import AsyncJobStore
 
 
@@ -47,12 +48,14 @@ class Services:
                 # A client belongs to the loop that opened it; keep a few alive, unused.
                 self._stale = [*self._stale[-7:], self.redis]
             settings = self.config.settings
-            pool = aioredis.ConnectionPool.from_url(
-                settings.redis_url, socket_connect_timeout=2, socket_timeout=10, health_check_interval=30
-            )
-            if pool.connection_class is aioredis.Connection:  # plain TCP: pack with hiredis
-                pool.connection_class = FastPackConnection
-            self.redis = aioredis.Redis(connection_pool=pool)
+            timeouts = {"socket_connect_timeout": 2, "socket_timeout": 10, "health_check_interval": 30}
+            if settings.redis_sentinels:
+                self.redis = async_redis_client(settings, **timeouts)
+            else:
+                pool = aioredis.ConnectionPool.from_url(settings.redis_url, **timeouts)
+                if pool.connection_class is aioredis.Connection:  # plain TCP: pack with hiredis
+                    pool.connection_class = FastPackConnection
+                self.redis = aioredis.Redis(connection_pool=pool)
             self.store = AsyncJobStore(self.redis, ttl=settings.job_ttl_seconds, index_size=settings.user_job_index_size)
             self.quota = quotas.QuotaGate(self.redis, settings)
             self._loop = loop

@@ -145,11 +145,10 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _policy(args) -> None:
-    import redis
-
+    from unilingo.connections import redis_client
     from unilingo.policy import PolicyStore
 
-    store = PolicyStore(redis.Redis.from_url(get_settings().redis_url))
+    store = PolicyStore(redis_client())
     if args.action == "show":
         policies = store.read_all()
         print(json.dumps({p: {"revision": rev, "policy": pol.model_dump(by_alias=True)} for p, (pol, rev) in policies.items()}, indent=2))

@@ -23,6 +23,14 @@ class Settings(BaseSettings):
 
     # Infrastructure
     redis_url: str = "redis://127.0.0.1:6390/0"
+    # Sentinel instead of REDIS_URL (unilingo.connections): "host:port,host:port" and the master's name
+    redis_sentinels: str = ""
+    redis_sentinel_master: str = "mymaster"
+    redis_db: int = 0
+    redis_username: str | None = None
+    redis_password: str | None = None
+    redis_sentinel_password: str | None = None
+    redis_tls: bool = False
     database_url: str | None = None  # PostgreSQL (Supabase) DSN; persistence is off without it
 
     # API tier

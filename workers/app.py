@@ -16,12 +16,15 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue
 
+from unilingo import errors_reporting
+from unilingo.connections import celery_broker
 from unilingo.jobs import QUEUES
 from unilingo.settings import get_settings
 
 settings = get_settings()
 
-app = Celery("unilingo", broker=settings.redis_url, include=["workers.tasks"])
+broker_url, broker_options = celery_broker(settings)
+app = Celery("unilingo", broker=broker_url, include=["workers.tasks"])
 app.conf.update(
     task_queues=[Queue(name, routing_key=name) for name in QUEUES],
     task_default_queue="ai",
@@ -33,12 +36,15 @@ app.conf.update(
     accept_content=["json"],
     task_soft_time_limit=settings.job_timeout_seconds,
     task_time_limit=settings.job_timeout_seconds + 30,
-    broker_transport_options={"visibility_timeout": 2 * settings.job_timeout_seconds + 600},
+    broker_transport_options={"visibility_timeout": 2 * settings.job_timeout_seconds + 600, **broker_options},
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
     worker_send_task_events=False,
     worker_enable_remote_control=True,
 )
+
+# Sentry (when SENTRY_DSN is set) before any task tracer is built, in the main process.
+errors_reporting.setup("worker")
 
 # The housekeeping loop runs in every worker's main process.
 import workers.housekeeping  # noqa: E402,F401

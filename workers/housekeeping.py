@@ -17,6 +17,7 @@ import redis
 from celery import signals
 
 from unilingo import keys, webhooks
+from unilingo.connections import redis_client
 from unilingo.jobs import JobStore
 from unilingo.settings import get_settings
 
@@ -32,7 +33,7 @@ class Housekeeper(threading.Thread):
         self.stopped = threading.Event()
         settings = get_settings()
         self.settings = settings
-        self.client = redis.Redis.from_url(settings.redis_url)
+        self.client = redis_client(settings)
         self.store = JobStore(self.client, ttl=settings.job_ttl_seconds)
 
     def tick(self) -> None:

@@ -36,7 +36,9 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from unilingo import keys
+from unilingo.connections import async_redis_client
 from unilingo.policy import PROVIDERS, AsyncPolicyStore, ProviderPolicy, default_policy, document
+from unilingo.settings import get_settings
 from unilingo_operator import status as st
 
 MAX_BACKOFF = 60.0
@@ -61,9 +63,12 @@ class Runtime:
 
     @classmethod
     def connect(cls, redis_url: str) -> Runtime:
-        client = aioredis.Redis.from_url(
-            redis_url, socket_connect_timeout=2, socket_timeout=2, health_check_interval=10, retry_on_timeout=False
-        )
+        options = {"socket_connect_timeout": 2, "socket_timeout": 2, "health_check_interval": 10, "retry_on_timeout": False}
+        settings = get_settings()
+        if settings.redis_sentinels:  # Sentinel: follow the master through failovers
+            client = async_redis_client(settings, **options)
+        else:
+            client = aioredis.Redis.from_url(redis_url, **options)
         return cls(client=client, store=AsyncPolicyStore(client), floor_script=client.register_script(_FLOOR))
 
     async def close(self) -> None:
