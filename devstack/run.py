@@ -1,7 +1,7 @@
 """``make run``: the whole local stack in the foreground; Ctrl-C stops all of it.
 
-Redis (AOF), the provider sandbox (unless real provider credentials are configured), the API
-and one worker for every queue, each a real process started the way its ``make`` target
+Redis (AOF), PostgreSQL (unless DATABASE_URL names one), the provider sandbox (unless real
+provider credentials are configured), the API and one worker for every queue, each a real process started the way its ``make`` target
 starts it, with their output interleaved and prefixed.
 """
 
@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from devstack.ports import wait_for_port
+from devstack.postgres import local_url
 from unilingo.settings import get_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,7 +34,14 @@ def main() -> None:
     env = dict(os.environ)
     python = sys.executable
     redis_port = urlparse(settings.redis_url).port or 6379
+    run_dir = Path(os.environ.get("UNILINGO_RUN_DIR", ROOT / ".run"))
     plan: list[tuple[str, list[str], int | None]] = [("redis", [python, "-m", "devstack.redis"], redis_port)]
+    if not os.environ.get("DATABASE_URL"):
+        # Generated content goes to a local PostgreSQL, the Supabase schema applied on first use.
+        pg_port = int(os.environ.get("POSTGRES_PORT", "5442"))
+        env.setdefault("POSTGRES_DIR", str(run_dir / "postgres"))
+        env.update(POSTGRES_PORT=str(pg_port), DATABASE_URL=local_url(pg_port))
+        plan.append(("postgres", [python, "-m", "devstack.postgres"], pg_port))
     if not os.environ.get("OPENAI_BASE_URL"):
         plan.append(("sandbox", [python, "-m", "sandbox"], settings.sandbox_port))
     plan.append(("api", [python, "-m", "api"], settings.api_port))

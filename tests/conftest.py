@@ -24,3 +24,23 @@ def redis_url(redis_server):
     client.flushall()
     client.close()
     return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """Debian's PostgreSQL on a private port for the whole session (devstack.postgres)."""
+    from devstack.postgres import PostgresServer
+
+    server = PostgresServer()
+    server.start()
+    yield server
+    server.stop()
+    import shutil
+
+    shutil.rmtree(server.workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server):
+    """DSN of the session's PostgreSQL database (tests that need a clean one create their own)."""
+    return postgres_server.url

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import math
+import wave
+from array import array
+from io import BytesIO
+
 
 def pdf_with_text(pages: list[str]) -> bytes:
     """A minimal, valid PDF with one Helvetica text line per page."""
@@ -30,3 +35,29 @@ def pdf_with_text(pages: list[str]) -> bytes:
         out += b"%010d 00000 n \n" % offset
     out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
     return bytes(out)
+
+
+def wav_bytes(samples: list[int] | array, rate: int = 16_000, channels: int = 1, width: int = 2) -> bytes:
+    out = BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(width)
+        w.setframerate(rate)
+        if width == 2:
+            w.writeframes(array("h", samples).tobytes())
+        else:
+            w.writeframes(bytes((s >> 8) + 128 for s in samples))
+    return out.getvalue()
+
+
+def speech_like(seconds: float, rate: int = 16_000, lead_s: float = 0.2) -> list[int]:
+    """Tone bursts with short gaps, loud enough to count as voice: "speech" to the sandbox."""
+    samples = [0] * int(lead_s * rate)
+    t = 0.0
+    while t < seconds:
+        burst = int(0.25 * rate)
+        freq = 180 + 40 * (len(samples) % 7)
+        samples += [int(6000 * math.sin(2 * math.pi * freq * i / rate)) for i in range(burst)]
+        samples += [0] * int(0.06 * rate)
+        t += 0.31
+    return samples + [0] * int(0.2 * rate)

@@ -59,10 +59,10 @@ class Workload:
 WORKLOADS: dict[JobType, Workload] = {
     JobType.FLASHCARDS: Workload("ai", "unilingo.flashcards", "openai"),
     JobType.LESSON: Workload("ai", "unilingo.lesson", "openai"),
-    JobType.PRONUNCIATION: Workload("speech", "unilingo.pronunciation", "azure-speech", available=False),
-    JobType.OCR: Workload("ocr", "unilingo.ocr", "azure-vision", available=False),
+    JobType.PRONUNCIATION: Workload("speech", "unilingo.pronunciation", "azure-speech"),
+    JobType.OCR: Workload("ocr", "unilingo.ocr", "azure-vision"),
     JobType.PDF: Workload("pdf", "unilingo.pdf", None),
-    JobType.TTS: Workload("tts", "unilingo.tts", "aws-polly", available=False),
+    JobType.TTS: Workload("tts", "unilingo.tts", "aws-polly"),
 }
 
 QUEUES = sorted({w.queue for w in WORKLOADS.values()})

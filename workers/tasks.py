@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from celery import signals
 
+from unilingo import errors_reporting, tracing
 from unilingo.jobs import WORKLOADS, JobType
 from workers.app import app
 from workers.handlers import ai, ocr, pdf, speech, tts
@@ -23,9 +24,15 @@ HANDLERS = {
 def _register(job_type: JobType, handler) -> None:
     workload = WORKLOADS[job_type]
 
-    @app.task(name=workload.task, queue=workload.queue, acks_late=True)
-    def task(job_id: str) -> str:
-        return run(job_id, handler)
+    @app.task(name=workload.task, queue=workload.queue, acks_late=True, bind=True)
+    def task(self, job_id: str) -> str:
+        # The run is a child of the submit's span (traceparent in the message headers);
+        # what it reports to Sentry carries its job. Both no-ops when not configured.
+        with tracing.processing(self.request, job_id, job_type.value, workload.queue) as span, \
+                errors_reporting.job_scope(job_id, job_type.value):
+            outcome = run(job_id, handler)
+            tracing.set_attributes(span, {"unilingo.job.outcome": outcome})
+            return outcome
 
 
 for _type, _handler in HANDLERS.items():
@@ -39,4 +46,11 @@ def _warm_up(**_):
     The provider counts a call when it arrives; seconds spent importing and connecting
     between our grant and the arrival would eat into the limiter's window margin.
     """
+    tracing.setup(tracing.WORKER_SERVICE)  # per pool child: no exporter thread crosses the fork
     openai_chat.client()
+
+
+@signals.worker_process_shutdown.connect
+def _flush_telemetry(**_):
+    tracing.shutdown()  # a pool child leaves by os._exit: no atexit flush
+    errors_reporting.flush()

@@ -6,7 +6,9 @@ import json
 import os
 import signal
 import subprocess
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -14,14 +16,15 @@ import httpx
 import pytest
 
 from devstack.ports import free_port
-from tests.samples import pdf_with_text
+from sandbox.images import png_with_text
+from tests.samples import pdf_with_text, speech_like, wav_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
 def stack(tmp_path):
-    ports = {"API_PORT": free_port(), "SANDBOX_PORT": free_port(), "SANDBOX_AWS_PORT": free_port()}
+    ports = {"API_PORT": free_port(), "SANDBOX_PORT": free_port(), "SANDBOX_AWS_PORT": free_port(), "POSTGRES_PORT": free_port()}
     redis_port = free_port()
     env = {
         **os.environ,
@@ -29,6 +32,8 @@ def stack(tmp_path):
         "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
         "SANDBOX_LATENCY_SCALE": "0.02",
         "UNILINGO_RUN_DIR": str(tmp_path / "run"),
+        # PostgreSQL runs as its own system user, which cannot enter pytest's 0700 tmp_path.
+        "POSTGRES_DIR": tempfile.mkdtemp(prefix="unilingo-e2e-pg-"),
     }
     log = open(tmp_path / "stack.log", "wb")
     process = subprocess.Popen([sys.executable, "-m", "devstack.run"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -47,7 +52,7 @@ def stack(tmp_path):
     yield env, api
     os.killpg(process.pid, signal.SIGINT)  # Ctrl-C stops all of it
     process.wait(timeout=40)
-    assert process.returncode is not None
+    shutil.rmtree(env["POSTGRES_DIR"], ignore_errors=True)
 
 
 def cli(env: dict, api: str, *args: str) -> dict:
@@ -67,3 +72,21 @@ def test_make_run_serves_pdf_and_flashcards_jobs(stack, tmp_path):
     assert job["status"] == "succeeded" and len(job["result"]["cards"]) == 3
     listed = cli(env, api, "jobs")
     assert {j["job_id"] for j in listed["jobs"]} >= {job["job_id"]}
+
+
+def test_every_job_type_succeeds_through_the_local_stack(stack, tmp_path):
+    env, api = stack
+    audio = tmp_path / "hallo.wav"
+    audio.write_bytes(wav_bytes(speech_like(2.0)))
+    image = tmp_path / "page.png"
+    image.write_bytes(png_with_text(320, 120, "Der Apfel ist rot"))
+    lesson = cli(env, api, "lesson", "Im Restaurant bestellen", "--level", "beginner", "--language", "de")
+    assert lesson["status"] == "succeeded" and lesson["result"]["vocabulary"] and lesson["result"]["exercises"]
+    assert lesson["progress"]["steps_done"] == 3
+    scored = cli(env, api, "pronounce", str(audio), "Hallo, wie geht es dir?", "--language", "de-DE")
+    assert scored["status"] == "succeeded" and 0 <= scored["result"]["scores"]["pronunciation"] <= 100
+    read = cli(env, api, "ocr", str(image))
+    assert read["status"] == "succeeded" and "Apfel" in read["result"]["text"]
+    spoken = cli(env, api, "tts", "Guten Tag!", "--language", "de-DE")
+    assert spoken["status"] == "succeeded"
+    assert httpx.get(spoken["result"]["audio_url"], timeout=10).content  # the presigned URL serves the audio

@@ -15,13 +15,14 @@ from unilingo import keys
 
 @pytest.fixture(scope="session")
 def sandbox(tmp_path_factory):
-    port = free_port()
+    port, aws_port = free_port(), free_port()
     service = Service.python(
         "sandbox", "sandbox", port=port, log_dir=tmp_path_factory.mktemp("sandbox"),
-        env={"SANDBOX_PORT": str(port), "SANDBOX_AWS_PORT": str(free_port()), "SANDBOX_LATENCY_SCALE": "0.01"},
+        env={"SANDBOX_PORT": str(port), "SANDBOX_AWS_PORT": str(aws_port), "SANDBOX_LATENCY_SCALE": "0.01"},
     )
     service.start()
     service.url = f"http://127.0.0.1:{port}"
+    service.aws_port = aws_port
     yield service
     service.stop()
 
@@ -35,10 +36,11 @@ def sandbox_reset(sandbox):
     return sandbox
 
 
-def worker_env(redis_url: str, sandbox_port: int, **extra) -> dict[str, str]:
+def worker_env(redis_url: str, sandbox_port: int, aws_port: int | None = None, **extra) -> dict[str, str]:
     env = {
         "REDIS_URL": redis_url,
         "SANDBOX_PORT": str(sandbox_port),
+        "SANDBOX_AWS_PORT": str(aws_port or sandbox_port + 1),
         "WORKER_CONCURRENCY": "2",
         "JOB_LEASE_SECONDS": "3",
         "JOB_HEARTBEAT_SECONDS": "0.5",
@@ -58,7 +60,7 @@ def start_worker(redis_url, sandbox, tmp_path):
         before = set(client.zrange(keys.workers_alive(), 0, -1))
         port = int(sandbox.url.rsplit(":", 1)[1])
         service = Service.python(
-            f"worker{len(started)}", "workers", env=worker_env(redis_url, port, **extra), log_dir=tmp_path,
+            f"worker{len(started)}", "workers", env=worker_env(redis_url, port, sandbox.aws_port, **extra), log_dir=tmp_path,
             ready=lambda: bool(set(client.zrange(keys.workers_alive(), 0, -1)) - before),
         )
         started.append(service)

@@ -114,14 +114,27 @@ class AssessmentRequest:
     miscue: bool = True
 
 
+# Properties of the SDK's native core, set by name (the Python API does not expose them):
+# no reconnection attempts of its own (a 429 or 5xx at the websocket upgrade is otherwise
+# retried 4 more times within a second: retrying is the runner's business, under the
+# shared limiter), and a short wait for the service when stopping a session.
+SDK_PROPERTIES = {
+    "SPEECH-Error-MaxRetryCount": "0",
+    "SPEECH-StopRecognitionTimeoutInSeconds": "2",
+}
+
+
 def _speech_config(speechsdk):
     settings = get_settings()
     if settings.azure_speech_region and not settings.azure_speech_host:
-        return speechsdk.SpeechConfig(subscription=settings.azure_speech_key, region=settings.azure_speech_region)
-    host = settings.azure_speech_endpoint()
-    if settings.azure_speech_key:
-        return speechsdk.SpeechConfig(host=host, subscription=settings.azure_speech_key)
-    return speechsdk.SpeechConfig(host=host)
+        config = speechsdk.SpeechConfig(subscription=settings.azure_speech_key, region=settings.azure_speech_region)
+    elif settings.azure_speech_key:
+        config = speechsdk.SpeechConfig(host=settings.azure_speech_endpoint(), subscription=settings.azure_speech_key)
+    else:
+        config = speechsdk.SpeechConfig(host=settings.azure_speech_endpoint())
+    for name, value in SDK_PROPERTIES.items():
+        config.set_property_by_name(name, value)
+    return config
 
 
 def assess(ctx, audio: PcmAudio, request: AssessmentRequest) -> dict:
@@ -132,18 +145,44 @@ def assess(ctx, audio: PcmAudio, request: AssessmentRequest) -> dict:
 
 
 def recognise(audio: PcmAudio, request: AssessmentRequest) -> list[dict]:
-    """The detailed JSON of every recognised phrase, or one of our errors."""
+    """The detailed JSON of every recognised phrase, or one of our errors.
+
+    The SDK session runs in ``_session``, which returns plain data and has torn its SDK
+    objects down before anything is raised here: an exception's traceback keeps frames
+    alive, and an SDK object released later by the garbage collector blocks whichever
+    thread happens to collect it while the SDK waits out its own shutdown.
+    """
+    settings = get_settings()
+    outcome = _session(audio, request, settings.azure_speech_timeout_seconds)
+    if outcome.timed_out:
+        raise TransientError(
+            f"Azure Speech gave no answer within {settings.azure_speech_timeout_seconds}s", code="provider_timeout"
+        )
+    if outcome.failure:
+        raise _error(*outcome.failure)
+    if not outcome.phrases:
+        reason = outcome.no_match or "NotRecognized"
+        raise PermanentError(f"no speech was recognised in the audio ({reason})", code="no_speech")
+    return outcome.phrases
+
+
+@dataclass
+class _Outcome:
+    phrases: list[dict]
+    no_match: str | None = None
+    failure: tuple[str, str] | None = None
+    timed_out: bool = False
+
+
+def _session(audio: PcmAudio, request: AssessmentRequest, timeout: float) -> _Outcome:
     import azure.cognitiveservices.speech as speechsdk
 
-    settings = get_settings()
     config = _speech_config(speechsdk)
     config.speech_recognition_language = request.language
     stream = speechsdk.audio.PushAudioInputStream(
         stream_format=speechsdk.audio.AudioStreamFormat(samples_per_second=audio.sample_rate, bits_per_sample=16, channels=1)
     )
-    recognizer = speechsdk.SpeechRecognizer(
-        speech_config=config, audio_config=speechsdk.audio.AudioConfig(stream=stream)
-    )
+    recognizer = speechsdk.SpeechRecognizer(speech_config=config, audio_config=speechsdk.audio.AudioConfig(stream=stream))
     granularity = {
         "Phoneme": speechsdk.PronunciationAssessmentGranularity.Phoneme,
         "Word": speechsdk.PronunciationAssessmentGranularity.Word,
@@ -157,58 +196,66 @@ def recognise(audio: PcmAudio, request: AssessmentRequest) -> list[dict]:
     ).apply_to(recognizer)
 
     done = threading.Event()
-    phrases: list[dict] = []
-    no_match: list[str] = []
-    failure: list[tuple] = []
+    outcome = _Outcome(phrases=[])
 
     def recognized(evt) -> None:
         result = evt.result
         if result.reason == speechsdk.ResultReason.RecognizedSpeech:
             raw = result.properties.get(speechsdk.PropertyId.SpeechServiceResponse_JsonResult)
             if raw:
-                phrases.append(json.loads(raw))
-        elif result.reason == speechsdk.ResultReason.NoMatch:
-            no_match.append(result.no_match_details.reason.name)
+                outcome.phrases.append(json.loads(raw))
+        elif result.reason == speechsdk.ResultReason.NoMatch and outcome.no_match is None:
+            outcome.no_match = result.no_match_details.reason.name
 
     def canceled(evt) -> None:
         details = evt.cancellation_details
-        if details.reason == speechsdk.CancellationReason.Error:
-            failure.append((details.code.name, details.error_details or ""))
-        done.set()  # EndOfStream: all audio was processed
+        if details.reason == speechsdk.CancellationReason.Error and outcome.failure is None:
+            outcome.failure = (details.code.name, details.error_details or "")
+        done.set()  # or EndOfStream: all the audio was processed
 
     recognizer.recognized.connect(recognized)
     recognizer.canceled.connect(canceled)
     recognizer.session_stopped.connect(lambda evt: done.set())
-
-    recognizer.start_continuous_recognition_async().get()
-    stream.write(audio.pcm)
-    stream.close()
-    finished = done.wait(settings.azure_speech_timeout_seconds)
-    if not finished:
-        _abandon(recognizer, stream)
-        raise TransientError(
-            f"Azure Speech gave no answer within {settings.azure_speech_timeout_seconds}s", code="provider_timeout"
-        )
-    recognizer.stop_continuous_recognition_async().get()
-    if failure:
-        raise _error(*failure[0])
-    if not phrases:
-        reason = no_match[0] if no_match else "NotRecognized"
-        raise PermanentError(f"no speech was recognised in the audio ({reason})", code="no_speech")
-    return phrases
+    try:
+        recognizer.start_continuous_recognition_async().get()
+        stream.write(audio.pcm)
+        stream.close()
+        outcome.timed_out = not done.wait(timeout)
+        if outcome.timed_out or outcome.failure is not None:
+            # Stopping a session whose service hangs waits for it, and releasing one that
+            # failed waits out the SDK's shutdown: either way, not on the job's thread.
+            _release_in_background([recognizer, stream, config], stop=outcome.timed_out)
+        else:
+            recognizer.stop_continuous_recognition_async().get()
+            _disconnect(recognizer)
+    finally:
+        del recognizer, stream, config  # released here, in this order (unless handed over)
+    return outcome
 
 
-def _abandon(recognizer, stream) -> None:
-    """Tear a stuck recogniser down off the job's thread (its stop waits on the service)."""
+def _disconnect(recognizer) -> None:
+    for signal in (recognizer.recognized, recognizer.canceled, recognizer.session_stopped):
+        signal.disconnect_all()
 
-    def reap(objects=[recognizer, stream]) -> None:
+
+def _release_in_background(objects: list, stop: bool) -> None:
+    """Release (after stopping, if asked) a recogniser's SDK objects off the job's thread.
+
+    After an error the SDK has stopped by itself, and stopping again would make the release
+    wait out its 10 s shutdown timeout. Not a daemon thread: killing native SDK threads at
+    interpreter exit aborts the process.
+    """
+
+    def release() -> None:
         try:
-            objects[0].stop_continuous_recognition_async().get()
-        except Exception:  # noqa: BLE001 - best effort on a recogniser we gave up on
+            if stop:
+                objects[0].stop_continuous_recognition_async().get()
+            _disconnect(objects[0])
+        except Exception:  # noqa: BLE001 - best effort on a session we gave up on
             pass
         objects.clear()
 
-    threading.Thread(target=reap, name="azure-speech-reaper", daemon=True).start()
+    threading.Thread(target=release, name="azure-speech-release").start()
 
 
 def _error(code: str, details: str) -> Exception:
