@@ -22,9 +22,8 @@ from starlette.requests import Request
 from api.config import ApiConfig
 from api.deps import Caller, response_headers
 from api.errors import ApiError
-from api.metrics import SUBMISSIONS
 from api.responses import JSON
-from unilingo import errors_reporting, tracing, webhooks
+from unilingo import errors_reporting, metrics, tracing, webhooks
 from unilingo.jobs import WORKLOADS, Job, JobStatus, JobType, NewJob, new_job_id
 from unilingo.messages import task_message
 
@@ -95,7 +94,7 @@ async def submit(
         message = task_message(workload.task, workload.queue, [job_id], task_id=job_id)  # carries this span's context
         created, stored_id = await svc.store.create(NewJob(job=job, message=message, upload=upload, idempotency_key=key))
     if created:
-        SUBMISSIONS.labels(job_type.value).inc()
+        metrics.job_submitted(job_type.value, user.user_id)
         body = accepted_body(config, job_id, JobStatus.QUEUED.value)
         return JSON(body, status_code=202, headers=response_headers(request, {"Location": body["status_url"]}))
 

@@ -4,7 +4,9 @@ The API's submit path records the job and pushes its Celery message to the queue
 list in one Lua script (``jobs.JobStore.create``). For that it needs the exact bytes that
 kombu's Redis transport would LPUSH; Celery's own ``amqp.as_task_v2`` builds the protocol-2
 headers and body, and this module wraps them the way ``kombu.transport.redis`` does. The
-stored bytes are pushed again unchanged when a job is requeued, so a job keeps one task id.
+stored bytes are pushed again unchanged when a job is requeued, so a job keeps one task id,
+and one trace: the headers carry the W3C ``traceparent`` of the span current when the message
+is built (``unilingo.tracing``; nothing is added when tracing is off).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from functools import lru_cache
 import orjson
 from celery import Celery
 
+from unilingo import tracing
+
 
 @lru_cache
 def _protocol() -> Celery:
@@ -26,6 +30,7 @@ def _protocol() -> Celery:
 def task_message(task_name: str, queue: str, args: list, task_id: str | None = None) -> bytes:
     task_id = task_id or uuid.uuid4().hex
     headers, properties, body, _ = _protocol().amqp.as_task_v2(task_id, task_name, args=args, kwargs={})
+    tracing.inject(headers)  # Celery copies message headers onto task.request
     properties = dict(properties)
     properties.update(
         delivery_mode=2,

@@ -18,12 +18,14 @@ import redis
 from celery.exceptions import SoftTimeLimitExceeded
 
 from unilingo import cache as response_cache
-from unilingo import persistence, webhooks
+from unilingo import errors_reporting, persistence, tracing, webhooks
+from unilingo.connections import redis_client as connect
 from unilingo.errors import Deferred, PermanentError, Throttled, TransientError
 from unilingo.jobs import Job, JobStore
 from unilingo.limiter import Limiter
 from unilingo.policy import PolicyStore
 from unilingo.settings import get_settings
+from workers import metrics as worker_metrics
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +36,7 @@ def redis_client() -> redis.Redis:
     """One connection pool per worker process (created after fork)."""
     global _client
     if _client is None:
-        _client = redis.Redis.from_url(get_settings().redis_url)
+        _client = connect()
     return _client
 
 
@@ -83,21 +85,28 @@ class JobContext:
     def progress(self, **progress: Any) -> None:
         self.store.update_progress(self.job.job_id, self.run_token, progress)
 
+    def provider_call(self, provider: str, tokens: int = 0):
+        """``with ctx.provider_call(provider, tokens) as handle:`` see ``_permit``; in a span when tracing is on."""
+        permit = self._permit(provider, tokens)
+        return tracing.provider_call(permit, provider, tokens) if tracing.ENABLED else permit
+
     @contextmanager
-    def provider_call(self, provider: str, tokens: int = 0) -> Iterator["PermitHandle"]:
+    def _permit(self, provider: str, tokens: int = 0) -> Iterator["PermitHandle"]:
         """Hold a permit for one provider call; defer the job when none is granted.
 
         The handler reports ``handle.tokens_used`` when the provider says; the permit is
         released with the outcome, which is what feeds the shared circuit breaker.
         """
         decision = self.limiter.acquire(provider, tokens=tokens, holder=self.job.job_id)
+        worker_metrics.permit(provider, decision)
         if not decision.granted:
             raise Deferred(provider, decision.retry_after, decision.reason)
         handle = PermitHandle(tokens_used=None)
         renew = lambda: self.limiter.renew(provider, decision.lease_id)  # noqa: E731
         self.heartbeat.extra.append(renew)
         try:
-            yield handle
+            with worker_metrics.provider_call(provider, handle):  # latency and outcome
+                yield handle
         except Throttled as exc:
             self.limiter.release(provider, decision.lease_id, "throttled", retry_after=exc.retry_after)
             raise
@@ -162,6 +171,7 @@ def run(job_id: str, handler: Handler) -> str:
         # live worker holds: nothing to do, and the message is acknowledged.
         return claim.outcome
     job = store.get(job_id)
+    measured = worker_metrics.run_started(job)
     heartbeat = _Heartbeat(store, job_id, claim.run_token, settings.job_lease_seconds, settings.job_heartbeat_seconds)
     heartbeat.start()
     ctx = JobContext(job=job, store=store, run_token=claim.run_token, limiter=_limiter(client), heartbeat=heartbeat)
@@ -169,6 +179,7 @@ def run(job_id: str, handler: Handler) -> str:
     try:
         # A cache hit answers without the handler: no provider call, no permit.
         result, hit = response_cache.cached(client, job, lambda: handler(ctx))
+        worker_metrics.cache_lookup(job, hit)
         if ctx.usage:
             result = {**result, "usage": ctx.usage}
         persistence.persist(job, result, ctx.usage, cache_hit=hit)  # no-op without DATABASE_URL
@@ -189,10 +200,13 @@ def run(job_id: str, handler: Handler) -> str:
     except SoftTimeLimitExceeded:
         store.fail(job_id, claim.run_token, "timeout", f"the job ran longer than {settings.job_timeout_seconds}s")
     except Exception as exc:  # a bug: fail loudly with a code, never retry forever
+        errors_reporting.capture(exc)  # Sentry, tagged with the job (no-op without SENTRY_DSN)
+        tracing.record_error(exc)
         log.exception("job %s crashed", job_id)
         store.fail(job_id, claim.run_token, "internal_error", type(exc).__name__)
     finally:
         heartbeat.stopped.set()
+        worker_metrics.run_ended(client, measured, outcome)  # and the cluster totals, one round trip
     if outcome in ("succeeded", "failed") and job.webhook_url:
         webhooks.enqueue(client, job_id, job.webhook_url)
     return outcome
