@@ -27,23 +27,36 @@ def _protocol() -> Celery:
     return Celery("unilingo-messages", set_as_current=False)
 
 
-def task_message(task_name: str, queue: str, args: list, task_id: str | None = None) -> bytes:
-    task_id = task_id or uuid.uuid4().hex
-    headers, properties, body, _ = _protocol().amqp.as_task_v2(task_id, task_name, args=args, kwargs={})
-    tracing.inject(headers)  # Celery copies message headers onto task.request
+@lru_cache(maxsize=64)
+def _template(task_name: str, queue: str) -> tuple[dict, dict, dict]:
+    """Celery's headers and properties for a task, built once.
+
+    ``as_task_v2`` costs ~70 µs a call, a tenth of a submission's CPU; only the task id, the
+    arguments and the delivery tag differ from one message of a task to the next, so they are
+    filled in per call (``test_messages`` checks the result against Celery's own).
+    """
+    headers, properties, body, _ = _protocol().amqp.as_task_v2("-", task_name, args=[], kwargs={})
     properties = dict(properties)
     properties.update(
         delivery_mode=2,
         priority=0,
         body_encoding="base64",
-        delivery_tag=str(uuid.uuid4()),
         delivery_info={"exchange": queue, "routing_key": queue},
     )
+    return headers, properties, body[2]
+
+
+def task_message(task_name: str, queue: str, args: list, task_id: str | None = None) -> bytes:
+    task_id = task_id or uuid.uuid4().hex
+    header_template, property_template, embed = _template(task_name, queue)
+    headers = {**header_template, "id": task_id, "root_id": task_id, "argsrepr": repr(args)}
+    tracing.inject(headers)  # Celery copies message headers onto task.request
+    properties = {**property_template, "correlation_id": task_id, "delivery_tag": str(uuid.uuid4())}
     message = {
-        "body": base64.b64encode(orjson.dumps(body)).decode(),
+        "body": base64.b64encode(orjson.dumps([args, {}, embed])).decode(),
         "content-encoding": "utf-8",
         "content-type": "application/json",
         "headers": headers,
         "properties": properties,
     }
-    return orjson.dumps(message, default=str)
+    return orjson.dumps(message)
