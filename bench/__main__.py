@@ -10,6 +10,7 @@ BENCHMARKS = [
     "bench.submit_bench",
     "bench.limiter_bench",
     "bench.quota_use_bench",
+    "bench.scenarios_bench",
     "bench.propagation_bench",
     "bench.recovery_bench",
     "bench.cache_bench",
