@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
 
 import httpx
 import pytest
 import redis
 
 from devstack.ports import free_port
-from devstack.processes import Service
+from devstack.processes import Service, wait_until  # noqa: F401  (tests import it from here)
 from unilingo import keys
 
 
@@ -45,6 +44,8 @@ def worker_env(redis_url: str, sandbox_port: int, aws_port: int | None = None, *
         "JOB_LEASE_SECONDS": "3",
         "JOB_HEARTBEAT_SECONDS": "0.5",
         "WORKER_LOG_LEVEL": "WARNING",
+        # Several workers share this host: no /metrics port unless a test asks for one.
+        "WORKER_METRICS_PORT": "0",
     }
     env.update({k.upper(): str(v) for k, v in extra.items()})
     return env
@@ -70,13 +71,3 @@ def start_worker(redis_url, sandbox, tmp_path):
     for service in started:
         service.stop()
     client.close()
-
-
-def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s")

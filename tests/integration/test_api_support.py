@@ -11,7 +11,6 @@ import struct
 import subprocess
 import sys
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pytest
 import redis
 
 from devstack.ports import free_port, wait_for_port
+from devstack.processes import wait_until  # noqa: F401  (API tests import it from here)
 from unilingo.settings import Settings
 from unilingo.tokens import mint
 
@@ -184,11 +184,3 @@ class Receiver:
         self.server.server_close()
 
 
-def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s")

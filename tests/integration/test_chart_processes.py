@@ -23,23 +23,13 @@ import pytest
 import redis
 
 from devstack.ports import free_port
-from devstack.processes import Service
+from devstack.processes import Service, wait_until
 from tests.unit.test_chart_render import REPO, container_env, of_kind, render, worker_container, worker_deployments
 from unilingo import keys
 
 pytestmark = pytest.mark.integration
 
 MAX_AGE = 5  # the schema minimum
-
-
-def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 @pytest.fixture(scope="module")
