@@ -2,7 +2,9 @@
 
 uvloop and httptools, no access log (``API_ACCESS_LOG=1`` turns it on), ``API_HOST``
 (default 0.0.0.0) and ``WEB_CONCURRENCY`` worker processes (default 1; one per core is
-the usual choice when not scaled by replicas).
+the usual choice when not scaled by replicas). With several, their Prometheus metrics are
+kept in ``PROMETHEUS_MULTIPROC_DIR`` (a fresh temporary folder unless set) and summed by
+``/metrics``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,21 @@ from unilingo.settings import get_settings
 def main() -> None:
     settings = get_settings()
     workers = int(os.environ.get("WEB_CONCURRENCY", "1") or 1)
+    if workers > 1:
+        # Several processes answer on one port, and a scrape reaches any one of them: they keep
+        # their metrics in files that /metrics sums (prometheus-client multiprocess mode).
+        import tempfile
+
+        from unilingo import metrics
+
+        owned = not os.environ.get(metrics.MULTIPROC_ENV)
+        path = os.environ.get(metrics.MULTIPROC_ENV) or tempfile.mkdtemp(prefix="unilingo-api-metrics-")
+        metrics.enable_multiprocess(path, clean=True)  # the environment passes it on to the processes
+        if owned:
+            import atexit
+            import shutil
+
+            atexit.register(shutil.rmtree, path, ignore_errors=True)
     uvicorn.run(
         "api.main:app",
         host=os.environ.get("API_HOST", "0.0.0.0"),

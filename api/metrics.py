@@ -218,13 +218,16 @@ class Flusher:
         self._loop = loop
         self._task = loop.create_task(self._run())
 
-    async def flush(self) -> None:
-        services = self._services
+    async def flush(self, services=None) -> None:
+        """Write what is pending now (the lifespan's shutdown calls it with its services)."""
+        services = services or self._services
         if services is None or services.redis is None or not m.TOTALS.pending():
             return
+        if getattr(services, "_loop", None) is not asyncio.get_running_loop():
+            return  # a client belongs to the loop that opened it
         try:
             await m.TOTALS.aflush(services.redis)
-        except (redis.exceptions.RedisError, OSError) as exc:
+        except Exception as exc:  # never let bookkeeping break a request or a shutdown
             log.warning("metrics: cluster totals not written (%s)", type(exc).__name__)
 
     async def _run(self) -> None:

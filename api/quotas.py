@@ -21,6 +21,7 @@ from functools import lru_cache
 from starlette.requests import Request
 
 from api.errors import ApiError
+from unilingo import metrics
 from unilingo import quota as q
 
 # quota name -> (settings field, Redis scope, counted per)
@@ -67,6 +68,7 @@ class QuotaGate:
         refused = [(hit, result) for hit, result in zip(hits, results) if not result.allowed]
         if refused:
             (name, _, _, rate), result = max(refused, key=lambda pair: pair[1].retry_after)
+            metrics.quota_rejected(name, user_id)
             per = "address" if QUOTAS[name][2] == "ip" else "user"
             raise ApiError(
                 429,

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the local stack and the tests need, skipping what is already there:
-# Debian's redis-server and postgresql, and the pinned Python environment in .venv.
+# Debian's redis-server, postgresql and chromium (headless, for the /monitoring test), and the
+# pinned Python environment in .venv.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -8,9 +9,8 @@ cd "$ROOT"
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
-if [ "${UNILINGO_WITH_CHROMIUM:-0}" = 1 ] && ! command -v chromium >/dev/null 2>&1; then
-  need_apt+=(chromium)
-fi
+# Headless Chromium renders /monitoring in tests/integration/test_monitoring_page.py.
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "bootstrap: installing Debian packages: ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"

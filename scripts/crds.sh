@@ -7,6 +7,7 @@
 #   Prometheus operator  github.com/prometheus-operator/prometheus-operator
 #                          example/prometheus-operator-crd/
 #                          monitoring.coreos.com_servicemonitors.yaml,
+#                          monitoring.coreos.com_podmonitors.yaml,
 #                          monitoring.coreos.com_prometheusrules.yaml
 #
 # They land in a cache outside the repo,
@@ -21,7 +22,8 @@ KEDA_VERSION=v2.21.0                 # keep in step with KEDA_CHART_VERSION in s
 PROMETHEUS_OPERATOR_VERSION=v0.85.0
 
 KEDA_FILES=(keda.sh_scaledobjects.yaml keda.sh_triggerauthentications.yaml)
-PROMOP_FILES=(monitoring.coreos.com_servicemonitors.yaml monitoring.coreos.com_prometheusrules.yaml)
+PROMOP_FILES=(monitoring.coreos.com_servicemonitors.yaml monitoring.coreos.com_podmonitors.yaml
+              monitoring.coreos.com_prometheusrules.yaml)
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$SCRIPT_DIR/.." && pwd)"

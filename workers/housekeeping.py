@@ -20,6 +20,7 @@ from unilingo import keys, webhooks
 from unilingo.connections import redis_client
 from unilingo.jobs import JobStore
 from unilingo.settings import get_settings
+from workers import metrics as worker_metrics  # also connects the worker's metrics signals
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +36,19 @@ class Housekeeper(threading.Thread):
         self.settings = settings
         self.client = redis_client(settings)
         self.store = JobStore(self.client, ttl=settings.job_ttl_seconds)
+        self.queues = settings.queues()
+        self._announced = 0.0
 
     def tick(self) -> None:
         self.store.promote_due()
-        self.store.requeue_stalled()
+        worker_metrics.jobs_recovered(self.store.requeue_stalled())
         webhooks.deliver_due(self.client, self.settings)
-        self.client.zadd(keys.workers_alive(), {self.worker_name: time.time()})
+        now = time.time()
+        self.client.zadd(keys.workers_alive(), {self.worker_name: now})
+        if now - self._announced >= 1.0:  # per queue, for unilingo_workers_alive{queue}
+            worker_metrics.heartbeat(self.client, self.worker_name, self.queues, now)
+            self._announced = now
+        worker_metrics.sweep()
 
     def run(self) -> None:
         while not self.stopped.wait(INTERVAL_SECONDS):
@@ -55,6 +63,7 @@ class Housekeeper(threading.Thread):
         self.stopped.set()
         try:
             self.client.zrem(keys.workers_alive(), self.worker_name)
+            worker_metrics.leave(self.client, self.worker_name, self.queues)
         except redis.RedisError:
             pass
 

@@ -68,6 +68,7 @@ async def health_detailed(svc: Services = Depends(services)) -> JSON:
 
 
 @router.get("/metrics", include_in_schema=True, summary="Prometheus metrics", response_class=Response)
-async def prometheus_metrics() -> Response:
-    data, content_type = metrics.render()
+async def prometheus_metrics(svc: Services = Depends(services)) -> Response:
+    # This process's metrics, then the platform's state read from Redis now (api.metrics).
+    data, content_type = await metrics.render(svc.redis, svc.config.settings.provider_window_margin_seconds)
     return Response(data, media_type=content_type)

@@ -29,7 +29,7 @@ from api.config import JOB_LIST_MAX
 from api.deps import Caller, Services, ip_guard, response_headers
 from api.errors import JOB_RESPONSES, ApiError, _responses
 from api.responses import JSON
-from unilingo import keys
+from unilingo import keys, metrics
 from unilingo.jobs import Job
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"], responses=JOB_RESPONSES)
@@ -89,6 +89,7 @@ async def cancel_job(
         raise _not_found()
     if outcome == "terminal":
         raise ApiError(409, "job_terminal", f"the job has already ended ({job.status.value}); it cannot be cancelled")
+    metrics.job_cancelled(job.type.value)
     return JSON(job.public(), headers=response_headers(request))
 
 

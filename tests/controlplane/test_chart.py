@@ -1,8 +1,8 @@
 """The Helm chart on the real local kube-apiserver (etcd + kube-apiserver, RBAC on).
 
 KEDA's and the Prometheus operator's own published CRDs (scripts/crds.sh, from their Go
-modules) are installed first, so ScaledObjects, TriggerAuthentications, ServiceMonitors and
-PrometheusRules are validated against the real schemas. For every value set:
+modules) are installed first, so ScaledObjects, TriggerAuthentications, ServiceMonitors,
+PodMonitors and PrometheusRules are validated against the real schemas. For every value set:
   1. the rendered manifest passes `kubectl apply --dry-run=server --validate=strict`
      (server-side validation, admission, unknown fields rejected);
   2. `helm install` installs it for real (the chart's crds/ included), every object is stored
@@ -29,6 +29,7 @@ THIRD_PARTY_CRDS = [
     "scaledobjects.keda.sh",
     "triggerauthentications.keda.sh",
     "servicemonitors.monitoring.coreos.com",
+    "podmonitors.monitoring.coreos.com",
     "prometheusrules.monitoring.coreos.com",
 ]
 RELEASE = "unilingo"
@@ -144,7 +145,7 @@ def test_chart_installs_on_the_control_plane(value_set, kubectl, third_party_crd
         for doc in installed:
             key = (doc["kind"], doc["metadata"].get("namespace"), doc["metadata"]["name"])
             assert key in stored, f"{key} was not stored"
-            if doc["kind"] in ("ScaledObject", "TriggerAuthentication", "ServiceMonitor", "PrometheusRule"):
+            if doc["kind"] in ("ScaledObject", "TriggerAuthentication", "ServiceMonitor", "PodMonitor", "PrometheusRule"):
                 # Nothing the chart wrote was pruned as unknown by the CRD's structural schema.
                 assert stored[key]["spec"] == doc["spec"], key
         crds = kubectl("get", "crd", "-o", "name").stdout

@@ -329,11 +329,11 @@ async def test_metrics_count_requests_by_route_template(api):
     await api.get(f"/api/jobs/{job_id}", headers=auth())
     await api.get("/api/no-such-route")
     text = (await api.get("/metrics")).text
-    assert 'unilingo_api_requests_total{method="GET",route="/api/jobs/{job_id}",status="200"}' in text
+    assert 'unilingo_http_requests_total{method="GET",route="/api/jobs/{job_id}",status="200"}' in text
     assert 'route="/api/ai/generate-flashcards",status="202"' in text
     assert 'route="unmatched",status="404"' in text
     assert job_id not in text  # bounded labels: never the raw path
-    assert "unilingo_api_request_duration_seconds_bucket" in text
+    assert "unilingo_http_request_duration_seconds_bucket" in text
 
 
 async def test_openapi_and_docs(api):

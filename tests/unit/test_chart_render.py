@@ -230,7 +230,8 @@ def test_default_values_render_every_component(rendered):
     for expected in [("Deployment", "unilingo-api"), ("Service", "unilingo-api"), ("Ingress", "unilingo-api"),
                      ("PodDisruptionBudget", "unilingo-api"), ("Deployment", "unilingo-operator"),
                      ("StatefulSet", "unilingo-redis"), ("Service", "unilingo-redis"),
-                     ("ServiceMonitor", "unilingo-api"), ("PrometheusRule", "unilingo"),
+                     ("ServiceMonitor", "unilingo-api"), ("PodMonitor", "unilingo-worker"),
+                     ("PrometheusRule", "unilingo"),
                      ("ConfigMap", "unilingo-dashboard"), ("NetworkPolicy", "unilingo-redis"),
                      ("Pod", "unilingo-test-pdf-job")]:
         assert expected in kinds, expected
@@ -240,7 +241,7 @@ def test_default_values_render_every_component(rendered):
 
 def test_monitoring_off_renders_no_monitoring_objects(rendered):
     kinds = {d["kind"] for d in rendered["monitoring-off"]}
-    assert not kinds & {"ServiceMonitor", "PrometheusRule"}
+    assert not kinds & {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
     assert not [d for d in of_kind(rendered["monitoring-off"], "ConfigMap")
                 if d["metadata"].get("labels", {}).get("grafana_dashboard")]
     assert "monitoring.coreos.com" not in template_text("monitoring-off")
@@ -606,7 +607,10 @@ def test_network_policies(rendered):
     api_from = nps["unilingo-api"]["ingress"][0]["from"]
     assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}} in api_from
     assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}} in api_from
-    assert nps["unilingo-worker"]["ingress"] == []
+    # Workers accept only Prometheus's scrapes, on their metrics port.
+    assert nps["unilingo-worker"]["ingress"] == [{
+        "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+        "ports": [{"port": "metrics", "protocol": "TCP"}]}]
     worker_ports = {(p["port"], p["protocol"]) for rule in nps["unilingo-worker"]["egress"] for p in rule.get("ports", [])}
     assert {(53, "UDP"), (6379, "TCP"), (443, "TCP")} <= worker_ports
     redis_from = nps["unilingo-redis"]["ingress"][0]["from"]
@@ -620,11 +624,13 @@ def test_network_policies(rendered):
 
 
 # ---- monitoring ------------------------------------------------------------------------------------------
-ALERT_METRICS = ["unilingo_queue_depth", "unilingo_breaker_state", "unilingo_provider_responses_total",
+ALERT_METRICS = ["unilingo_queue_depth", "unilingo_breaker_state", "unilingo_provider_calls_total",
                  "unilingo_jobs_total", "unilingo_workers_alive", "unilingo_queue_oldest_age_seconds"]
 DASHBOARD_METRICS = ALERT_METRICS + [
-    "unilingo_http_requests_total", "unilingo_http_request_duration_seconds_bucket", "unilingo_tokens_total",
+    "unilingo_http_requests_total", "unilingo_http_request_duration_seconds_bucket", "unilingo_provider_tokens_total",
     "unilingo_permits_total", "unilingo_quota_rejections_total", "unilingo_policy_revision", "unilingo_cache_hits_total"]
+# Grafana's variables as a panel query sees them (the dashboard's own defaults for its textboxes).
+GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__range": "1h", "$namespace": ".*", "$usd_per_million_tokens": "0.6"}
 
 
 def _rule_groups(docs):
@@ -643,8 +649,10 @@ def test_alerts_cover_the_platform_failure_modes(rendered):
     assert 'outcome="throttled"' in alerts["UnilingoProviderThrottled"]["expr"]
     assert "== 2" in alerts["UnilingoBreakerOpen"]["expr"]
     for rule in alerts.values():
-        assert 'namespace="unilingo", job="unilingo-api"' in rule["expr"]  # scoped to this release
+        # scoped to this release: the API's scrape job, or the workers' (PodMonitor)
+        assert re.search(r'namespace="unilingo", job="unilingo-(api|worker)"', rule["expr"]), rule["alert"]
         assert rule["labels"]["severity"] in ("warning", "critical")
+        assert rule["annotations"]["runbook"], rule["alert"]  # what to do when it fires
     prod = {r["alert"]: r for g in _rule_groups(rendered["production"]) for r in g["rules"]}
     assert prod["UnilingoBreakerOpen"]["labels"]["team"] == "platform"
 
@@ -667,7 +675,9 @@ def test_alerts_fire_when_they_should(tmp_path, rendered):
     """promtool's rule unit tests: the alerts fire on the series they are about, and only then."""
     promtool = _promtool()
     (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": _rule_groups(rendered["default"])}))
+    alerts = {r["alert"]: r for g in _rule_groups(rendered["default"]) for r in g["rules"]}
     sel = 'namespace="unilingo", job="unilingo-api"'
+    wsel = 'namespace="unilingo", job="unilingo-worker"'
     tests = {
         "rule_files": ["rules.yaml"],
         "evaluation_interval": "1m",
@@ -681,9 +691,9 @@ def test_alerts_fire_when_they_should(tmp_path, rendered):
                 {"series": f'unilingo_workers_alive{{{sel}, queue="pdf", instance="a"}}', "values": "0x20"},
                 {"series": f'unilingo_breaker_state{{{sel}, provider="openai", instance="a"}}', "values": "2x20"},
                 {"series": f'unilingo_breaker_state{{{sel}, provider="azure-speech", instance="a"}}', "values": "1x20"},
-                {"series": f'unilingo_provider_responses_total{{{sel}, provider="openai", outcome="throttled", instance="a"}}',
+                {"series": f'unilingo_provider_calls_total{{{wsel}, provider="openai", outcome="throttled", instance="w"}}',
                  "values": "0+10x30"},
-                {"series": f'unilingo_provider_responses_total{{{sel}, provider="openai", outcome="success", instance="a"}}',
+                {"series": f'unilingo_provider_calls_total{{{wsel}, provider="openai", outcome="success", instance="w"}}',
                  "values": "0+10x30"},
                 {"series": f'up{{{sel}, instance="a"}}', "values": "1x20"},
             ],
@@ -692,19 +702,23 @@ def test_alerts_fire_when_they_should(tmp_path, rendered):
                     {"exp_labels": {"queue": "pdf", "severity": "critical"},
                      "exp_annotations": {
                          "summary": "Jobs wait in queue pdf and no worker is alive",
-                         "description": "KEDA has not started a worker for this queue (check the ScaledObject's "
-                                        "conditions and KEDA's access to Redis), or its workers crash."}}]},
+                         "description": "KEDA has not started a worker for this queue, or its workers crash or "
+                                        "cannot reach Redis.",
+                         "runbook": alerts["UnilingoNoWorkersWhileJobsWait"]["annotations"]["runbook"]}}]},
                 {"eval_time": "10m", "alertname": "UnilingoBreakerOpen", "exp_alerts": [
                     {"exp_labels": {"provider": "openai", "severity": "warning"},
                      "exp_annotations": {
                          "summary": "Circuit breaker for openai is open",
-                         "description": "Calls to this provider fail; jobs needing it are deferred until the breaker half-opens."}}]},
+                         "description": "Calls to this provider failed in a row; its jobs are deferred (not failed) "
+                                        "until the breaker half-opens and a probe succeeds.",
+                         "runbook": alerts["UnilingoBreakerOpen"]["annotations"]["runbook"]}}]},
                 {"eval_time": "25m", "alertname": "UnilingoProviderThrottled", "exp_alerts": [
                     {"exp_labels": {"provider": "openai", "severity": "warning"},
                      "exp_annotations": {
                          "summary": "Provider openai answers 429 to 50% of calls",
-                         "description": "The UnilingoProviderPolicy for this provider allows more than the provider's "
-                                        "quota; lower its requests or tokens per minute."}}]},
+                         "description": "The provider refuses calls our limiter allowed: its policy allows more than "
+                                        "the provider's real quota.",
+                         "runbook": alerts["UnilingoProviderThrottled"]["annotations"]["runbook"]}}]},
                 {"eval_time": "10m", "alertname": "UnilingoApiDown", "exp_alerts": []},
             ],
         }],
@@ -731,7 +745,9 @@ def test_dashboard_queries_are_valid_promql(tmp_path):
     rules = []
     for panel in dashboard["panels"]:
         for target in panel.get("targets", []):
-            expr = target["expr"].replace("$__rate_interval", "5m").replace("$namespace", ".*")
+            expr = target["expr"]
+            for variable, value in GRAFANA_VARIABLES.items():
+                expr = expr.replace(variable, value)
             rules.append({"record": f"dashboard:panel_{panel['id']}_{target['refId'].lower()}", "expr": expr})
     assert len(rules) >= 20
     (tmp_path / "dash.yaml").write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))

@@ -1,0 +1,476 @@
+"""Every metric of the platform, defined once: the API and the workers record through here.
+
+Three kinds of figures, each kept where it is cheapest and correct:
+
+1. **Prometheus counters and histograms** (prometheus-client), recorded by the process where
+   the event happens. The API exports its own on ``/metrics``. A Celery worker runs a prefork
+   pool, so its counters live in prometheus-client's *multiprocess mode*: each pool child
+   writes its values to memory-mapped files under ``PROMETHEUS_MULTIPROC_DIR`` and the
+   worker's main process serves their sum on ``WORKER_METRICS_PORT`` (``workers.metrics``).
+   The API uses the same mode when it runs several uvicorn processes (``WEB_CONCURRENCY``).
+
+2. **Scrape-time gauges** (``SCRAPE_GAUGES``): queue depth and age, deferred and retrying
+   jobs, live workers, breaker state, policy revision, provider budget in use. They describe
+   shared state in Redis, not a process, so the API reads Redis when it is scraped
+   (``api.metrics``) and no worker exports them. Every API replica reports the same values:
+   dashboards and alerts aggregate them with ``max by (...)``.
+
+3. **Cluster totals in Redis** (``TOTALS``): the same events, added up across every API
+   replica and worker in one Redis hash (``keys.stats("counters")``), plus bounded per-user
+   activity (``keys.activity(user)``) for the admin endpoints. They feed the seed's JSON
+   summary (``/api/metrics``), ``/monitoring`` and the risk scores, which must not depend on
+   a Prometheus server. Events are buffered in memory and written in one round trip: by the
+   API's flusher every second, by a worker at the end of each job.
+
+Naming follows Prometheus conventions: ``unilingo_`` prefix, ``_total`` counters, ``_seconds``
+durations, base units. Every label has a bounded set of values (route templates, job types,
+queues, providers, outcomes); no user id, job id or raw path is ever a label.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import re
+import threading
+import time
+from typing import Any, Iterable
+
+import prometheus_client
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
+from prometheus_client import multiprocess as _multiprocess
+
+from unilingo import keys
+from unilingo.jobs import WORKLOADS, JobType
+
+log = logging.getLogger(__name__)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+JOB_TYPES: tuple[str, ...] = tuple(t.value for t in JobType)
+
+# --- label values (bounded) -----------------------------------------------------------------
+
+# How a job run ended (unilingo_jobs_total{outcome}). Terminal: succeeded, failed, cancelled.
+# Not terminal: deferred (no provider permit: waits in Redis, attempt not counted), retried
+# (transient failure: waits out a backoff), stale (the job was cancelled or taken over while
+# this run worked; its answer was refused).
+JOB_OUTCOMES = ("succeeded", "failed", "cancelled", "deferred", "retried", "stale")
+# How a provider call ended (unilingo_provider_calls_total{outcome}).
+#   success; throttled (the provider answered 429); error (5xx, timeout, connection: feeds
+#   the breaker); rejected (the provider refused this input: a 4xx other than 429);
+#   aborted (our own error or a cancellation during the call).
+PROVIDER_OUTCOMES = ("success", "throttled", "error", "rejected", "aborted")
+# Permit decisions (unilingo_permits_total{outcome}): granted, or why not (the limiter's
+# DenyReason values, in the order it checks them).
+PERMIT_OUTCOMES = ("granted", "suspended", "paused", "breaker_open", "rate", "tokens", "in_flight")
+# Client quotas (api.quotas names): per address, per user on AI, per user on pronunciation.
+QUOTA_SCOPES = ("ip", "ai", "pronunciation")
+BREAKER_VALUES = {"closed": 0, "half_open": 1, "open": 2}
+
+# --- buckets --------------------------------------------------------------------------------
+
+HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+WAIT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+RUN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+CALL_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0)
+
+# ---------------------------------------------------------------------------------------------
+# Multiprocess mode. prometheus-client picks its value store when a metric's value is
+# created; every metric below that a worker records has labels, and a labelled metric
+# creates its values at the first ``.labels()``, so switching the store before any is
+# recorded (``enable_multiprocess``, called in the worker's main process before the pool
+# forks) is enough even if this module was imported earlier.
+# ---------------------------------------------------------------------------------------------
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
+def enable_multiprocess(path: str, clean: bool = True) -> str:
+    """Record into memory-mapped files under ``path`` from now on (this process and its forks)."""
+    os.makedirs(path, exist_ok=True)
+    if clean:  # a restarted worker must not add a previous run's files to its own
+        for stale in glob.glob(os.path.join(path, "*.db")):
+            try:
+                os.remove(stale)
+            except FileNotFoundError:
+                pass
+    os.environ[MULTIPROC_ENV] = path
+    if not getattr(values.ValueClass, "_multiprocess", False):
+        values.ValueClass = values.MultiProcessValue()
+    return path
+
+
+def exposition_registry() -> CollectorRegistry:
+    """The registry to serve: every process's files in multiprocess mode, else this process's."""
+    path = multiprocess_dir()
+    if path and getattr(values.ValueClass, "_multiprocess", False):
+        registry = CollectorRegistry()
+        _multiprocess.MultiProcessCollector(registry, path=path)
+        return registry
+    return prometheus_client.REGISTRY
+
+
+_LIVE_FILE = re.compile(r"^gauge_live\w+?_(\d+)\.db$")
+
+
+def sweep_dead_processes(path: str | None = None) -> list[int]:
+    """``mark_process_dead`` for every process whose live-gauge files remain but which is gone.
+
+    A pool child that exits normally marks itself (``worker_process_shutdown``); one that was
+    SIGKILLed (out of memory, ``task_time_limit``) cannot, so the main process sweeps.
+    """
+    path = path or multiprocess_dir()
+    if not path:
+        return []
+    dead: set[int] = set()
+    for name in os.listdir(path) if os.path.isdir(path) else ():
+        match = _LIVE_FILE.match(name)
+        if not match:
+            continue
+        pid = int(match.group(1))
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            dead.add(pid)
+        except PermissionError:
+            pass  # alive, someone else's
+    for pid in dead:
+        _multiprocess.mark_process_dead(pid, path)
+    return sorted(dead)
+
+
+# ---------------------------------------------------------------------------------------------
+# Prometheus metrics recorded by processes
+# ---------------------------------------------------------------------------------------------
+
+# API (api.metrics.MetricsMiddleware)
+HTTP_REQUESTS = Counter(
+    "unilingo_http_requests_total",
+    "HTTP requests answered by the API, by route template and status",
+    ["method", "route", "status"],
+)
+HTTP_DURATION = Histogram(
+    "unilingo_http_request_duration_seconds",
+    "Time to answer an HTTP request (to the end of the body; SSE streams last their lifetime)",
+    ["method", "route"],
+    buckets=HTTP_BUCKETS,
+)
+JOBS_SUBMITTED = Counter("unilingo_jobs_submitted_total", "Jobs accepted and queued by the API", ["type"])
+QUOTA_REJECTIONS = Counter(
+    "unilingo_quota_rejections_total", "Requests refused with 429 by a client quota", ["scope"]
+)
+
+# Workers (workers.runner, workers.housekeeping); cancellations are counted by the API.
+JOBS_STARTED = Counter("unilingo_jobs_started_total", "Job runs started by a worker (each attempt)", ["type"])
+JOBS = Counter("unilingo_jobs_total", "Job runs by how they ended (outcome)", ["type", "outcome"])
+JOBS_RUNNING = Gauge(
+    "unilingo_jobs_running", "Jobs running now in this worker", ["type"], multiprocess_mode="livesum"
+)
+JOB_QUEUE_WAIT = Histogram(
+    "unilingo_job_queue_wait_seconds",
+    "From submission to the start of the run that ended the job (queue, deferrals, retries)",
+    ["type"],
+    buckets=WAIT_BUCKETS,
+)
+JOB_RUN = Histogram(
+    "unilingo_job_run_seconds", "Duration of the run that ended the job (succeeded or failed)", ["type"],
+    buckets=RUN_BUCKETS,
+)
+JOBS_RECOVERED = Counter(
+    "unilingo_jobs_recovered_total", "Running jobs queued again because their worker's lease lapsed", ["reason"]
+)
+PROVIDER_CALLS = Counter(
+    "unilingo_provider_calls_total", "Provider calls by how they ended", ["provider", "outcome"]
+)
+PROVIDER_DURATION = Histogram(
+    "unilingo_provider_call_duration_seconds", "Provider call latency", ["provider", "outcome"],
+    buckets=CALL_BUCKETS,
+)
+PROVIDER_TOKENS = Counter(
+    "unilingo_provider_tokens_total", "Tokens the provider reported as used (prompt and completion)", ["provider"]
+)
+PERMITS = Counter(
+    "unilingo_permits_total", "Provider permit decisions: granted, or the reason of a refusal", ["provider", "outcome"]
+)
+CACHE_HITS = Counter("unilingo_cache_hits_total", "Jobs answered from the response cache", ["type"])
+CACHE_MISSES = Counter("unilingo_cache_misses_total", "Jobs answered by a provider and then cached", ["type"])
+
+# ---------------------------------------------------------------------------------------------
+# Scrape-time gauges: computed by the API from Redis on each scrape (api.metrics.cluster_families)
+# name -> (help, labels)
+# ---------------------------------------------------------------------------------------------
+
+SCRAPE_GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "unilingo_queue_depth": ("Jobs waiting in the queue's Redis list (LLEN; what KEDA scales on)", ("queue",)),
+    "unilingo_queue_oldest_age_seconds": (
+        "Seconds since the submission of the oldest job waiting in the queue (0 when empty)", ("queue",)),
+    "unilingo_jobs_deferred": ("Jobs waiting in Redis for a provider permit", ("provider",)),
+    "unilingo_jobs_retry_scheduled": ("Jobs waiting out a retry backoff", ()),
+    "unilingo_workers_alive": ("Workers consuming the queue whose heartbeat is under 30 s old", ("queue",)),
+    "unilingo_breaker_state": ("Provider circuit breaker: 0 closed, 1 half-open, 2 open", ("provider",)),
+    "unilingo_policy_revision": ("Revision of the provider policy in force (0: the seed's defaults)", ("provider",)),
+    "unilingo_provider_suspended": ("1 when the provider's policy suspends it", ("provider",)),
+    "unilingo_provider_paused_seconds": ("Seconds left of a provider's Retry-After pause", ("provider",)),
+    "unilingo_provider_in_flight": ("Provider calls in flight (leases held)", ("provider",)),
+    "unilingo_provider_in_flight_limit": ("Cap on provider calls in flight", ("provider",)),
+    "unilingo_provider_requests_window": ("Provider calls granted in the rolling minute", ("provider",)),
+    "unilingo_provider_requests_limit": ("Provider calls allowed per rolling minute", ("provider",)),
+    "unilingo_provider_tokens_window": ("Provider tokens charged in the rolling minute", ("provider",)),
+    "unilingo_provider_tokens_limit": ("Provider tokens allowed per rolling minute", ("provider",)),
+    "unilingo_redis_up": ("1 when the API could read the platform's state from Redis for this scrape", ()),
+}
+
+
+def breaker_value(state: str) -> int:
+    return BREAKER_VALUES.get(str(state), 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cluster totals in Redis: buffered here, flushed in one round trip.
+# ---------------------------------------------------------------------------------------------
+
+ACTIVITY_TTL_SECONDS = 24 * 3600  # a user's record expires a day after their last activity
+ACTIVITY_MAX_USERS = 5000  # users tracked at most (the least recently active are dropped)
+ACTIVITY_MINUTES = 60  # per-minute submission counts kept (burstiness)
+
+# KEYS: 1 counters hash, 2 users zset
+# ARGV: 1 now (s), 2 ttl, 3 max users, 4 activity key prefix, 5 minute buckets kept,
+#       6 number of counter pairs N, then N field/amount pairs, then user groups of 4:
+#       user, submitted, quota hits, failed
+_FLUSH = """
+local now, ttl, cap, prefix, keep = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
+local n = tonumber(ARGV[6])
+local i = 7
+for _ = 1, n do
+  redis.call('HINCRBYFLOAT', KEYS[1], ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+local minute = math.floor(now / 60)
+local touched = false
+while i <= #ARGV do
+  local user, submitted, quota, failed = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
+  i = i + 4
+  local key = prefix .. user
+  if submitted > 0 then
+    redis.call('HINCRBY', key, 'submitted', submitted)
+    redis.call('HINCRBY', key, 'm:' .. minute, submitted)
+  end
+  if quota > 0 then redis.call('HINCRBY', key, 'quota_hits', quota) end
+  if failed > 0 then redis.call('HINCRBY', key, 'failed', failed) end
+  redis.call('HSETNX', key, 'first_seen', now)
+  redis.call('HSET', key, 'last_seen', now)
+  if redis.call('HLEN', key) > keep + 10 then  -- drop minute buckets older than the window
+    for _, field in ipairs(redis.call('HKEYS', key)) do
+      if string.sub(field, 1, 2) == 'm:' and tonumber(string.sub(field, 3)) <= minute - keep then
+        redis.call('HDEL', key, field)
+      end
+    end
+  end
+  redis.call('EXPIRE', key, ttl)
+  redis.call('ZADD', KEYS[2], now, user)
+  touched = true
+end
+if touched then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - ttl)
+  local extra = redis.call('ZCARD', KEYS[2]) - cap
+  if extra > 0 then
+    for _, user in ipairs(redis.call('ZRANGE', KEYS[2], 0, extra - 1)) do redis.call('DEL', prefix .. user) end
+    redis.call('ZREMRANGEBYRANK', KEYS[2], 0, extra - 1)
+  end
+end
+return 1
+"""
+
+
+class Totals:
+    """Counters and per-user activity waiting to be added to Redis (thread-safe, fork-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counters: dict[str, float] = {}
+        self._users: dict[str, list[int]] = {}
+        os.register_at_fork(after_in_child=self.clear)  # a fork must not flush its parent's events again
+
+    def add(self, field: str, amount: float = 1) -> None:
+        with self._lock:
+            self._counters[field] = self._counters.get(field, 0) + amount
+
+    def user(self, user_id: str | None, submitted: int = 0, quota_hits: int = 0, failed: int = 0) -> None:
+        if not user_id:
+            return
+        with self._lock:
+            entry = self._users.get(user_id)
+            if entry is None:
+                entry = self._users[user_id] = [0, 0, 0]
+            entry[0] += submitted
+            entry[1] += quota_hits
+            entry[2] += failed
+
+    def pending(self) -> bool:
+        return bool(self._counters or self._users)
+
+    def clear(self) -> None:
+        self._lock = threading.Lock()
+        self._counters, self._users = {}, {}
+
+    def drain(self) -> tuple[list[str], list[Any]] | None:
+        """The pending events as the flush script's keys and arguments (and forget them)."""
+        with self._lock:
+            counters, users = self._counters, self._users
+            self._counters, self._users = {}, {}
+        if not counters and not users:
+            return None
+        args: list[Any] = [
+            int(time.time()), ACTIVITY_TTL_SECONDS, ACTIVITY_MAX_USERS, keys.activity(""), ACTIVITY_MINUTES, len(counters),
+        ]
+        for field, amount in counters.items():
+            args.extend((field, repr(float(amount))))
+        for user_id, (submitted, quota_hits, failed) in users.items():
+            args.extend((user_id, submitted, quota_hits, failed))
+        return [keys.stats("counters"), keys.activity_users()], args
+
+    def flush(self, client) -> None:
+        """Write the pending events (synchronous client; a worker, after each job)."""
+        call = self.drain()
+        if call is not None:
+            client.register_script(_FLUSH)(keys=call[0], args=call[1])
+
+    async def aflush(self, client) -> None:
+        """The same on an asyncio client (the API's flusher)."""
+        call = self.drain()
+        if call is not None:
+            await client.register_script(_FLUSH)(keys=call[0], args=call[1])
+
+
+TOTALS = Totals()
+
+# ---------------------------------------------------------------------------------------------
+# Recording: one function per event, for the Prometheus metric and the Redis totals alike.
+# ---------------------------------------------------------------------------------------------
+
+
+def http_request(route: str, status: int, seconds: float) -> None:
+    """Cluster totals of one API answer (the middleware records the Prometheus metrics itself)."""
+    klass = f"{status // 100}xx"
+    TOTALS.add(f"http:{route}:{klass}")
+    TOTALS.add("http_seconds", seconds)
+    for index, bound in enumerate(HTTP_BUCKETS):
+        if seconds <= bound:
+            TOTALS.add(f"http_le:{index}")
+            break
+    else:
+        TOTALS.add(f"http_le:{len(HTTP_BUCKETS)}")
+
+
+def job_submitted(job_type: str, user_id: str | None) -> None:
+    JOBS_SUBMITTED.labels(job_type).inc()
+    TOTALS.add(f"submitted:{job_type}")
+    TOTALS.user(user_id, submitted=1)
+
+
+def job_cancelled(job_type: str) -> None:
+    JOBS.labels(job_type, "cancelled").inc()
+    TOTALS.add(f"jobs:{job_type}:cancelled")
+
+
+def quota_rejected(scope: str, user_id: str | None) -> None:
+    QUOTA_REJECTIONS.labels(scope).inc()
+    TOTALS.add(f"quota:{scope}")
+    TOTALS.user(user_id, quota_hits=1)
+
+
+def job_started(job_type: str) -> None:
+    JOBS_STARTED.labels(job_type).inc()
+    JOBS_RUNNING.labels(job_type).inc()
+    TOTALS.add(f"started:{job_type}")
+
+
+def job_ended(
+    job_type: str, outcome: str, run_seconds: float, wait_seconds: float | None = None, user_id: str | None = None
+) -> None:
+    """A run ended (``JOB_OUTCOMES``); ``wait_seconds`` is given when the job itself ended."""
+    JOBS_RUNNING.labels(job_type).dec()
+    JOBS.labels(job_type, outcome).inc()
+    TOTALS.add(f"jobs:{job_type}:{outcome}")
+    if outcome in ("succeeded", "failed"):
+        JOB_RUN.labels(job_type).observe(run_seconds)
+        TOTALS.add(f"run_seconds:{job_type}", run_seconds)
+        if wait_seconds is not None:
+            wait_seconds = max(0.0, wait_seconds)
+            JOB_QUEUE_WAIT.labels(job_type).observe(wait_seconds)
+            TOTALS.add(f"wait_seconds:{job_type}", wait_seconds)
+        if outcome == "failed":
+            TOTALS.user(user_id, failed=1)
+
+
+def jobs_recovered(reason: str, count: int) -> None:
+    """Running jobs queued again by housekeeping (``reason``: ``lease_expired``)."""
+    if count:
+        JOBS_RECOVERED.labels(reason).inc(count)
+        TOTALS.add("recovered", count)
+
+
+def permit(provider: str, outcome: str) -> None:
+    PERMITS.labels(provider, outcome).inc()
+    TOTALS.add(f"permits:{provider}:{outcome}")
+
+
+def provider_call(provider: str, outcome: str, seconds: float, tokens: int | None = None) -> None:
+    PROVIDER_CALLS.labels(provider, outcome).inc()
+    PROVIDER_DURATION.labels(provider, outcome).observe(seconds)
+    TOTALS.add(f"provider:{provider}:{outcome}")
+    TOTALS.add(f"provider_seconds:{provider}", seconds)
+    if tokens:
+        PROVIDER_TOKENS.labels(provider).inc(tokens)
+        TOTALS.add(f"tokens:{provider}", tokens)
+
+
+def cache_lookup(job_type: str, hit: bool) -> None:
+    (CACHE_HITS if hit else CACHE_MISSES).labels(job_type).inc()
+    TOTALS.add(f"cache:{job_type}:{'hit' if hit else 'miss'}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Series that exist from the start, at 0: a rate over a counter that was never incremented
+# is no data, and an alert ratio over no data never evaluates.
+# ---------------------------------------------------------------------------------------------
+
+
+def providers_of(queues: Iterable[str]) -> list[str]:
+    wanted = set(queues)
+    found = {w.provider for w in WORKLOADS.values() if w.queue in wanted and w.provider}
+    if "tts" in wanted:
+        found.add("storage")  # TTS uploads its audio
+    return sorted(found)
+
+
+def init_api_series() -> None:
+    for job_type in JOB_TYPES:
+        JOBS_SUBMITTED.labels(job_type)
+        JOBS.labels(job_type, "cancelled")
+    for scope in QUOTA_SCOPES:
+        QUOTA_REJECTIONS.labels(scope)
+
+
+def init_worker_series(queues: Iterable[str]) -> None:
+    queues = list(queues)
+    types = [t.value for t, w in WORKLOADS.items() if w.queue in queues]
+    for job_type in types:
+        JOBS_STARTED.labels(job_type)
+        JOBS_RUNNING.labels(job_type)
+        for outcome in JOB_OUTCOMES:
+            if outcome != "cancelled":
+                JOBS.labels(job_type, outcome)
+        CACHE_HITS.labels(job_type)
+        CACHE_MISSES.labels(job_type)
+    JOBS_RECOVERED.labels("lease_expired")
+    for provider in providers_of(queues):
+        for outcome in PROVIDER_OUTCOMES:
+            PROVIDER_CALLS.labels(provider, outcome)
+        for outcome in PERMIT_OUTCOMES:
+            PERMITS.labels(provider, outcome)
+        PROVIDER_TOKENS.labels(provider)
+
