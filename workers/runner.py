@@ -85,6 +85,20 @@ class JobContext:
     def progress(self, **progress: Any) -> None:
         self.store.update_progress(self.job.job_id, self.run_token, progress)
 
+    def step(self, name: str, compute: Callable[[], dict[str, Any]], of: int) -> dict[str, Any]:
+        """One paid part of a multi-call job, done once.
+
+        Each finished part is kept in the job's progress (clients see the parts as they land),
+        so a job deferred or retried half-way resumes after its last finished part instead of
+        paying for it again.
+        """
+        parts = dict((self.job.progress or {}).get("parts") or {})
+        if name not in parts:
+            parts[name] = compute()
+            self.job = self.job.model_copy(update={"progress": {"step": name, "steps_done": len(parts), "steps": of, "parts": parts}})
+            self.progress(**self.job.progress)
+        return parts[name]
+
     def provider_call(self, provider: str, tokens: int = 0):
         """``with ctx.provider_call(provider, tokens) as handle:`` see ``_permit``; in a span when tracing is on."""
         permit = self._permit(provider, tokens)

@@ -76,3 +76,22 @@ def test_queued_jobs_survive_a_redis_restart(store, redis_server, start_worker, 
     start_worker()
     jobs = wait_until(lambda: finished(store, ids), timeout=60)
     assert all(j.status is JobStatus.SUCCEEDED for j in jobs)
+
+
+def test_a_lesson_resumes_after_its_last_paid_part(store, start_worker, sandbox_reset):
+    """A lesson deferred or retried after its outline does not pay for the outline again."""
+    import httpx
+    import orjson
+
+    from unilingo import keys
+
+    job_id = submit(store, JobType.LESSON, {"topic": "Am Bahnhof", "level": "beginner", "language": "de"})
+    outline = {"title": "Fahrkarten kaufen", "objectives": ["eine Fahrkarte kaufen"], "sections": ["Dialog"]}
+    # What an earlier run left behind when it was deferred after its first call.
+    store.client.hset(keys.job(job_id), "progress", orjson.dumps({"step": "outline", "steps_done": 1, "steps": 3, "parts": {"outline": outline}}))
+    start_worker(worker_queues="ai")
+    job = wait_until(lambda: finished(store, [job_id]), timeout=60)[0]
+    assert job.status is JobStatus.SUCCEEDED, job.error
+    assert job.result["title"] == "Fahrkarten kaufen"  # the checkpointed outline, not a new one
+    assert job.progress["steps_done"] == 3
+    assert httpx.get(f"{sandbox_reset.url}/_sandbox/stats").json()["openai"]["requests"] == 2

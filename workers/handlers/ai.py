@@ -91,14 +91,18 @@ def flashcards(ctx) -> dict:
             {"role": "system", "content": f"You write study flashcards about {subject} in language '{language}'."},
             {"role": "user", "content": f"Write exactly {wanted} flashcards (front: question, back: answer) from:\n\n{chunk}"},
         ]
-        result = complete_structured(ctx, messages, CardSet, "flashcards", max_output_tokens=min(4000, 120 * wanted + 200))
-        for card in result.cards:
+
+        def ask(messages=messages, wanted=wanted) -> dict:
+            cap = min(4000, 120 * wanted + 200)
+            return complete_structured(ctx, messages, CardSet, "flashcards", max_output_tokens=cap).model_dump()
+
+        # One part per chunk; with a single chunk there is nothing to resume, so no checkpoint.
+        part = ctx.step(f"part-{index}", ask, of=len(chunks)) if len(chunks) > 1 else ask()
+        for card in CardSet.model_validate(part).cards:
             key = card.front.strip().lower()
             if key not in seen:
                 seen.add(key)
                 cards.append(card)
-        if len(chunks) > 1:
-            ctx.progress(parts_done=index, parts=len(chunks))
     return {"cards": [c.model_dump() for c in cards[:count]], "count": min(len(cards), count), "parts": len(chunks)}
 
 
@@ -107,21 +111,19 @@ def lesson(ctx) -> dict:
     topic, level, language = params["topic"], params.get("level") or "beginner", params.get("language") or "en"
     context = f"\n\nSource material:\n{params['content'][:CHUNK_CHARS]}" if params.get("content") else ""
     system = {"role": "system", "content": f"You design {level} language lessons in language '{language}'."}
-    steps = ("outline", "vocabulary", "exercises")
+    steps = 3
 
-    outline = complete_structured(ctx, [system, {"role": "user", "content": f"Outline a lesson on: {topic}{context}"}], Outline, "outline")
-    ctx.progress(step="outline", steps_done=1, steps=len(steps))
-    vocabulary = complete_structured(
-        ctx, [system, {"role": "user", "content": f"List the key vocabulary for the lesson '{outline.title}' on {topic}."}], Vocabulary, "vocabulary"
-    )
-    ctx.progress(step="vocabulary", steps_done=2, steps=len(steps))
-    exercises = complete_structured(
-        ctx,
-        [system, {"role": "user", "content": f"Write exercises for '{outline.title}' using: {', '.join(v.term for v in vocabulary.items)}"}],
-        Exercises,
-        "exercises",
-    )
-    ctx.progress(step="exercises", steps_done=3, steps=len(steps))
+    def ask(prompt: str, schema, name: str):
+        return lambda: complete_structured(ctx, [system, {"role": "user", "content": prompt}], schema, name).model_dump()
+
+    outline = Outline.model_validate(ctx.step("outline", ask(f"Outline a lesson on: {topic}{context}", Outline, "outline"), of=steps))
+    vocabulary = Vocabulary.model_validate(ctx.step(
+        "vocabulary", ask(f"List the key vocabulary for the lesson '{outline.title}' on {topic}.", Vocabulary, "vocabulary"), of=steps
+    ))
+    terms = ", ".join(v.term for v in vocabulary.items)
+    exercises = Exercises.model_validate(ctx.step(
+        "exercises", ask(f"Write exercises for '{outline.title}' using: {terms}", Exercises, "exercises"), of=steps
+    ))
     return {
         "title": outline.title,
         "objectives": outline.objectives,
