@@ -47,6 +47,7 @@ from unilingo.quota import AsyncClientQuota, ClientQuota
 
 RESULTS = Path(__file__).resolve().parent / "results" / "limiter.md"
 IP_QUOTA = "100/15m"  # the seed's IP quota
+USER_QUOTA = "200/1h"  # the seed's per-user AI quota
 SUBJECTS = 200  # admitted workload: requests spread over this many clients, none over quota
 
 
@@ -135,6 +136,7 @@ def build_cases(url: str, loop: asyncio.AbstractEventLoop) -> list[Case]:
         )
     )
     ip_item = limits.parse("100/15 minutes")
+    user_item = limits.parse("200/hour")
     quota, async_quota = ClientQuota(client), AsyncClientQuota(async_client)
     limiter = Limiter(client)
     store = PolicyStore(client)
@@ -173,6 +175,13 @@ def build_cases(url: str, loop: asyncio.AbstractEventLoop) -> list[Case]:
              lambda i: async_moving.hit(ip_item, "ip", str(i % SUBJECTS)), is_async=True),
         Case("client quota, admitted, asyncio", "unilingo AsyncClientQuota.hit",
              lambda i: async_quota.hit("ip", str(i % SUBJECTS), IP_QUOTA), is_async=True),
+        # What the API does per AI submission: the IP quota and the user's AI quota. `limits`
+        # needs a call per quota (and on a refusal by the second the first is already spent);
+        # ours takes both in one script, all or nothing.
+        Case("IP + user quota per submission (two quotas)", "limits moving window, two hits",
+             lambda i: moving.hit(ip_item, "ip", f"s{i % SUBJECTS}") and moving.hit(user_item, "user", f"s{i % SUBJECTS}")),
+        Case("IP + user quota per submission (two quotas)", "unilingo ClientQuota.hit_all",
+             lambda i: quota.hit_all([("ip", f"s{i % SUBJECTS}", IP_QUOTA), ("user_ai", f"s{i % SUBJECTS}", USER_QUOTA)])),
         Case("client quota, refused (one client over quota)", "limits moving window",
              lambda i: moving.hit(ip_item, "ip", "greedy"), setup=spend_quota),
         Case("client quota, refused (one client over quota)", "unilingo ClientQuota.hit",
