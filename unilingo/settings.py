@@ -94,7 +94,11 @@ class Settings(BaseSettings):
         return self
 
     def openai_endpoint(self) -> str:
-        return self.openai_base_url or f"http://127.0.0.1:{self.sandbox_port}/openai/v1"
+        if self.openai_base_url:
+            return self.openai_base_url
+        if self.unilingo_env == "production":  # the sandbox is a development default only
+            return "https://api.openai.com/v1"
+        return f"http://127.0.0.1:{self.sandbox_port}/openai/v1"
 
     def queues(self) -> list[str]:
         return [q.strip() for q in self.worker_queues.split(",") if q.strip()]
@@ -138,9 +142,11 @@ class Settings(BaseSettings):
         return (self.azure_vision_endpoint or f"http://127.0.0.1:{self.sandbox_port}").rstrip("/")
 
     def aws_endpoint(self) -> str | None:
-        """The AWS endpoint boto3 uses; None means AWS itself (AWS_ENDPOINT_URL="")."""
+        """The AWS endpoint boto3 uses; None means AWS itself (AWS_ENDPOINT_URL="", or production)."""
         if self.aws_endpoint_url is not None:
             return self.aws_endpoint_url or None
+        if self.unilingo_env == "production":
+            return None
         return f"http://127.0.0.1:{self.sandbox_aws_port or self.sandbox_port + 1}"
 
 

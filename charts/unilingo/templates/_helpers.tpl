@@ -256,7 +256,7 @@ false
 - name: AWS_REGION
   value: {{ $c.awsRegion | quote }}
 {{- if $c.s3Bucket }}
-- name: S3_BUCKET
+- name: TTS_BUCKET
   value: {{ $c.s3Bucket | quote }}
 {{- end }}
 - name: HOME
