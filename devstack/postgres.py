@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from devstack.ports import free_port, wait_for_port
+from devstack.processes import terminate
 
 SYSTEM_USER = "postgres"
 
@@ -129,13 +130,7 @@ class PostgresServer:
 
     def stop(self, sig: int = signal.SIGINT) -> None:
         """SIGINT is PostgreSQL's "fast" shutdown: roll back sessions, checkpoint, exit."""
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process, sig, timeout=20)
         self.process = None
 
     def __enter__(self) -> "PostgresServer":

@@ -73,12 +73,29 @@ class Service:
         self.stop()
 
 
-def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1):
-    """Poll ``predicate`` until it returns something truthy, and return that."""
+def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1, message="condition"):
+    """Poll ``predicate`` until it returns something truthy, and return that.
+
+    ``message`` (a string, or a callable for details only worth computing on failure) names
+    what was awaited in the AssertionError.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s")
+    detail = message() if callable(message) else message
+    raise AssertionError(f"{detail} not met within {timeout}s")
+
+
+def terminate(process: subprocess.Popen | None, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+    """Ask a server process to stop with ``sig``; kill it if it has not within ``timeout``."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(sig)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from devstack.ports import free_port, wait_for_port
+from devstack.processes import terminate
 
 
 class RedisServer:
@@ -55,13 +56,7 @@ class RedisServer:
         return self
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process, sig, timeout=10)
         self.process = None
 
     def restart(self) -> None:

@@ -45,7 +45,7 @@ import redis
 import yaml
 
 from devstack.ports import free_port, wait_for_port
-from devstack.processes import Service
+from devstack.processes import Service, wait_until
 from tests.integration.conftest import worker_env
 from sandbox.images import png_with_text
 from tests.integration.test_api_support import ApiProcess, auth
@@ -173,17 +173,6 @@ def start_prometheus(workdir: Path, api_port: int, worker_ports: list[int], stan
         time.sleep(0.2)
     process.kill()
     raise AssertionError(f"prometheus did not start:\n{(workdir / 'prometheus.log').read_text()[-3000:]}")
-
-
-def wait_until(predicate, timeout: float, interval: float = 0.25, message: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    detail = message() if callable(message) else message
-    raise AssertionError(f"{detail} not met within {timeout}s")
 
 
 def drive_load(stack: Stack, http: httpx.Client, sandbox_url: str) -> None:
