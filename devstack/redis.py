@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -53,7 +54,26 @@ class RedisServer:
         ]
         self.process = subprocess.Popen(args)
         wait_for_port(self.port)
+        self._wait_until_loaded()
         return self
+
+    def _wait_until_loaded(self, timeout: float = 30.0) -> None:
+        """A restarted Redis answers LOADING while it replays its AOF; wait for the data."""
+        import redis
+
+        client = redis.Redis(port=self.port, socket_connect_timeout=1)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    client.ping()
+                    return
+                except redis.BusyLoadingError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+        finally:
+            client.close()
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         terminate(self.process, sig, timeout=10)
