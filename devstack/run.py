@@ -42,6 +42,7 @@ def main() -> None:
         env.setdefault("POSTGRES_DIR", str(run_dir / "postgres"))
         env.update(POSTGRES_PORT=str(pg_port), DATABASE_URL=local_url(pg_port))
         plan.append(("postgres", [python, "-m", "devstack.postgres"], pg_port))
+    env.setdefault("UPLOADS_BUCKET", "unilingo-uploads")  # users' files archived (to moto, locally)
     if not os.environ.get("OPENAI_BASE_URL"):
         plan.append(("sandbox", [python, "-m", "sandbox"], settings.sandbox_port))
     plan.append(("api", [python, "-m", "api"], settings.api_port))

@@ -54,14 +54,15 @@ class Workload:
     task: str
     provider: str | None
     available: bool = True  # False: the API answers 501 rather than accept a job no worker can do
+    upload: bool = False  # the job comes with a user's file, archived to storage before it runs
 
 
 WORKLOADS: dict[JobType, Workload] = {
     JobType.FLASHCARDS: Workload("ai", "unilingo.flashcards", "openai"),
     JobType.LESSON: Workload("ai", "unilingo.lesson", "openai"),
-    JobType.PRONUNCIATION: Workload("speech", "unilingo.pronunciation", "azure-speech"),
-    JobType.OCR: Workload("ocr", "unilingo.ocr", "azure-vision"),
-    JobType.PDF: Workload("pdf", "unilingo.pdf", None),
+    JobType.PRONUNCIATION: Workload("speech", "unilingo.pronunciation", "azure-speech", upload=True),
+    JobType.OCR: Workload("ocr", "unilingo.ocr", "azure-vision", upload=True),
+    JobType.PDF: Workload("pdf", "unilingo.pdf", None, upload=True),
     JobType.TTS: Workload("tts", "unilingo.tts", "aws-polly"),
 }
 

@@ -128,6 +128,9 @@ class Settings(BaseSettings):
     polly_engine: str = "standard"  # standard | neural | long-form | generative
     polly_output_format: str = "mp3"
     tts_bucket: str = "unilingo-audio"
+    # Users' files (PDF, image, audio) archived to this S3 bucket before their job runs; "" keeps
+    # them in Redis for the job's lifetime only. `make run` and the Helm chart set it.
+    uploads_bucket: str = ""
     tts_url_ttl_seconds: int = 3600
     # Persistence (DATABASE_URL above): applied migrations live in schema_migrations
     database_connect_timeout_seconds: float = 5.0

@@ -26,6 +26,7 @@ from unilingo.limiter import Limiter
 from unilingo.policy import PolicyStore
 from unilingo.settings import get_settings
 from workers import metrics as worker_metrics
+from workers import uploads
 
 log = logging.getLogger(__name__)
 
@@ -191,9 +192,13 @@ def run(job_id: str, handler: Handler) -> str:
     ctx = JobContext(job=job, store=store, run_token=claim.run_token, limiter=_limiter(client), heartbeat=heartbeat)
     outcome = "failed"
     try:
+        # The user's file first: durable in storage before anything is paid for.
+        archived = uploads.archive(ctx) if job.workload.upload and settings.uploads_bucket else None
         # A cache hit answers without the handler: no provider call, no permit.
         result, hit = response_cache.cached(client, job, lambda: handler(ctx))
         worker_metrics.cache_lookup(job, hit)
+        if archived:
+            result = {**result, "upload": archived}  # this job's own file, never the cached one's
         if ctx.usage:
             result = {**result, "usage": ctx.usage}
         persistence.persist(job, result, ctx.usage, cache_hit=hit)  # no-op without DATABASE_URL

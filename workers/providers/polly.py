@@ -174,17 +174,17 @@ def _ensure_bucket(s3, bucket: str) -> None:
         _buckets_ready.add(marker)
 
 
-def store(ctx, key: str, audio: bytes, content_type: str) -> dict:
-    """Upload under a ``storage`` permit; a presigned GET URL for it."""
+def store(ctx, key: str, audio: bytes, content_type: str, bucket: str | None = None) -> dict:
+    """Upload to S3 (the TTS bucket unless named) under a ``storage`` permit; a presigned GET URL."""
     settings = get_settings()
     _, s3 = clients()
-    bucket = settings.tts_bucket
+    bucket = bucket or settings.tts_bucket
     with ctx.provider_call(STORAGE):
         try:
             _ensure_bucket(s3, bucket)
             s3.put_object(Bucket=bucket, Key=key, Body=audio, ContentType=content_type)
         except (ClientError, BotoCoreError) as exc:
-            raise _map(STORAGE, exc, "audio upload") from exc
+            raise _map(STORAGE, exc, "upload to storage") from exc
     url = s3.generate_presigned_url(
         "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=settings.tts_url_ttl_seconds
     )

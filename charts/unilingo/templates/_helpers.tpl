@@ -259,6 +259,10 @@ false
 - name: TTS_BUCKET
   value: {{ $c.s3Bucket | quote }}
 {{- end }}
+{{- if $c.uploadsBucket }}
+- name: UPLOADS_BUCKET
+  value: {{ $c.uploadsBucket | quote }}
+{{- end }}
 - name: HOME
   value: /tmp
 {{- end }}
