@@ -282,11 +282,27 @@ return {1, lease, 0, policy.revision}
 """
 
 # ARGV from OP: lease id, outcome, actual tokens (-1: not reported), Retry-After ms (-1: none),
-# refund unused tokens 0/1. Reply: {lease was live 0/1, breaker state after}.
+# refund unused tokens 0/1, ms between grant and the call leaving the worker.
+# Reply: {lease was live 0/1, breaker state after}.
 _RELEASE = _PRELUDE + """
 local lease, outcome = ARGV[OP], ARGV[OP + 1]
 local actual, retry_ms, refund = tonumber(ARGV[OP + 2]), tonumber(ARGV[OP + 3]), ARGV[OP + 4] == '1'
+local sent_after = tonumber(ARGV[OP + 5])
 local epoch, probe = string.match(lease, '^[^:]*:(%d+):(%d):')
+
+-- The provider's minute began when the call reached it, not when it was granted: a worker
+-- that stalled in between (a cold client, a descheduled process) must not let the window
+-- free the call's place early. Never later than now.
+if sent_after > 0 then
+  local granted = tonumber(redis.call('ZSCORE', KEYS[2], lease))
+  if granted then
+    redis.call('ZADD', KEYS[2], 'XX', math.min(granted + sent_after, now), lease)
+    redis.call('PEXPIRE', KEYS[2], WINDOW)
+    if redis.call('HEXISTS', KEYS[3], lease) == 1 then
+      redis.call('PEXPIRE', KEYS[3], WINDOW)
+    end
+  end
+end
 
 local expiry = tonumber(redis.call('ZSCORE', KEYS[4], lease))
 if expiry then
@@ -534,7 +550,13 @@ class _LimiterCore:
         return _Call("acquire", self._keys(provider), args, _parse_decision)
 
     def _release(
-        self, provider: str, lease_id: str, outcome: str, actual_tokens: int | None, retry_after: float | None
+        self,
+        provider: str,
+        lease_id: str,
+        outcome: str,
+        actual_tokens: int | None,
+        retry_after: float | None,
+        sent_after: float,
     ) -> _Call:
         try:
             outcome = Outcome(outcome)
@@ -547,6 +569,7 @@ class _LimiterCore:
             -1 if actual_tokens is None else max(0, int(actual_tokens)),
             -1 if retry_after is None else max(0, math.ceil(retry_after * 1000)),
             self._refund,
+            max(0, round(sent_after * 1000)),
         ]
         return _Call("release", self._keys(provider), args, _parse_released)
 
@@ -604,10 +627,14 @@ class Limiter(_LimiterCore):
         outcome: Outcome | str,
         actual_tokens: int | None = None,
         retry_after: float | None = None,
+        sent_after: float = 0.0,
     ) -> Released:
         """Give the permit back: ``success``, ``failure`` (feeds the breaker) or ``throttled``
-        (the provider said 429; pauses the provider for everyone ``retry_after`` seconds)."""
-        return self._run(self._release(provider, lease_id, outcome, actual_tokens, retry_after))
+        (the provider said 429; pauses the provider for everyone ``retry_after`` seconds).
+
+        ``sent_after``: seconds from the grant until the call actually left; the call's place
+        in the rolling window moves that much later, as the provider counts it."""
+        return self._run(self._release(provider, lease_id, outcome, actual_tokens, retry_after, sent_after))
 
     def renew(self, provider: str, lease_id: str, lease_seconds: float | None = None) -> bool:
         """Extend a lease; False when it had already lapsed (its slot may be someone else's)."""
@@ -633,8 +660,9 @@ class AsyncLimiter(_LimiterCore):
         outcome: Outcome | str,
         actual_tokens: int | None = None,
         retry_after: float | None = None,
+        sent_after: float = 0.0,
     ) -> Released:
-        return await self._run(self._release(provider, lease_id, outcome, actual_tokens, retry_after))
+        return await self._run(self._release(provider, lease_id, outcome, actual_tokens, retry_after, sent_after))
 
     async def renew(self, provider: str, lease_id: str, lease_seconds: float | None = None) -> bool:
         return await self._run(self._renew(provider, lease_id, lease_seconds))

@@ -116,25 +116,25 @@ class JobContext:
         worker_metrics.permit(provider, decision)
         if not decision.granted:
             raise Deferred(provider, decision.retry_after, decision.reason)
-        handle = PermitHandle(tokens_used=None)
+        handle = PermitHandle()
         renew = lambda: self.limiter.renew(provider, decision.lease_id)  # noqa: E731
         self.heartbeat.extra.append(renew)
         try:
             with worker_metrics.provider_call(provider, handle):  # latency and outcome
                 yield handle
         except Throttled as exc:
-            self.limiter.release(provider, decision.lease_id, "throttled", retry_after=exc.retry_after)
+            self.limiter.release(provider, decision.lease_id, "throttled", retry_after=exc.retry_after, sent_after=handle.sent_after)
             raise
         except TransientError as exc:
-            self.limiter.release(provider, decision.lease_id, "failure")
+            self.limiter.release(provider, decision.lease_id, "failure", sent_after=handle.sent_after)
             exc.provider = provider  # its policy says how to retry
             raise
         except BaseException:
             # Bad input and our own bugs say nothing about the provider's health.
-            self.limiter.release(provider, decision.lease_id, "success", actual_tokens=handle.tokens_used)
+            self.limiter.release(provider, decision.lease_id, "success", actual_tokens=handle.tokens_used, sent_after=handle.sent_after)
             raise
         else:
-            self.limiter.release(provider, decision.lease_id, "success", actual_tokens=handle.tokens_used)
+            self.limiter.release(provider, decision.lease_id, "success", actual_tokens=handle.tokens_used, sent_after=handle.sent_after)
             if handle.tokens_used:
                 self.usage[provider] = self.usage.get(provider, 0) + handle.tokens_used
         finally:
@@ -143,7 +143,20 @@ class JobContext:
 
 @dataclass
 class PermitHandle:
-    tokens_used: int | None
+    """What a handler tells its permit: the tokens the provider reported, when the call left."""
+
+    tokens_used: int | None = None
+    granted_at: float = field(default_factory=time.monotonic)
+    sent_at: float | None = None
+
+    def sending(self) -> None:
+        """Call just before the SDK call: the provider's rolling minute counts from here."""
+        if self.sent_at is None:
+            self.sent_at = time.monotonic()
+
+    @property
+    def sent_after(self) -> float:
+        return 0.0 if self.sent_at is None else self.sent_at - self.granted_at
 
 
 Handler = Callable[[JobContext], dict[str, Any]]

@@ -154,6 +154,19 @@ def test_a_refused_call_is_told_exactly_when_the_next_one_fits(store, limiter, c
     assert limiter.acquire("openai").granted
 
 
+def test_a_call_that_left_late_holds_its_place_in_the_window_from_when_it_left(store, limiter, clock):
+    store.write(policy(requestsPerMinute=1, burst=1))
+    late = limiter.acquire("openai")
+    clock.advance(5)  # the worker stalled 5 s between the grant and the call reaching the provider
+    clock.advance(2)  # the call took 2 s
+    limiter.release("openai", late.lease_id, "success", sent_after=5)
+    clock.advance(54)  # 61 s after the grant, but only 56 s after the provider counted it
+    refused = limiter.acquire("openai")
+    assert (refused.granted, refused.reason, refused.retry_after) == (False, "rate", 5.0)
+    clock.advance(5)
+    assert limiter.acquire("openai").granted
+
+
 def test_burst_spreads_a_minutes_budget(store, limiter, clock):
     store.write(policy(requestsPerMinute=60, burst=5, maxInFlight=100))  # at most 5 in any 5 s
     granted = []

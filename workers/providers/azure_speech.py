@@ -139,7 +139,8 @@ def _speech_config(speechsdk):
 
 def assess(ctx, audio: PcmAudio, request: AssessmentRequest) -> dict:
     """One pronunciation assessment, under a provider permit. Returns the aggregated result."""
-    with ctx.provider_call(PROVIDER) as _permit:
+    with ctx.provider_call(PROVIDER) as permit:
+        permit.sending()
         phrases = recognise(audio, request)
     return aggregate(phrases, request)
 

@@ -79,9 +79,11 @@ def _check(response: httpx.Response, what: str) -> None:
 
 
 def _call(ctx, method: str, url: str, what: str, expected: tuple[int, ...] = (), **kwargs) -> httpx.Response:
-    with ctx.provider_call(PROVIDER):
+    http = client()
+    with ctx.provider_call(PROVIDER) as permit:
         try:
-            response = client().request(method, url, headers={**_headers(), **kwargs.pop("headers", {})}, **kwargs)
+            permit.sending()
+            response = http.request(method, url, headers={**_headers(), **kwargs.pop("headers", {})}, **kwargs)
         except httpx.TimeoutException as exc:
             raise TransientError(f"Azure Vision {what} timed out: {exc!r}", code="provider_timeout") from exc
         except httpx.TransportError as exc:

@@ -48,16 +48,14 @@ def _retry_after(exc: openai.APIStatusError) -> float:
 def complete_structured(ctx, messages: list[dict], schema: type[Model], name: str, max_output_tokens: int | None = None) -> Model:
     settings = get_settings()
     cap = max_output_tokens or settings.openai_max_output_tokens
+    # Everything slow to build is built before the permit: its minute starts when granted.
+    openai_client = client()
+    response_format = {"type": "json_schema", "json_schema": {"name": name, "schema": _strict_schema(schema), "strict": True}}
     with ctx.provider_call(PROVIDER, tokens=estimate_tokens(messages, cap)) as permit:
         try:
-            response = client().chat.completions.create(
-                model=settings.openai_model,
-                messages=messages,
-                max_tokens=cap,
-                response_format={
-                    "type": "json_schema",
-                    "json_schema": {"name": name, "schema": _strict_schema(schema), "strict": True},
-                },
+            permit.sending()
+            response = openai_client.chat.completions.create(
+                model=settings.openai_model, messages=messages, max_tokens=cap, response_format=response_format
             )
         except openai.RateLimitError as exc:
             raise Throttled(PROVIDER, _retry_after(exc), "provider_429") from exc

@@ -136,6 +136,7 @@ def synthesize(ctx, text: str, voice: str, language: str) -> tuple[bytes, str]:
     }
     with ctx.provider_call(POLLY) as permit:
         try:
+            permit.sending()
             response = polly.synthesize_speech(**request)
             with response["AudioStream"] as stream:
                 audio = stream.read()
@@ -179,8 +180,9 @@ def store(ctx, key: str, audio: bytes, content_type: str, bucket: str | None = N
     settings = get_settings()
     _, s3 = clients()
     bucket = bucket or settings.tts_bucket
-    with ctx.provider_call(STORAGE):
+    with ctx.provider_call(STORAGE) as permit:
         try:
+            permit.sending()
             _ensure_bucket(s3, bucket)
             s3.put_object(Bucket=bucket, Key=key, Body=audio, ContentType=content_type)
         except (ClientError, BotoCoreError) as exc:
