@@ -23,6 +23,7 @@ from api.config import ApiConfig
 from api.deps import Caller, response_headers
 from api.errors import ApiError
 from api.responses import JSON
+from api.validation import check_file, file_params, parse_form, read_form, read_upload
 from unilingo import errors_reporting, metrics, tracing, webhooks
 from unilingo.jobs import WORKLOADS, Job, JobStatus, JobType, NewJob, new_job_id
 from unilingo.messages import task_message
@@ -110,3 +111,32 @@ async def submit(
     return JSON(
         body, status_code=200, headers=response_headers(request, {"Location": body["status_url"], "Idempotent-Replayed": "true"})
     )
+
+
+def job_params(fields) -> dict[str, Any]:
+    """A request's fields as the job records them (its webhook URL is kept apart)."""
+    return fields.model_dump(exclude_none=True, exclude={"webhook_url"})
+
+
+async def submit_upload(
+    request: Request,
+    caller: Caller,
+    job_type: JobType,
+    fields_model,
+    file_field: str,
+    category: str,
+    limit: int,
+    check_fields=None,
+) -> JSON:
+    """A multipart submission: its fields validated, its one file recognised by its bytes.
+
+    ``check_fields`` adds checks the model cannot express (lengths in characters, say).
+    """
+    async with read_form(request) as form:
+        fields, upload = parse_form(form, fields_model, file_field)
+        if check_fields:
+            check_fields(fields)
+        data = await read_upload(upload, limit, file_field)
+        kind = check_file(file_field, data, category, limit)
+        params = {**job_params(fields), **file_params(data, kind, upload.filename)}
+    return await submit(request, caller, job_type, params, webhook_url=fields.webhook_url, upload=data)

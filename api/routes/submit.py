@@ -9,8 +9,8 @@ from api.config import REFERENCE_TEXT_MAX_CHARS
 from api.deps import Caller, ai_guard, ip_guard, pronunciation_guard
 from api.errors import SUBMIT_RESPONSES
 from api.responses import JSON
-from api.submission import submit
-from api.validation import check_file, check_text, file_params, parse_form, read_form, read_upload
+from api.submission import job_params, submit, submit_upload
+from api.validation import check_text
 from unilingo.jobs import JobType
 
 router = APIRouter(prefix="/api", tags=["submit"], responses=SUBMIT_RESPONSES)
@@ -32,10 +32,6 @@ _IDEMPOTENCY = {
 }
 
 
-def _params(model, exclude=("webhook_url",)) -> dict:
-    return model.model_dump(exclude_none=True, exclude=set(exclude))
-
-
 @router.post(
     "/ai/generate-flashcards", status_code=202, responses=_ACCEPTED,
     openapi_extra=_IDEMPOTENCY, summary="Generate flashcards from text",
@@ -45,7 +41,7 @@ async def generate_flashcards(
     caller: Caller = Depends(ai_guard),
 ) -> JSON:
     check_text("content", body.content, caller.services.config.settings.max_text_chars)
-    return await submit(request, caller, JobType.FLASHCARDS, _params(body), webhook_url=body.webhook_url)
+    return await submit(request, caller, JobType.FLASHCARDS, job_params(body), webhook_url=body.webhook_url)
 
 
 @router.post(
@@ -57,7 +53,7 @@ async def generate_lesson(
     caller: Caller = Depends(ai_guard),
 ) -> JSON:
     check_text("content", body.content, caller.services.config.settings.max_text_chars)
-    return await submit(request, caller, JobType.LESSON, _params(body), webhook_url=body.webhook_url)
+    return await submit(request, caller, JobType.LESSON, job_params(body), webhook_url=body.webhook_url)
 
 
 @router.post(
@@ -69,7 +65,7 @@ async def generate_audio(
     caller: Caller = Depends(ip_guard),
 ) -> JSON:
     check_text("text", body.text, caller.services.config.settings.max_tts_chars)
-    return await submit(request, caller, JobType.TTS, _params(body), webhook_url=body.webhook_url)
+    return await submit(request, caller, JobType.TTS, job_params(body), webhook_url=body.webhook_url)
 
 
 @router.post(
@@ -79,14 +75,11 @@ async def generate_audio(
 async def pronunciation_assess(
     request: Request, caller: Caller = Depends(pronunciation_guard)
 ) -> JSON:
-    settings = caller.services.config.settings
-    async with read_form(request) as form:
-        fields, upload = parse_form(form, schemas.PronunciationFields, "audio")
-        check_text("reference_text", fields.reference_text, REFERENCE_TEXT_MAX_CHARS)
-        data = await read_upload(upload, settings.max_audio_bytes, "audio")
-        kind = check_file("audio", data, "audio", settings.max_audio_bytes)
-        params = {**_params(fields), **file_params(data, kind, upload.filename)}
-    return await submit(request, caller, JobType.PRONUNCIATION, params, webhook_url=fields.webhook_url, upload=data)
+    return await submit_upload(
+        request, caller, JobType.PRONUNCIATION, schemas.PronunciationFields, "audio", "audio",
+        caller.services.config.settings.max_audio_bytes,
+        check_fields=lambda fields: check_text("reference_text", fields.reference_text, REFERENCE_TEXT_MAX_CHARS),
+    )
 
 
 @router.post(
@@ -96,13 +89,9 @@ async def pronunciation_assess(
 async def process_image(
     request: Request, caller: Caller = Depends(ip_guard)
 ) -> JSON:
-    settings = caller.services.config.settings
-    async with read_form(request) as form:
-        fields, upload = parse_form(form, schemas.ImageFields, "image")
-        data = await read_upload(upload, settings.max_image_bytes, "image")
-        kind = check_file("image", data, "image", settings.max_image_bytes)
-        params = {**_params(fields), **file_params(data, kind, upload.filename)}
-    return await submit(request, caller, JobType.OCR, params, webhook_url=fields.webhook_url, upload=data)
+    return await submit_upload(
+        request, caller, JobType.OCR, schemas.ImageFields, "image", "image", caller.services.config.settings.max_image_bytes
+    )
 
 
 @router.post(
@@ -112,10 +101,6 @@ async def process_image(
 async def process_pdf(
     request: Request, caller: Caller = Depends(ip_guard)
 ) -> JSON:
-    settings = caller.services.config.settings
-    async with read_form(request) as form:
-        fields, upload = parse_form(form, schemas.PdfFields, "file")
-        data = await read_upload(upload, settings.max_pdf_bytes, "file")
-        kind = check_file("file", data, "pdf", settings.max_pdf_bytes)
-        params = {**_params(fields), **file_params(data, kind, upload.filename)}
-    return await submit(request, caller, JobType.PDF, params, webhook_url=fields.webhook_url, upload=data)
+    return await submit_upload(
+        request, caller, JobType.PDF, schemas.PdfFields, "file", "pdf", caller.services.config.settings.max_pdf_bytes
+    )
