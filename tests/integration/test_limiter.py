@@ -18,24 +18,12 @@ import pytest
 import redis
 import redis.asyncio
 
+from tests.clock import FakeClock
 from unilingo import keys
 from unilingo.limiter import AsyncLimiter, Limiter
 from unilingo.policy import AsyncPolicyStore, BreakerPolicy, PolicyStore, ProviderPolicy, default_policy, parse_change
 
 pytestmark = pytest.mark.integration
-
-
-class FakeClock:
-    """Seconds that only move when told; starts far from 0 like a real epoch."""
-
-    def __init__(self, start: float = 1_700_000_000.0):
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now = round(self.now + seconds, 3)  # whole milliseconds, as the scripts count
 
 
 @pytest.fixture

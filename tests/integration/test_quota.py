@@ -10,21 +10,11 @@ import pytest
 import redis
 import redis.asyncio
 
+from tests.clock import FakeClock
 from unilingo import keys
 from unilingo.quota import AsyncClientQuota, ClientQuota, rate_limit_headers
 
 pytestmark = pytest.mark.integration
-
-
-class FakeClock:
-    def __init__(self, start: float = 1_700_000_000.0):
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now = round(self.now + seconds, 3)
 
 
 @pytest.fixture

@@ -32,6 +32,7 @@ from sandbox.images import png_with_text
 from sandbox.openai_requests import strict_schema_problem
 from sandbox.profiles import Quota
 from sandbox.quotas import Admitted, ProviderQuota
+from tests.clock import FakeClock
 
 pytestmark = pytest.mark.integration
 
@@ -699,14 +700,6 @@ def test_status_code_faults_may_be_given_as_numbers(sandbox):
 
 
 # ---------------------------------------------------------------- in-process: the mechanisms themselves
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_rolling_window_never_lets_any_60_s_span_exceed_the_quota():
