@@ -15,13 +15,12 @@ import pwd
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from devstack.ports import free_port, wait_for_port
-from devstack.processes import terminate
+from devstack.processes import serve_in_foreground, terminate
 
 SYSTEM_USER = "postgres"
 
@@ -154,21 +153,7 @@ def main() -> None:
     """
     workdir = Path(os.environ.get("POSTGRES_DIR", ".run/postgres")).resolve()
     port = int(os.environ.get("POSTGRES_PORT", "5442"))
-    server = PostgresServer(workdir=workdir, port=port, fsync=True)
-
-    def terminate(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, terminate)
-    server.start()
-    print(f"postgres listening: DATABASE_URL={server.url}", flush=True)
-    try:
-        server.process.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
-    sys.exit(0)
+    serve_in_foreground(PostgresServer(workdir=workdir, port=port, fsync=True), "postgres listening: DATABASE_URL={server.url}")
 
 
 if __name__ == "__main__":

@@ -99,3 +99,21 @@ def terminate(process: subprocess.Popen | None, sig: int = signal.SIGTERM, timeo
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+def serve_in_foreground(server, banner: str) -> None:
+    """Start ``server`` (``start()``, ``stop()``, ``process``), print ``banner``, run until it
+    exits or Ctrl-C / SIGTERM, then stop it cleanly: the ``make redis`` style of target."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    server.start()
+    print(banner.format(server=server), flush=True)
+    try:
+        server.process.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()

@@ -13,7 +13,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from devstack.ports import free_port, wait_for_port
-from devstack.processes import terminate
+from devstack.processes import serve_in_foreground, terminate
 
 
 class RedisServer:
@@ -98,15 +98,7 @@ def main() -> None:
     if url.hostname not in ("127.0.0.1", "localhost"):
         sys.exit(f"REDIS_URL points at {url.hostname}; make redis only serves a local address")
     workdir = Path(os.environ.get("UNILINGO_RUN_DIR", ".run")) / "redis"
-    server = RedisServer(workdir=workdir, port=url.port or 6379)
-    server.start()
-    print(f"redis listening on {server.url} (AOF in {workdir})", flush=True)
-    try:
-        server.process.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
+    serve_in_foreground(RedisServer(workdir=workdir, port=url.port or 6379), f"redis listening on {{server.url}} (AOF in {workdir})")
 
 
 if __name__ == "__main__":
