@@ -112,7 +112,7 @@ def claim(body: Mapping[str, Any]) -> dict[str, Claim] | None:
             name=meta.get("name", ""),
             created=meta.get("creationTimestamp") or "",
             deleting=bool(meta.get("deletionTimestamp")),
-            spec=_plain(spec),
+            spec=st.plain(spec),
             revision=int(status.get("revision") or 0),
         )
     }
@@ -121,14 +121,6 @@ def claim(body: Mapping[str, Any]) -> dict[str, Claim] | None:
 def governing(claims: Iterable[Claim], *, exclude: str | None = None) -> Claim | None:
     live = [c for c in claims if not c.deleting and c.uid != exclude]
     return min(live, key=lambda c: c.key) if live else None
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
 
 
 def _all_claims(index: Mapping[str, Iterable[Claim]]) -> list[Claim]:
@@ -209,7 +201,7 @@ async def apply(
     spec, meta, status = body.get("spec") or {}, body.get("metadata") or {}, body.get("status") or {}
     generation = meta.get("generation")
     try:
-        policy = ProviderPolicy.model_validate(_plain(spec))
+        policy = ProviderPolicy.model_validate(st.plain(spec))
     except ValidationError as error:
         revision = status.get("revision")
         kept = f"the last good policy (revision {revision}) stays in force" if revision else "Redis is left as it is"
@@ -323,7 +315,7 @@ async def repair(
         return
 
     try:
-        policy = ProviderPolicy.model_validate(_plain(applied))
+        policy = ProviderPolicy.model_validate(st.plain(applied))
     except ValidationError:
         return  # a status no model accepts (the model changed since): the next spec change fixes it
     owner = governing(index.get(policy.provider, []))

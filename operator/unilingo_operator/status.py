@@ -97,17 +97,18 @@ def apply(patch, status: Mapping[str, Any] | None, fields: Mapping[str, Any]) ->
     status = status or {}
     changed = False
     for key, value in fields.items():
-        if _plain(status.get(key)) != value:
+        if plain(status.get(key)) != value:
             patch.status[key] = value
             changed = True
     return changed
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """kopf's read-only views of a body as plain dicts and lists (comparable, validatable)."""
     if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value
 
 
