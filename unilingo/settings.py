@@ -72,9 +72,9 @@ class Settings(BaseSettings):
     worker_concurrency: int = 4
     worker_queues: str = "ai,speech,ocr,pdf,tts"
     worker_drain_seconds: int = 660  # graceful drain after SIGTERM; above job_timeout_seconds
-    # A call is charged to the provider's rolling minute when we grant it but counted by the
-    # provider when it arrives; this margin absorbs the gap (at 3 s it costs 5 % of the quota;
-    # at 2 s a busy CI machine still saw one 429 in a few runs of the true-quota test).
+    # A call's place in the rolling minute moves to when it left the worker (the permit's
+    # release says); this margin absorbs what remains, the network and the provider's own
+    # queue, at 5 % of the quota.
     provider_window_margin_seconds: float = 3.0
 
     # Providers (the sandbox's addresses by default)
