@@ -48,3 +48,11 @@ class Deferred(JobOutcome):
 
 class Throttled(Deferred):
     """The provider itself answered 429: pause it for everyone, defer this job."""
+
+
+class HandBack(BaseException):
+    """The worker is leaving before this job could finish: give the job back, unfinished.
+
+    Raised in a pool process when its drain time is up (``workers.drain``). A BaseException,
+    like ``KeyboardInterrupt``, so that no handler's ``except Exception`` swallows it.
+    """

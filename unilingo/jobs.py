@@ -286,6 +286,24 @@ return moved
 """
 
 
+# A running job given back unfinished by a worker that is leaving: queued again at the head of
+# its queue, its attempt not counted, and the leaving run fenced out (new run token).
+# KEYS: job, leases, events channel. ARGV: job_id, run_token, now
+_HAND_BACK = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
+if redis.call('HGET', KEYS[1], 'run_token') ~= ARGV[2] then return 0 end
+local fields = redis.call('HMGET', KEYS[1], 'message', 'queue')
+if not fields[1] then return 0 end
+redis.call('HINCRBY', KEYS[1], 'attempts', -1)
+redis.call('HINCRBY', KEYS[1], 'run_token', 1)
+redis.call('HSET', KEYS[1], 'status', 'queued', 'updated_at', ARGV[3], 'lease_until', '0')
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('RPUSH', fields[2], fields[1])  -- consumers pop from the right: next in line
+redis.call('PUBLISH', KEYS[3], 'queued')
+return 1
+"""
+
+
 def _flatten(fields: dict[str, Any]) -> list[Any]:
     out: list[Any] = []
     for name, value in fields.items():
@@ -328,6 +346,7 @@ class _Scripts:
     def __init__(self, client):
         self.create = client.register_script(_CREATE)
         self.claim = client.register_script(_CLAIM)
+        self.hand_back = client.register_script(_HAND_BACK)
         self.heartbeat = client.register_script(_HEARTBEAT)
         self.finish = client.register_script(_FINISH)
         self.park = client.register_script(_PARK)
@@ -427,6 +446,11 @@ class JobStore:
     def retry_later(self, job_id: str, run_token: int, due: float) -> bool:
         """A transient failure: the attempt counts; the job runs again at ``due``."""
         return bool(self._s.park(*_park_call(job_id, run_token, keys.retries(), due, uncount=False)))
+
+    def hand_back(self, job_id: str, run_token: int) -> bool:
+        """The worker is leaving: the job goes back to the head of its queue, attempt uncounted."""
+        return bool(self._s.hand_back(keys=[keys.job(job_id), keys.leases(), keys.job_events(job_id)],
+                                      args=[job_id, run_token, time.time()]))
 
     def cancel(self, job_id: str) -> str:
         return _str(self._s.cancel(keys=[keys.job(job_id), keys.leases(), keys.job_events(job_id)], args=[job_id, time.time()]))

@@ -54,8 +54,9 @@ JOB_TYPES: tuple[str, ...] = tuple(t.value for t in JobType)
 # How a job run ended (unilingo_jobs_total{outcome}). Terminal: succeeded, failed, cancelled.
 # Not terminal: deferred (no provider permit: waits in Redis, attempt not counted), retried
 # (transient failure: waits out a backoff), stale (the job was cancelled or taken over while
-# this run worked; its answer was refused).
-JOB_OUTCOMES = ("succeeded", "failed", "cancelled", "deferred", "retried", "stale")
+# this run worked; its answer was refused), handed_back (the worker left before the job
+# finished, after its drain time: queued again, attempt not counted).
+JOB_OUTCOMES = ("succeeded", "failed", "cancelled", "deferred", "retried", "stale", "handed_back")
 # How a provider call ended (unilingo_provider_calls_total{outcome}).
 #   success; throttled (the provider answered 429); error (5xx, timeout, connection: feeds
 #   the breaker); rejected (the provider refused this input: a 4xx other than 429);

@@ -71,7 +71,9 @@ class Settings(BaseSettings):
     # Workers
     worker_concurrency: int = 4
     worker_queues: str = "ai,speech,ocr,pdf,tts"
-    worker_drain_seconds: int = 660  # graceful drain after SIGTERM; above job_timeout_seconds
+    # After SIGTERM, running jobs get this long to finish; then they are handed back to their
+    # queue (workers/drain.py). The default outlasts the job time limits: nothing is cut short.
+    worker_drain_seconds: int = 645
     # A call's place in the rolling minute moves to when it left the worker (the permit's
     # release says); this margin absorbs what remains, the network and the provider's own
     # queue, at 5 % of the quota.

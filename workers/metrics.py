@@ -188,7 +188,7 @@ def cache_lookup(job, hit: bool) -> None:
 
 
 _OUTCOMES = {"succeeded": "succeeded", "failed": "failed", "deferred": "deferred", "retrying": "retried",
-             "stale": "stale"}
+             "stale": "stale", "handed_back": "handed_back"}
 
 
 def run_ended(client, run: Run, outcome: str) -> None:

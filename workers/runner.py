@@ -20,13 +20,13 @@ from celery.exceptions import SoftTimeLimitExceeded
 from unilingo import cache as response_cache
 from unilingo import errors_reporting, persistence, tracing, webhooks
 from unilingo.connections import redis_client as connect
-from unilingo.errors import Deferred, PermanentError, Throttled, TransientError
+from unilingo.errors import Deferred, HandBack, PermanentError, Throttled, TransientError
 from unilingo.jobs import Job, JobStore
 from unilingo.limiter import Limiter
 from unilingo.policy import PolicyStore
 from unilingo.settings import get_settings
+from workers import drain, uploads
 from workers import metrics as worker_metrics
-from workers import uploads
 
 log = logging.getLogger(__name__)
 
@@ -205,10 +205,11 @@ def run(job_id: str, handler: Handler) -> str:
     ctx = JobContext(job=job, store=store, run_token=claim.run_token, limiter=_limiter(client), heartbeat=heartbeat)
     outcome = "failed"
     try:
-        # The user's file first: durable in storage before anything is paid for.
-        archived = uploads.archive(ctx) if job.workload.upload and settings.uploads_bucket else None
-        # A cache hit answers without the handler: no provider call, no permit.
-        result, hit = response_cache.cached(client, job, lambda: handler(ctx))
+        with drain.handing_back_allowed():
+            # The user's file first: durable in storage before anything is paid for.
+            archived = uploads.archive(ctx) if job.workload.upload and settings.uploads_bucket else None
+            # A cache hit answers without the handler: no provider call, no permit.
+            result, hit = response_cache.cached(client, job, lambda: handler(ctx))
         worker_metrics.cache_lookup(job, hit)
         if archived:
             result = {**result, "upload": archived}  # this job's own file, never the cached one's
@@ -216,6 +217,9 @@ def run(job_id: str, handler: Handler) -> str:
             result = {**result, "usage": ctx.usage}
         persistence.persist(job, result, ctx.usage, cache_hit=hit)  # no-op without DATABASE_URL
         outcome = "succeeded" if store.succeed(job_id, claim.run_token, result, cache_hit=hit) else "stale"
+    except HandBack:
+        outcome = "handed_back" if store.hand_back(job_id, claim.run_token) else "stale"
+        log.warning("job %s handed back unfinished: this worker is leaving", job_id)
     except Deferred as exc:
         due = time.time() + exc.retry_after + random.uniform(0, 0.1)
         store.defer(job_id, claim.run_token, exc.provider, due)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 
 import pytest
@@ -64,6 +65,27 @@ def test_sigkilled_worker_loses_no_job_and_each_result_lands_once(store, start_w
     assert [j.status for j in jobs] == [JobStatus.SUCCEEDED] * 4, [j.error for j in jobs]
     assert max(j.attempts for j in jobs) == 2  # the interrupted ones ran again, once
     assert all(len(j.result["cards"]) == 2 for j in jobs)
+
+
+def test_a_job_still_running_when_the_drain_time_is_up_is_handed_back_at_once(store, start_worker, sandbox_reset):
+    import httpx
+
+    # A provider call far longer than the drain time, and a job lease far longer than the test:
+    # only an explicit hand-back can get the job running elsewhere in time.
+    httpx.post(f"{sandbox_reset.url}/_sandbox/faults", json={"provider": "openai", "mode": "slow", "delay_s": 20, "duration_s": 8})
+    leaving = start_worker(worker_concurrency=1, worker_queues="ai", worker_drain_seconds=2, job_lease_seconds=120)
+    job_id = submit(store, JobType.FLASHCARDS, {"content": "The Rhine flows into the North Sea.", "count": 2})
+    wait_until(lambda: store.get(job_id).status is JobStatus.RUNNING, timeout=20)
+    time.sleep(0.5)  # into the provider call
+    leaving.process.send_signal(signal.SIGTERM)  # warm shutdown: the drain clock starts
+    handed_back = wait_until(lambda: (j := store.get(job_id)).status is JobStatus.QUEUED and j, timeout=10)
+    assert handed_back.attempts == 0  # the worker's leaving is not the job's failure
+    assert leaving.process.wait(timeout=30) == 0, leaving.log()[-3000:]
+    assert "handed back" in leaving.log()
+    start_worker(worker_concurrency=1, worker_queues="ai")
+    (job,) = wait_until(lambda: finished(store, [job_id]), timeout=60)
+    assert job.status is JobStatus.SUCCEEDED and job.attempts == 1, job.error
+    assert len(job.result["cards"]) == 2
 
 
 def test_queued_jobs_survive_a_redis_restart(store, redis_server, start_worker, sandbox_reset):

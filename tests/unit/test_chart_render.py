@@ -399,7 +399,8 @@ def test_worker_grace_period_exceeds_the_longest_job(value_set, rendered, monkey
         name = deployment["metadata"]["name"]
         # The longest a job can run in this container is its hard time limit.
         assert grace > settings.job_timeout_seconds + hard_limit_slack, (name, grace, settings.job_timeout_seconds)
-        assert settings.worker_drain_seconds <= grace, (name, settings.worker_drain_seconds, grace)
+        # The hand-back after the drain time has a moment before the kubelet's SIGKILL.
+        assert settings.worker_drain_seconds + 15 == grace, (name, settings.worker_drain_seconds, grace)
         # preStop must start the drain, not spend the grace period sleeping before SIGTERM.
         pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
         assert pre_stop == ["/bin/sh", "-c", "kill -TERM 1"], pre_stop
@@ -415,13 +416,20 @@ def test_grace_period_follows_a_per_queue_job_timeout(rendered):
     assert prod_pdf["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 900 + 90
 
 
+def test_a_short_drain_hands_back_long_jobs_before_the_kubelet_kills_the_pod():
+    docs = render("default", "--set", "workers.queues.ai.drainSeconds=90")
+    ai = next(d for d in worker_deployments(docs) if d["metadata"]["name"] == "unilingo-worker-ai")
+    assert ai["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 105
+    assert container_env(worker_container(ai))["WORKER_DRAIN_SECONDS"]["value"] == "90"
+
+
 def test_default_grace_period_matches_the_app_default_drain():
     from unilingo.settings import Settings
 
     defaults = Settings.model_fields
     docs = render("default")
     ai = next(d for d in worker_deployments(docs) if d["metadata"]["name"] == "unilingo-worker-ai")
-    assert ai["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == defaults["worker_drain_seconds"].default
+    assert ai["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == defaults["worker_drain_seconds"].default + 15
     assert container_env(worker_container(ai))["JOB_TIMEOUT_SECONDS"]["value"] == str(defaults["job_timeout_seconds"].default)
 
 

@@ -90,7 +90,14 @@ sprig's merge). Returns YAML; use with fromYaml.
 {{- $out := dict -}}
 {{- range $k, $v := .ctx.Values.workers.defaults }}{{- $_ := set $out $k $v }}{{- end }}
 {{- range $k, $v := (.settings | default dict) }}{{- $_ := set $out $k $v }}{{- end }}
-{{- $_ := set $out "terminationGracePeriodSeconds" (add (int $out.jobTimeoutSeconds) (int $out.drainMarginSeconds)) -}}
+{{- if $out.drainSeconds }}
+{{- $_ := set $out "drainSeconds" (int $out.drainSeconds) }}
+{{- $_ := set $out "terminationGracePeriodSeconds" (add $out.drainSeconds 15) }}
+{{- else }}
+{{- $_ := set $out "terminationGracePeriodSeconds" (add (int $out.jobTimeoutSeconds) (int $out.drainMarginSeconds)) }}
+{{- /* past the hard time limit: nothing is left to hand back, but the clock is there */}}
+{{- $_ := set $out "drainSeconds" (sub $out.terminationGracePeriodSeconds 15) }}
+{{- end -}}
 {{- toYaml $out -}}
 {{- end }}
 
