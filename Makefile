@@ -4,7 +4,7 @@ PY := .venv/bin/python
 BOOTSTRAP := bash scripts/bootstrap.sh
 export PYTHONUNBUFFERED := 1
 
-.PHONY: run test test-unit bench redis sandbox api worker operator cluster token tools kind-up bootstrap clean
+.PHONY: run test test-unit bench dashboard redis sandbox api worker operator cluster token tools kind-up bootstrap clean
 
 bootstrap:
 	@$(BOOTSTRAP)
@@ -20,6 +20,9 @@ test-unit: bootstrap
 
 bench: bootstrap
 	@$(PY) -m bench
+
+dashboard: bootstrap tools
+	@$(PY) scripts/dashboard_preview.py
 
 redis: bootstrap
 	@$(PY) -m devstack.redis

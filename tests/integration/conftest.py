@@ -12,16 +12,22 @@ from devstack.processes import Service, wait_until  # noqa: F401  (tests import 
 from unilingo import keys
 
 
-@pytest.fixture(scope="session")
-def sandbox(tmp_path_factory):
+def start_sandbox(log_dir, latency_scale: float = 0.01) -> Service:
+    """``python -m sandbox`` on free ports, its latencies scaled; ``url`` and ``aws_port`` set on it."""
     port, aws_port = free_port(), free_port()
     service = Service.python(
-        "sandbox", "sandbox", port=port, log_dir=tmp_path_factory.mktemp("sandbox"),
-        env={"SANDBOX_PORT": str(port), "SANDBOX_AWS_PORT": str(aws_port), "SANDBOX_LATENCY_SCALE": "0.01"},
+        "sandbox", "sandbox", port=port, log_dir=log_dir,
+        env={"SANDBOX_PORT": str(port), "SANDBOX_AWS_PORT": str(aws_port), "SANDBOX_LATENCY_SCALE": str(latency_scale)},
     )
     service.start()
     service.url = f"http://127.0.0.1:{port}"
     service.aws_port = aws_port
+    return service
+
+
+@pytest.fixture(scope="session")
+def sandbox(tmp_path_factory):
+    service = start_sandbox(tmp_path_factory.mktemp("sandbox"))
     yield service
     service.stop()
 

@@ -28,6 +28,7 @@ by the real engine against the series shape it will meet.
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import math
@@ -36,6 +37,7 @@ import socketserver
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -221,14 +223,19 @@ def terminal(http: httpx.Client, job_id: str, user: str) -> str:
     return http.get(f"/api/jobs/{job_id}", headers=auth(user)).json()["status"]
 
 
-@pytest.fixture(scope="module")
-def stack(redis_server, sandbox, tmp_path_factory):
-    if not PROMETHEUS.exists():
-        pytest.skip("the Prometheus server is not built (make tools)")
-    workdir = tmp_path_factory.mktemp("observability")
-    client = redis.Redis.from_url(redis_server.url)
+@contextlib.contextmanager
+def run_stack(redis_url: str, sandbox_url: str, workdir: Path) -> Iterator[Stack]:
+    """The stack of this module, on a running Redis and sandbox, until the block ends.
+
+    Flushes Redis and resets the sandbox, writes the Azure Vision policy, starts the API, the
+    two workers, the kube-state-metrics stand-in and Prometheus (scraping all four every
+    second, the chart's rules loaded), and yields once every target is up. Everything it
+    started is stopped when the block exits, however it exits. ``scripts/dashboard_preview.py``
+    runs the same stack.
+    """
+    client = redis.Redis.from_url(redis_url)
     client.flushall()
-    with httpx.Client(base_url=sandbox.url) as sb:
+    with httpx.Client(base_url=sandbox_url) as sb:
         sb.delete("/_sandbox/faults")
         sb.post("/_sandbox/stats/reset")
     # Azure Vision: two failures open its breaker for 10 minutes; a failed call is not retried.
@@ -236,38 +243,67 @@ def stack(redis_server, sandbox, tmp_path_factory):
     policies.write(ProviderPolicy(provider="azure-vision", breaker=BreakerPolicy(failure_threshold=2, open_seconds=600),
                                   retry=RetryPolicy(attempts=1, backoff_seconds=1, max_backoff_seconds=1)))
 
-    api = ApiProcess(redis_server.url, workdir, quota_user_ai="5/1h").start()
-    sandbox_port = int(sandbox.url.rsplit(":", 1)[1])
-    worker_ports, worker_dirs, workers = [], [], []
-    plan = [("ai,pdf,ocr,speech", 2), ("ai", 2)]
-    for index, (queues, concurrency) in enumerate(plan):
-        port = free_port()
-        mp_dir = workdir / f"worker{index}-metrics"
-        before = set(client.zrange(keys.workers_alive(), 0, -1))
-        service = Service.python(
-            f"obs-worker{index}", "workers", log_dir=workdir,
-            env=worker_env(redis_server.url, sandbox_port, worker_queues=queues, worker_concurrency=concurrency,
-                           worker_metrics_port=port, prometheus_multiproc_dir=str(mp_dir), job_lease_seconds=10),
-            ready=lambda: bool(set(client.zrange(keys.workers_alive(), 0, -1)) - before),
-        )
-        service.start(timeout=90)
-        wait_for_port(port, timeout=30)
-        workers.append(service)
-        worker_ports.append(port)
-        worker_dirs.append(mp_dir)
-
-    _StandIn.replicas = {f"{RELEASE}-worker-{q}": sum(1 for queues, _ in plan if q in queues.split(","))
-                         for q in ("ai", "speech", "ocr", "pdf", "tts")}
-    standin = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _StandIn)
-    threading.Thread(target=standin.serve_forever, daemon=True).start()
-
-    rules = rendered_rules()
-    prometheus, prometheus_url = start_prometheus(workdir, api.port, worker_ports, standin.server_address[1], rules)
-    stack = Stack(api=api, workers=workers, worker_ports=worker_ports, worker_dirs=worker_dirs, prometheus=prometheus,
-                  prometheus_url=prometheus_url, redis=client, rules=rules)
+    api, standin, prometheus = None, None, None
+    workers: list[Service] = []
     try:
+        api = ApiProcess(redis_url, workdir, quota_user_ai="5/1h").start()
+        sandbox_port = int(sandbox_url.rsplit(":", 1)[1])
+        worker_ports, worker_dirs = [], []
+        plan = [("ai,pdf,ocr,speech", 2), ("ai", 2)]
+        for index, (queues, concurrency) in enumerate(plan):
+            port = free_port()
+            mp_dir = workdir / f"worker{index}-metrics"
+            before = set(client.zrange(keys.workers_alive(), 0, -1))
+            service = Service.python(
+                f"obs-worker{index}", "workers", log_dir=workdir,
+                env=worker_env(redis_url, sandbox_port, worker_queues=queues, worker_concurrency=concurrency,
+                               worker_metrics_port=port, prometheus_multiproc_dir=str(mp_dir), job_lease_seconds=10),
+                ready=lambda: bool(set(client.zrange(keys.workers_alive(), 0, -1)) - before),
+            )
+            workers.append(service)
+            service.start(timeout=90)
+            wait_for_port(port, timeout=30)
+            worker_ports.append(port)
+            worker_dirs.append(mp_dir)
+
+        _StandIn.replicas = {f"{RELEASE}-worker-{q}": sum(1 for queues, _ in plan if q in queues.split(","))
+                             for q in ("ai", "speech", "ocr", "pdf", "tts")}
+        standin = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _StandIn)
+        threading.Thread(target=standin.serve_forever, daemon=True).start()
+
+        rules = rendered_rules()
+        prometheus, prometheus_url = start_prometheus(workdir, api.port, worker_ports, standin.server_address[1], rules)
+        stack = Stack(api=api, workers=workers, worker_ports=worker_ports, worker_dirs=worker_dirs,
+                      prometheus=prometheus, prometheus_url=prometheus_url, redis=client, rules=rules)
         wait_until(lambda: len(stack.query('up == 1')) == 4, 30, message="all four targets up")
-        with httpx.Client(base_url=api.url, timeout=15) as http:
+        yield stack
+    finally:
+        if prometheus is not None:
+            prometheus.terminate()
+            try:
+                prometheus.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                prometheus.kill()
+        for service in workers:
+            service.stop()
+        if api is not None:
+            api.stop()
+        if standin is not None:
+            standin.shutdown()
+            standin.server_close()
+        with httpx.Client(base_url=sandbox_url) as sb:
+            sb.delete("/_sandbox/faults")
+        client.close()
+
+
+@pytest.fixture(scope="module")
+def stack(redis_server, sandbox, tmp_path_factory):
+    if not PROMETHEUS.exists():
+        pytest.skip("the Prometheus server is not built (make tools)")
+    workdir = tmp_path_factory.mktemp("observability")
+    with run_stack(redis_server.url, sandbox.url, workdir) as stack:
+        client = stack.redis
+        with httpx.Client(base_url=stack.api.url, timeout=15) as http:
             drive_load(stack, http, sandbox.url)
             owners = {"flashcards": None, "lesson": None, "pdf": "carol", "ocr": "dave", "pronunciation": "erin"}
             users = {}
@@ -308,19 +344,6 @@ def stack(redis_server, sandbox, tmp_path_factory):
         wait_until(scraped_equals_totals, 30, message="Prometheus has scraped the final counts")
         time.sleep(3)  # a few more scrapes and rule evaluations
         yield stack
-    finally:
-        prometheus.terminate()
-        try:
-            prometheus.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            prometheus.kill()
-        for service in workers:
-            service.stop()
-        api.stop()
-        standin.shutdown()
-        with httpx.Client(base_url=sandbox.url) as sb:
-            sb.delete("/_sandbox/faults")
-        client.close()
 
 
 # ---------------------------------------------------------------------------------------------
