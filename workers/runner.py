@@ -149,10 +149,10 @@ class PermitHandle:
     granted_at: float = field(default_factory=time.monotonic)
     sent_at: float | None = None
 
-    def sending(self) -> None:
-        """Call just before the SDK call: the provider's rolling minute counts from here."""
-        if self.sent_at is None:
-            self.sent_at = time.monotonic()
+    def sent(self, at: float | None = None) -> None:
+        """The call left at ``at`` (``time.monotonic()``; now if not given): the provider's
+        rolling minute counts from there (``workers.providers.sent``)."""
+        self.sent_at = time.monotonic() if at is None else at
 
     @property
     def sent_after(self) -> float:

@@ -9,6 +9,7 @@ limiter; provider errors come from the sandbox's fault injection and from bad in
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -20,7 +21,7 @@ from unilingo.errors import Deferred, PermanentError, Throttled, TransientError
 from unilingo.jobs import Job, JobStatus, JobStore, JobType, NewJob, new_job_id
 from unilingo.limiter import Limiter
 from unilingo.messages import task_message
-from workers.handlers import ocr, speech, tts
+from workers.handlers import ai, ocr, speech, tts
 from workers.runner import JobContext, _Heartbeat
 
 # ----------------------------------------------------------------------------- helpers
@@ -227,6 +228,29 @@ def test_ocr_reads_lines_and_words_with_boxes(providers, redis_url):
     assert providers.requests("azure-vision") >= 2  # the submit and at least one poll
     operation = ctx.store.get(ctx.job.job_id).progress["operation"]
     assert operation and "/" not in operation  # the operation's id, not the provider's address
+
+
+@pytest.mark.parametrize("job_type, params, upload", [
+    (JobType.OCR, {}, png_with_text(320, 120, "Bonjour")),
+    (JobType.TTS, {"text": "Hola", "language": "es"}, None),
+    (JobType.FLASHCARDS, {"content": "The Danube flows into the Black Sea.", "count": 1}, None),
+])
+def test_each_permit_learns_when_its_request_actually_left(providers, redis_url, monkeypatch, job_type, params, upload):
+    """The limiter's window follows the provider's count: from the send, not from the grant."""
+    ctx = job_context(redis_url, job_type, params, upload)
+    granted = ctx.provider_call
+    handles = []
+
+    @contextmanager
+    def stalling(provider, tokens=0):
+        with granted(provider, tokens) as handle:
+            time.sleep(0.3)  # the process stalls between the grant and the SDK call
+            yield handle
+            handles.append(handle)
+
+    monkeypatch.setattr(ctx, "provider_call", stalling)
+    {JobType.OCR: ocr.read_image, JobType.TTS: tts.synthesize, JobType.FLASHCARDS: ai.flashcards}[job_type](ctx)
+    assert handles and all(0.3 <= h.sent_after < 5 for h in handles), [h.sent_after for h in handles]
 
 
 def test_ocr_resumes_a_started_operation_instead_of_paying_again(providers, redis_url):

@@ -140,7 +140,7 @@ def _speech_config(speechsdk):
 def assess(ctx, audio: PcmAudio, request: AssessmentRequest) -> dict:
     """One pronunciation assessment, under a provider permit. Returns the aggregated result."""
     with ctx.provider_call(PROVIDER) as permit:
-        permit.sending()
+        permit.sent()  # the SDK's websocket session starts now
         phrases = recognise(audio, request)
     return aggregate(phrases, request)
 

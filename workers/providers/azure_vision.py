@@ -20,6 +20,7 @@ import httpx
 
 from unilingo.errors import PermanentError, Throttled, TransientError
 from unilingo.settings import get_settings
+from workers.providers import sent
 
 PROVIDER = "azure-vision"
 READ_PATH = "/vision/v3.2/read/analyze"
@@ -37,7 +38,7 @@ OPERATION_MAX_AGE_S = 24 * 3600  # well inside Azure's 48 h retention
 
 @lru_cache
 def _client(timeout: float) -> httpx.Client:
-    return httpx.Client(timeout=httpx.Timeout(timeout, connect=5.0))
+    return httpx.Client(timeout=httpx.Timeout(timeout, connect=5.0), event_hooks={"request": [sent.httpx_hook]})
 
 
 def client() -> httpx.Client:
@@ -82,8 +83,8 @@ def _call(ctx, method: str, url: str, what: str, expected: tuple[int, ...] = (),
     http = client()
     with ctx.provider_call(PROVIDER) as permit:
         try:
-            permit.sending()
-            response = http.request(method, url, headers={**_headers(), **kwargs.pop("headers", {})}, **kwargs)
+            with sent.measured(permit):
+                response = http.request(method, url, headers={**_headers(), **kwargs.pop("headers", {})}, **kwargs)
         except httpx.TimeoutException as exc:
             raise TransientError(f"Azure Vision {what} timed out: {exc!r}", code="provider_timeout") from exc
         except httpx.TransportError as exc:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from unilingo.errors import PermanentError, Throttled, TransientError
 from unilingo.settings import get_settings
+from workers.providers import sent
 
 PROVIDER = "openai"
 Model = TypeVar("Model", bound=BaseModel)
@@ -28,6 +29,7 @@ def client() -> openai.OpenAI:
         api_key=settings.openai_api_key,
         max_retries=0,
         timeout=openai.Timeout(120.0, connect=5.0),
+        http_client=openai.DefaultHttpxClient(event_hooks={"request": [sent.httpx_hook]}),
     )
 
 
@@ -53,10 +55,10 @@ def complete_structured(ctx, messages: list[dict], schema: type[Model], name: st
     response_format = {"type": "json_schema", "json_schema": {"name": name, "schema": _strict_schema(schema), "strict": True}}
     with ctx.provider_call(PROVIDER, tokens=estimate_tokens(messages, cap)) as permit:
         try:
-            permit.sending()
-            response = openai_client.chat.completions.create(
-                model=settings.openai_model, messages=messages, max_tokens=cap, response_format=response_format
-            )
+            with sent.measured(permit):
+                response = openai_client.chat.completions.create(
+                    model=settings.openai_model, messages=messages, max_tokens=cap, response_format=response_format
+                )
         except openai.RateLimitError as exc:
             raise Throttled(PROVIDER, _retry_after(exc), "provider_429") from exc
         except (openai.APITimeoutError, openai.APIConnectionError) as exc:

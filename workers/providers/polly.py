@@ -24,6 +24,7 @@ from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
 
 from unilingo.errors import PermanentError, Throttled, TransientError
 from unilingo.settings import get_settings
+from workers.providers import sent
 
 POLLY = "aws-polly"
 STORAGE = "storage"
@@ -81,7 +82,10 @@ def _clients(endpoint: str | None, region: str, key: str | None, secret: str | N
         s3={"addressing_style": "path"},
     )
     session = boto3.session.Session(aws_access_key_id=key, aws_secret_access_key=secret, region_name=region)
-    return session.client("polly", endpoint_url=endpoint, config=config), session.client("s3", endpoint_url=endpoint, config=config)
+    polly, s3 = (session.client(name, endpoint_url=endpoint, config=config) for name in ("polly", "s3"))
+    for client in (polly, s3):
+        client.meta.events.register("before-send", sent.botocore_hook)
+    return polly, s3
 
 
 def clients():
@@ -136,8 +140,8 @@ def synthesize(ctx, text: str, voice: str, language: str) -> tuple[bytes, str]:
     }
     with ctx.provider_call(POLLY) as permit:
         try:
-            permit.sending()
-            response = polly.synthesize_speech(**request)
+            with sent.measured(permit):
+                response = polly.synthesize_speech(**request)
             with response["AudioStream"] as stream:
                 audio = stream.read()
         except (ClientError, BotoCoreError) as exc:
@@ -182,9 +186,9 @@ def store(ctx, key: str, audio: bytes, content_type: str, bucket: str | None = N
     bucket = bucket or settings.tts_bucket
     with ctx.provider_call(STORAGE) as permit:
         try:
-            permit.sending()
-            _ensure_bucket(s3, bucket)
-            s3.put_object(Bucket=bucket, Key=key, Body=audio, ContentType=content_type)
+            with sent.measured(permit):
+                _ensure_bucket(s3, bucket)
+                s3.put_object(Bucket=bucket, Key=key, Body=audio, ContentType=content_type)
         except (ClientError, BotoCoreError) as exc:
             raise _map(STORAGE, exc, "upload to storage") from exc
     url = s3.generate_presigned_url(
