@@ -96,13 +96,13 @@ class Gate:
         if strike.mode == "timeout":
             raise HangUp(provider, strike.extra_delay_s)
         if strike.mode == "429":
-            self.stats.rejected(provider)
+            self.stats.rejected(provider, "fault")
             raise Refusal(provider, 429, "fault", strike.retry_after_s, self.quotas[provider].state(), tokens)
         if strike.mode == "500":
             raise Refusal(provider, 500, "fault")
         verdict = self.quotas[provider].admit(tokens, expected_s + strike.extra_delay_s)
         if not isinstance(verdict, Admitted):
-            self.stats.rejected(provider)
+            self.stats.rejected(provider, verdict.limit, _used(verdict.state))
             raise Refusal(provider, 429, verdict.limit, verdict.retry_after_s, verdict.state, tokens)
         self.stats.started(provider, tokens)
         return Ticket(self, provider, verdict, strike.extra_delay_s)
@@ -116,3 +116,9 @@ class Gate:
     def _leave(self, provider: str, slot: int) -> None:
         self.quotas[provider].release(slot)
         self.stats.finished(provider)
+
+
+def _used(state: QuotaState) -> dict:
+    """What each window had used when it refused: ``{"requests_used": 50, ...}``."""
+    return {f"{name}_used": window.limit - window.remaining
+            for name, window in (("requests", state.requests), ("tokens", state.tokens)) if window is not None}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 
 from sandbox.profiles import PROVIDERS
@@ -20,6 +20,7 @@ from sandbox.profiles import PROVIDERS
 # A day of seconds per provider is plenty for a soak test and bounds memory for a sandbox
 # that is left running.
 TIMELINE_RETENTION_S = 86_400
+REFUSALS_KEPT = 20
 
 
 class ProviderStats:
@@ -30,14 +31,18 @@ class ProviderStats:
         self.in_flight = 0
         self.peak_concurrency = 0
         self._per_second: OrderedDict[int, dict[str, int]] = OrderedDict()
+        # The latest refusals, each with the limit that refused and what it had used: what a
+        # client that met a 429 wants to know first.
+        self._refusals: deque[dict] = deque(maxlen=REFUSALS_KEPT)
 
     def arrived(self) -> None:
         self.requests += 1
         self._second()["requests"] += 1
 
-    def rejected(self) -> None:
+    def rejected(self, reason: str = "", detail: dict | None = None) -> None:
         self.rejected_429 += 1
         self._second()["rejected_429"] += 1
+        self._refusals.append({"at": round(self._wall_clock(), 3), "reason": reason, **(detail or {})})
 
     def started(self, tokens: int) -> None:
         self.in_flight += 1
@@ -54,6 +59,7 @@ class ProviderStats:
         self.rejected_429 = 0
         self.peak_concurrency = self.in_flight
         self._per_second.clear()
+        self._refusals.clear()
 
     def snapshot(self) -> dict:
         return {
@@ -62,6 +68,7 @@ class ProviderStats:
             "peak_concurrency": self.peak_concurrency,
             "in_flight": self.in_flight,
             "per_second": {str(second): dict(counts) for second, counts in sorted(self._per_second.items())},
+            "refusals": list(self._refusals),
         }
 
     def _second(self) -> dict[str, int]:
@@ -85,9 +92,9 @@ class StatsBook:
         with self._lock:
             self._providers[provider].arrived()
 
-    def rejected(self, provider: str) -> None:
+    def rejected(self, provider: str, reason: str = "", detail: dict | None = None) -> None:
         with self._lock:
-            self._providers[provider].rejected()
+            self._providers[provider].rejected(reason, detail)
 
     def started(self, provider: str, tokens: int = 0) -> None:
         with self._lock:

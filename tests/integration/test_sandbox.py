@@ -202,6 +202,7 @@ def test_stats_reset_zeroes_the_counters(sandbox):
         "peak_concurrency": 0,
         "in_flight": 0,
         "per_second": {},
+        "refusals": [],
     }
     sandbox.http.post(f"{sandbox.openai_url}/chat/completions", json=chat_body(), headers=BEARER).raise_for_status()
     sandbox.http.delete(f"{sandbox.url}/_sandbox/stats").raise_for_status()
@@ -385,6 +386,8 @@ async def test_openai_51st_request_in_a_minute_gets_429_with_retry_after(sandbox
     assert sum(second["requests"] for second in per_second) == 51
     assert sum(second["rejected_429"] for second in per_second) == 1
     assert sum(second["tokens"] for second in per_second) > 0
+    (refusal,) = stats["refusals"]
+    assert (refusal["reason"], refusal["requests_used"]) == ("requests", 50)
 
 
 def test_openai_token_quota_counts_prompt_and_max_tokens(sandbox):
