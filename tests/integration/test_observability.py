@@ -235,9 +235,7 @@ def run_stack(redis_url: str, sandbox_url: str, workdir: Path) -> Iterator[Stack
     """
     client = redis.Redis.from_url(redis_url)
     client.flushall()
-    with httpx.Client(base_url=sandbox_url) as sb:
-        sb.delete("/_sandbox/faults")
-        sb.post("/_sandbox/stats/reset")
+    httpx.post(f"{sandbox_url}/_sandbox/reset").raise_for_status()  # faults, stats and quota windows
     # Azure Vision: two failures open its breaker for 10 minutes; a failed call is not retried.
     policies = PolicyStore(client)
     policies.write(ProviderPolicy(provider="azure-vision", breaker=BreakerPolicy(failure_threshold=2, open_seconds=600),
