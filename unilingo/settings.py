@@ -76,8 +76,8 @@ class Settings(BaseSettings):
     worker_drain_seconds: int = 645
     # A call's place in the rolling minute moves to when it left the worker (the permit's
     # release says); this margin absorbs what remains, the network and the provider's own
-    # queue, at 5 % of the quota.
-    provider_window_margin_seconds: float = 3.0
+    # queue, at about 3 % of a long steady run.
+    provider_window_margin_seconds: float = 2.0
 
     # Providers (the sandbox's addresses by default)
     sandbox_port: int = 8090
