@@ -20,7 +20,7 @@ from fastapi.security import HTTPBearer
 from api import quotas
 from api.config import ApiConfig
 from api.errors import ApiError
-from api.redis_conn import FastPackConnection
+from api.redis_conn import FastPackConnection, ScriptChannel
 from api.security import Principal
 from unilingo.connections import async_redis_client
 from unilingo.jobs import AsyncJobStore
@@ -28,6 +28,10 @@ from unilingo.jobs import AsyncJobStore
 
 class Services:
     """The Redis client and the job store, one of each per process (and per event loop).
+
+    The Lua scripts of the request path (the quotas, the job record) go through ``scripts``,
+    one pipelined connection (``api.redis_conn.ScriptChannel``), on a plain TCP Redis; every
+    other command, and every script with Sentinel or TLS, through the redis-py client.
 
     ``create_app``'s lifespan opens them; should a request arrive on another event loop (a
     test client that runs each request on its own loop), they are opened again for it.
@@ -39,32 +43,41 @@ class Services:
         self.redis: aioredis.Redis | None = None
         self.store: AsyncJobStore | None = None
         self.quota: quotas.QuotaGate | None = None
-        self._stale: list[aioredis.Redis] = []
+        self.scripts: ScriptChannel | None = None
+        self._stale: list[Any] = []
 
     def bind(self) -> "Services":
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             if self.redis is not None:
                 # A client belongs to the loop that opened it; keep a few alive, unused.
-                self._stale = [*self._stale[-7:], self.redis]
+                self._stale = [*self._stale[-7:], (self.redis, self.scripts)]
             settings = self.config.settings
             timeouts = {"socket_connect_timeout": 2, "socket_timeout": 10, "health_check_interval": 30}
+            self.scripts = None
             if settings.redis_sentinels:
                 self.redis = async_redis_client(settings, **timeouts)
             else:
                 pool = aioredis.ConnectionPool.from_url(settings.redis_url, **timeouts)
                 if pool.connection_class is aioredis.Connection:  # plain TCP: pack with hiredis
                     pool.connection_class = FastPackConnection
+                    self.scripts = ScriptChannel.from_pool(pool)
                 self.redis = aioredis.Redis(connection_pool=pool)
-            self.store = AsyncJobStore(self.redis, ttl=settings.job_ttl_seconds, index_size=settings.user_job_index_size)
-            self.quota = quotas.QuotaGate(self.redis, settings)
+            scripts = self.scripts or self.redis
+            self.store = AsyncJobStore(
+                self.redis, ttl=settings.job_ttl_seconds, index_size=settings.user_job_index_size, scripts=scripts
+            )
+            self.quota = quotas.QuotaGate(scripts, settings)
             self._loop = loop
         return self
 
     async def aclose(self) -> None:
-        if self.redis is not None and self._loop is asyncio.get_running_loop():
-            await self.redis.aclose()
-        self.redis = self.store = self.quota = None
+        if self._loop is asyncio.get_running_loop():
+            if self.scripts is not None:
+                await self.scripts.aclose()
+            if self.redis is not None:
+                await self.redis.aclose()
+        self.redis = self.store = self.quota = self.scripts = None
         self._loop = None
         self._stale.clear()
 

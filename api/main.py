@@ -7,6 +7,7 @@ client (its connection pool serves every request) and closes it on shutdown.
 
 from __future__ import annotations
 
+import gc
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -33,6 +34,25 @@ Every `/api/` route but health needs `Authorization: Bearer <Supabase JWT>`. Err
 """
 
 
+_FROZEN = False
+
+
+def freeze_startup_objects() -> None:
+    """Move what the process holds after startup out of the garbage collector's sight.
+
+    Some 300,000 objects (modules, FastAPI's routes and schemas, pydantic's validators) live as
+    long as the process; every full collection walked them all, 20-80 ms on a busy core, and the
+    first ones came with the first requests: a pause that every request then in flight waited
+    out. After ``gc.freeze()`` a full collection walks only what was allocated since. Once per
+    process (after a collection, so no garbage is frozen with them).
+    """
+    global _FROZEN
+    if not _FROZEN:
+        _FROZEN = True
+        gc.collect()
+        gc.freeze()
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     # Process-wide and idempotent; each a no-op unless OTEL_EXPORTER_OTLP_ENDPOINT / SENTRY_DSN
     # is set. Before the app exists: Sentry wraps routes as they are built, and FastAPI traces
@@ -46,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         services.bind()
+        freeze_startup_objects()
         try:
             yield
         finally:

@@ -49,21 +49,29 @@ class QuotaGate:
         for name, (field, _, _) in QUOTAS.items():
             text = str(getattr(settings, field) or "").strip()
             self.rates[name] = None if text.lower() in DISABLED else q.parse_rate(text)
+        # per tuple of quota names: the enabled ones as (name, Redis scope, counted per, rate)
+        self._plans: dict[tuple[str, ...], list[tuple[str, str, str, q.Rate]]] = {}
 
     def client_ip(self, request: Request) -> str:
-        peer = request.client.host if request.client else None
-        return _client_ip(peer, tuple(request.headers.getlist("x-forwarded-for")), self.trusted)
+        client = request.scope.get("client")
+        peer = client[0] if client else None
+        # X-Forwarded-For only counts when a trusted proxy sent it; with none configured it is not read.
+        forwarded = tuple(request.headers.getlist("x-forwarded-for")) if self.trusted else ()
+        return _client_ip(peer, forwarded, self.trusted)
+
+    def _plan(self, names: tuple[str, ...]) -> list[tuple[str, str, str, q.Rate]]:
+        plan = self._plans.get(names)
+        if plan is None:
+            plan = self._plans[names] = [
+                (name, QUOTAS[name][1], QUOTAS[name][2], rate) for name in names if (rate := self.rates[name]) is not None
+            ]
+        return plan
 
     async def take(self, names: tuple[str, ...], request: Request, user_id: str) -> dict[str, str] | None:
-        hits = []
-        for name in names:
-            rate = self.rates[name]
-            if rate is None:
-                continue
-            _, scope, per = QUOTAS[name]
-            hits.append((name, scope, self.client_ip(request) if per == "ip" else user_id, rate))
-        if not hits:
+        plan = self._plan(names)
+        if not plan:
             return None
+        hits = [(name, scope, self.client_ip(request) if per == "ip" else user_id, rate) for name, scope, per, rate in plan]
         results = await self._hit_all(hits)
         refused = [(hit, result) for hit, result in zip(hits, results) if not result.allowed]
         if refused:

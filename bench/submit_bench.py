@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -31,8 +32,9 @@ from tests.samples import pdf_with_text
 from unilingo.tokens import mint
 
 RESULTS = Path(__file__).parent / "results"
-RATES = [100, 300, 500, 600, 800, 1000, 1200, 1500]
+RATES = [100, 300, 500, 600, 800, 1000, 1200, 1500, 2000]
 STEP_SECONDS = 5.0
+REPEATS = 3
 LATENCY_SCALE = 0.1  # the sandbox's provider latencies at a tenth of the seed's
 
 
@@ -58,13 +60,30 @@ def rss_mb(pid: int, with_children: bool = False) -> float:
     return largest / 1024
 
 
+def process_tree(pid: int) -> list[int]:
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return [pid] + [p for child in children for p in process_tree(int(child))]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time the processes have used so far."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def load(url: str, rate: float, tokens_file: str, duration: float = STEP_SECONDS) -> dict:
     out = subprocess.run(
         [sys.executable, "-m", "bench.loadgen", "--url", url, "--rate", str(rate), "--duration", str(duration),
          "--tokens", tokens_file],
         capture_output=True, text=True, check=True,
     )
-    return json.loads(out.stdout)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 async def v1_scenario(url: str, users: int, token: str | None) -> list[float]:
@@ -99,26 +118,41 @@ def main() -> None:
     lines = ["# Submit path: Unilingo v2 against the seed's inline design", ""]
     try:
         # 1. Submit latency at fixed rates, with one API process and with one per core.
-        sweeps, best_by_processes, peak_rss_api = [], {}, 0.0
+        sweeps, best_by_processes, peak_rss_api, generator_cpu_us, loads = [], {}, 0.0, [], []
         for processes in (1, 2):
             if processes > 1:
                 api.stop()
                 api = Service.python("api", "api", env={**env, "WEB_CONCURRENCY": str(processes)}, port=api_port, log_dir=work).start()
             load(submit_url, 200, str(tokens_file), duration=2)  # warm-up
+            api_pids = process_tree(api.process.pid)
+            loads.append(os.getloadavg()[0])
             best = None
             for rate in RATES:
-                result = load(submit_url, rate, str(tokens_file))
+                # Other work may share these 2 cores: each rate runs REPEATS times, the table shows medians.
+                runs = []
+                for _ in range(REPEATS):
+                    cpu_before = cpu_seconds(api_pids)
+                    result = load(submit_url, rate, str(tokens_file))
+                    result["api_cpu_us"] = (cpu_seconds(api_pids) - cpu_before) / result["sent"] * 1e6
+                    generator_cpu_us.append(result["cpu_s"] / result["sent"] * 1e6)
+                    runs.append(result)
+                    client.delete("ai")  # no ai workers run here; keep Redis memory flat
                 if processes == 1:
                     peak_rss_api = max(peak_rss_api, rss_mb(api.process.pid))
-                lat = result["latencies_ms"]
-                accepted = result["statuses"].get("202", 0)
-                p50, p99 = pct(lat, 0.5), pct(lat, 0.99)
-                achieved = result["sent"] / result["elapsed_s"]
-                ok = accepted == result["sent"] and p99 <= 25.0
+                sent = sum(r["sent"] for r in runs)
+                accepted = sum(r["statuses"].get("202", 0) for r in runs)
+                p50 = statistics.median(pct(r["latencies_ms"], 0.5) for r in runs)
+                p99s = sorted(pct(r["latencies_ms"], 0.99) for r in runs)
+                p99 = statistics.median(p99s)
+                achieved = statistics.median(r["sent"] / r["elapsed_s"] for r in runs)
+                api_cpu_us = statistics.median(r["api_cpu_us"] for r in runs)
+                ok = accepted == sent and p99 <= 25.0
                 if ok:
                     best = rate
-                sweeps.append(f"| {processes} | {rate} | {achieved:.0f} | {accepted}/{result['sent']} | {p50:.1f} | {p99:.1f} | {'yes' if ok else 'no'} |")
-                client.delete("ai")  # no ai workers run here; keep Redis memory flat
+                sweeps.append(
+                    f"| {processes} | {rate} | {achieved:.0f} | {accepted}/{sent} | {p50:.1f} | {p99:.1f} "
+                    f"| {' / '.join(f'{v:.1f}' for v in p99s)} | {api_cpu_us:.0f} | {'yes' if ok else 'no'} |"
+                )
                 if p99 > 250:
                     break
             best_by_processes[processes] = best
@@ -126,10 +160,17 @@ def main() -> None:
             "## 1. Submit latency (POST /api/ai/generate-flashcards: JWT, IP + user quota, job record, enqueue)",
             "",
             f"uvicorn (uvloop, httptools) with 1 process, then 2 (`WEB_CONCURRENCY=2`, one per core); Redis AOF everysec; "
-            f"open-loop load from a separate process on the same 2 cores, {STEP_SECONDS:.0f} s per rate, 500 users.",
+            f"open-loop load from a separate process on the same 2 cores, {STEP_SECONDS:.0f} s per run, {REPEATS} runs per "
+            "rate (the table shows the medians of the runs and each run's p99: other work may share the machine; "
+            f"1-minute load average before each sweep: {' / '.join(f'{v:.2f}' for v in loads)}), 500 users. "
+            "Latency runs from each request's due time (no coordinated omission). The load generator is `bench.loadgen`: "
+            "HTTP/1.1 keep-alive on a bare asyncio protocol with pre-built requests, 32 connections opened before the clock "
+            f"starts, each request on the connection idle longest; it used {statistics.median(generator_cpu_us):.0f} µs of "
+            "CPU per request (median over the rates; the aiohttp client used before took over twice as much, CPU the "
+            "API did not get). API CPU: user + system time of the uvicorn processes per request.",
             "",
-            "| API processes | target/s | achieved/s | 202s | p50 ms | p99 ms | p99 ≤ 25 ms |",
-            "|---:|---:|---:|---:|---:|---:|:--:|",
+            "| API processes | target/s | achieved/s | 202s | p50 ms | p99 ms | p99 of each run ms | API CPU µs/req | p99 ≤ 25 ms |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|:--:|",
             *sweeps,
             "",
             "**Highest sustained rate with p99 ≤ 25 ms: "

@@ -12,13 +12,19 @@ is built (``unilingo.tracing``; nothing is added when tracing is off).
 from __future__ import annotations
 
 import base64
-import uuid
 from functools import lru_cache
 
 import orjson
 from celery import Celery
 
 from unilingo import tracing
+from unilingo.jobs import new_job_id, uuid4_bytes
+
+
+def _uuid4_str() -> str:
+    """``str(uuid.uuid4())``: 8-4-4-4-12 hex digits."""
+    h = uuid4_bytes().hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 @lru_cache
@@ -47,11 +53,11 @@ def _template(task_name: str, queue: str) -> tuple[dict, dict, dict]:
 
 
 def task_message(task_name: str, queue: str, args: list, task_id: str | None = None) -> bytes:
-    task_id = task_id or uuid.uuid4().hex
+    task_id = task_id or new_job_id()
     header_template, property_template, embed = _template(task_name, queue)
     headers = {**header_template, "id": task_id, "root_id": task_id, "argsrepr": repr(args)}
     tracing.inject(headers)  # Celery copies message headers onto task.request
-    properties = {**property_template, "correlation_id": task_id, "delivery_tag": str(uuid.uuid4())}
+    properties = {**property_template, "correlation_id": task_id, "delivery_tag": _uuid4_str()}
     message = {
         "body": base64.b64encode(orjson.dumps([args, {}, embed])).decode(),
         "content-encoding": "utf-8",

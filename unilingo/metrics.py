@@ -236,6 +236,7 @@ def breaker_value(state: str) -> int:
 ACTIVITY_TTL_SECONDS = 24 * 3600  # a user's record expires a day after their last activity
 ACTIVITY_MAX_USERS = 5000  # users tracked at most (the least recently active are dropped)
 ACTIVITY_MINUTES = 60  # per-minute submission counts kept (burstiness)
+USERS_PER_FLUSH_CALL = 50  # users per flush script call from the API (about a millisecond of Redis each)
 
 # KEYS: 1 counters hash, 2 users zset
 # ARGV: 1 now (s), 2 ttl, 3 max users, 4 activity key prefix, 5 minute buckets kept,
@@ -319,19 +320,37 @@ class Totals:
 
     def drain(self) -> tuple[list[str], list[Any]] | None:
         """The pending events as the flush script's keys and arguments (and forget them)."""
+        calls = self.drain_calls(users_per_call=None)
+        return calls[0] if calls else None
+
+    def drain_calls(self, users_per_call: int | None = USERS_PER_FLUSH_CALL) -> list[tuple[list[str], list[Any]]]:
+        """The pending events as one or more flush script calls (and forget them).
+
+        The counters go with the first call; the users are split ``users_per_call`` to a call
+        (all in one if None). Redis runs one script at a time: a call for 500 users (some 3,500
+        commands) held every other client for 10-15 ms. Each call trims the users' index as the
+        single one would (the least recent beyond the cap leave first), so the end state is
+        the same unless one flush brings more users than the cap.
+        """
         with self._lock:
             counters, users = self._counters, self._users
             self._counters, self._users = {}, {}
         if not counters and not users:
-            return None
-        args: list[Any] = [
-            int(time.time()), ACTIVITY_TTL_SECONDS, ACTIVITY_MAX_USERS, keys.activity(""), ACTIVITY_MINUTES, len(counters),
-        ]
+            return []
+        head: list[Any] = [int(time.time()), ACTIVITY_TTL_SECONDS, ACTIVITY_MAX_USERS, keys.activity(""), ACTIVITY_MINUTES]
+        script_keys = [keys.stats("counters"), keys.activity_users()]
+        first: list[Any] = [*head, len(counters)]
         for field, amount in counters.items():
-            args.extend((field, repr(float(amount))))
-        for user_id, (submitted, quota_hits, failed) in users.items():
-            args.extend((user_id, submitted, quota_hits, failed))
-        return [keys.stats("counters"), keys.activity_users()], args
+            first.extend((field, repr(float(amount))))
+        entries = [(user_id, submitted, quota_hits, failed) for user_id, (submitted, quota_hits, failed) in users.items()]
+        size = users_per_call or max(1, len(entries))
+        calls = []
+        for start in range(0, max(1, len(entries)), size):
+            args = first if start == 0 else [*head, 0]
+            for entry in entries[start:start + size]:
+                args.extend(entry)
+            calls.append((script_keys, args))
+        return calls
 
     def flush(self, client) -> None:
         """Write the pending events (synchronous client; a worker, after each job)."""
@@ -340,10 +359,13 @@ class Totals:
             client.register_script(_FLUSH)(keys=call[0], args=call[1])
 
     async def aflush(self, client) -> None:
-        """The same on an asyncio client (the API's flusher)."""
-        call = self.drain()
-        if call is not None:
-            await client.register_script(_FLUSH)(keys=call[0], args=call[1])
+        """The same on an asyncio client (the API's flusher), in calls of ``USERS_PER_FLUSH_CALL``
+        users, one after the other: other clients' commands run between them."""
+        calls = self.drain_calls()
+        if calls:
+            script = client.register_script(_FLUSH)
+            for call_keys, call_args in calls:
+                await script(keys=call_keys, args=call_args)
 
 
 TOTALS = Totals()

@@ -173,6 +173,10 @@ def _result(rate: Rate, reply: list[Any]) -> QuotaResult:
     )
 
 
+def _results(rates: list[Rate], replies: list[Any]) -> list[QuotaResult]:
+    return [_result(rate, reply) for rate, reply in zip(rates, replies)]
+
+
 def _single_result(rate: Rate, replies: list[Any]) -> QuotaResult:
     return _result(rate, replies[0])
 
@@ -188,15 +192,13 @@ class _QuotaCore:
     def _hits(self, hits: Sequence[Hit]) -> _Call:
         if not hits:
             raise ValueError("no quota to count against")
-        rates = [_rate(limit) for _, _, limit in hits]
-        args = [self._now()]
-        for rate in rates:
+        rates, keys_, args = [], [], [self._now()]
+        for scope, subject, limit in hits:
+            rate = _rate(limit)
+            rates.append(rate)
+            keys_.append(keys.quota(scope, subject))
             args += (rate.limit, rate.window_seconds * 1000)
-        return _Call(
-            [keys.quota(scope, subject) for scope, subject, _ in hits],
-            args,
-            lambda raw: [_result(rate, reply) for rate, reply in zip(rates, raw)],
-        )
+        return _Call(keys_, args, partial(_results, rates))
 
     def _hit(self, scope: str, subject: str, limit: Rate | str) -> _Call:
         # the one-quota case, spelt out: it is on the path of every API request
