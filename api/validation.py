@@ -42,6 +42,8 @@ _IMAGE = {
     "webp": FileKind("image", "webp", "image/webp"),
     "bmp": FileKind("image", "bmp", "image/bmp"),
     "tiff": FileKind("image", "tiff", "image/tiff"),
+    "heic": FileKind("image", "heic", "image/heic"),
+    "heif": FileKind("image", "heif", "image/heif"),
 }
 _AUDIO = {
     "wav": FileKind("audio", "wav", "audio/wav"),
@@ -50,6 +52,7 @@ _AUDIO = {
     "flac": FileKind("audio", "flac", "audio/flac"),
     "webm": FileKind("audio", "webm", "audio/webm"),
     "m4a": FileKind("audio", "m4a", "audio/mp4"),
+    "aac": FileKind("audio", "aac", "audio/aac"),
 }
 
 # ISO base media brands that carry audio (M4A and the generic MP4/3GP brands phones record).
@@ -57,6 +60,16 @@ _MP4_AUDIO_BRANDS = {
     b"M4A ", b"M4B ", b"M4P ", b"mp41", b"mp42", b"isom", b"iso2", b"iso4", b"iso5", b"iso6",
     b"dash", b"3gp4", b"3gp5", b"3gp6", b"3g2a", b"MSNV", b"qt  ", b"F4A ", b"avc1",
 }
+
+
+# HEIF brands: HEVC-coded pictures (HEIC, what iPhones shoot) and the generic image brands.
+_HEIC_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs"}
+_HEIF_BRANDS = {b"mif1", b"msf1", b"mif2"}
+
+
+def _adts_frame(data: bytes) -> bool:
+    """An AAC ADTS header (a raw .aac recording): 12 sync bits, layer 0, a valid sampling index."""
+    return len(data) >= 7 and data[0] == 0xFF and (data[1] & 0xF6) == 0xF0 and ((data[2] >> 2) & 0x0F) < 13
 
 
 def _mp3_frame(data: bytes) -> bool:
@@ -99,8 +112,16 @@ def sniff(data: bytes) -> FileKind | None:
         return _AUDIO["mp3"]
     if head.startswith(b"\x1a\x45\xdf\xa3"):
         return _AUDIO["webm"]  # EBML: WebM / Matroska
-    if len(head) >= 12 and head[4:8] == b"ftyp" and head[8:12] in _MP4_AUDIO_BRANDS:
-        return _AUDIO["m4a"]
+    if len(head) >= 12 and head[4:8] == b"ftyp":
+        if head[8:12] in _HEIC_BRANDS:
+            return _IMAGE["heic"]
+        if head[8:12] in _HEIF_BRANDS:
+            return _IMAGE["heif"]
+        if head[8:12] in _MP4_AUDIO_BRANDS:
+            return _AUDIO["m4a"]
+        return None
+    if _adts_frame(head):
+        return _AUDIO["aac"]
     if _mp3_frame(head):
         return _AUDIO["mp3"]
     return None
@@ -108,8 +129,8 @@ def sniff(data: bytes) -> FileKind | None:
 
 _EXPECTED = {
     "pdf": "a PDF (starting with %PDF-)",
-    "image": "an image: PNG, JPEG, WEBP, GIF, BMP or TIFF",
-    "audio": "audio: WAV, OGG, MP3, FLAC, WEBM or M4A",
+    "image": "an image: JPEG, PNG, HEIC/HEIF, WEBP, GIF, BMP or TIFF",
+    "audio": "audio: M4A/AAC, WEBM or OGG (Opus, Vorbis), MP3, FLAC or WAV",
 }
 
 

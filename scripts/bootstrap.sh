@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the local stack and the tests need, skipping what is already there:
-# Debian's redis-server, postgresql and chromium (headless, for the /monitoring test), and the
-# pinned Python environment in .venv.
+# Debian's redis-server, postgresql, chromium (headless, for the /monitoring test) and espeak-ng
+# (spoken test recordings), and the pinned Python environment in .venv.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -11,6 +11,8 @@ command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 # Headless Chromium renders /monitoring in tests/integration/test_monitoring_page.py.
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+# espeak-ng speaks the recordings that tests/integration/test_mobile_media.py encodes as phones do.
+command -v espeak-ng >/dev/null 2>&1 || need_apt+=(espeak-ng)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "bootstrap: installing Debian packages: ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"

@@ -61,3 +61,50 @@ def speech_like(seconds: float, rate: int = 16_000, lead_s: float = 0.2) -> list
         samples += [0] * int(0.06 * rate)
         t += 0.31
     return samples + [0] * int(0.2 * rate)
+
+
+def spoken_wav(text: str, voice: str = "en-us") -> bytes:
+    """``text`` spoken by Debian's espeak-ng: a real voice, as a 22.05 kHz mono WAV."""
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "speech.wav"
+        subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", str(path), text], check=True, capture_output=True)
+        return path.read_bytes()
+
+
+# How phones and browsers record: (container, codec, sample rate, channel layout).
+PHONE_AUDIO = {
+    "m4a-aac": ("ipod", "aac", 44_100, "mono"),  # the iOS recorder (brand M4A)
+    "3gp-amr": ("3gp", "libopencore_amrnb", 8_000, "mono"),  # older Android recorders
+    "webm-opus": ("webm", "libopus", 48_000, "mono"),  # Android, Chrome's MediaRecorder
+    "ogg-opus": ("ogg", "libopus", 48_000, "stereo"),  # Firefox's MediaRecorder
+    "ogg-vorbis": ("ogg", "vorbis", 44_100, "stereo"),
+    "mp3": ("mp3", "libmp3lame", 44_100, "stereo"),
+    "flac": ("flac", "flac", 96_000, "stereo"),
+    "wav-8k": ("wav", "pcm_s16le", 8_000, "mono"),
+    "wav-48k-stereo": ("wav", "pcm_s16le", 48_000, "stereo"),
+}
+
+
+def encode_audio(wav: bytes, container: str, codec: str, rate: int, layout: str) -> bytes:
+    """``wav`` re-encoded with PyAV (FFmpeg's encoders) as ``codec`` in ``container``."""
+    import av
+
+    out = BytesIO()
+    with av.open(BytesIO(wav)) as source, av.open(out, mode="w", format=container) as target:
+        stream = target.add_stream(codec, rate=rate, layout=layout)
+        if codec == "vorbis":
+            stream.codec_context.options = {"strict": "experimental"}
+        encoder_format = stream.codec_context.format.name
+        resampler = av.AudioResampler(format=encoder_format, layout=layout, rate=rate, frame_size=stream.codec_context.frame_size or None)
+        for frame in source.decode(audio=0):
+            frame.pts = None
+            for converted in resampler.resample(frame):
+                target.mux(stream.encode(converted))
+        for converted in resampler.resample(None):
+            target.mux(stream.encode(converted))
+        target.mux(stream.encode(None))
+    return out.getvalue()

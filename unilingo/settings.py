@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     max_pdf_pages: int = 200
     max_image_bytes: int = 10 * 1024 * 1024
     max_audio_bytes: int = 10 * 1024 * 1024
+    # A recording is decoded before it is assessed; longer ones fail as audio_too_long.
+    max_audio_seconds: float = 120.0
+    # Pixels an image may have (width x height), read from its header before it is decoded.
+    max_image_pixels: int = 50_000_000
     max_tts_chars: int = 3_000
 
     # Jobs

@@ -25,6 +25,9 @@ SAMPLES = {
     "flac": b"fLaC\x00\x00\x00\x22",
     "webm": b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81\x01",
     "m4a": b"\x00\x00\x00\x20ftypM4A \x00\x00\x02\x00",
+    "aac": b"\xff\xf1\x50\x80\x02\x1f\xfc",  # ADTS, AAC LC, 44.1 kHz
+    "heic": b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic",
+    "heif": b"\x00\x00\x00\x18ftypmif1\x00\x00\x00\x00mif1heic",
 }
 
 
@@ -39,7 +42,7 @@ def test_mp3_without_id3_is_recognised_by_its_frame_header():
     assert sniff(b"\xff\xff\xff\xff" + b"\x00" * 30) is None  # sync bits, but reserved fields
 
 
-@pytest.mark.parametrize("data", [b"", b"hello world", b"RIFF\x00\x00\x00\x00AVI LIST", b"\x00\x00\x00\x20ftypheic", b"<html>", b"PK\x03\x04"])
+@pytest.mark.parametrize("data", [b"", b"hello world", b"RIFF\x00\x00\x00\x00AVI LIST", b"\x00\x00\x00\x20ftypqt3d", b"<html>", b"PK\x03\x04"])
 def test_other_bytes_are_not_recognised(data):
     assert sniff(data) is None
 

@@ -1,18 +1,27 @@
-"""OCR: the uploaded image read by Azure AI Vision (Read API), lines and words with boxes."""
+"""OCR: the uploaded photo, made upright and Read-API-ready, read by Azure AI Vision: lines and words with boxes."""
 
 from __future__ import annotations
 
 from unilingo.errors import PermanentError
+from unilingo.settings import get_settings
+from workers.media import images
 from workers.providers import azure_vision
 
 
 def read_image(ctx) -> dict:
-    image = ctx.upload()
+    # Converted before any provider call: an unreadable, huge or tiny image fails here, unpaid.
+    image = images.prepare(ctx.upload(), get_settings().max_image_pixels)
     language = read_language(ctx.params.get("language"))
-    result = azure_vision.layout(azure_vision.read(ctx, image, language))
+    result = azure_vision.layout(azure_vision.read(ctx, image.data, language))
     if not result["text"].strip():
         raise PermanentError("no text was found in the image", code="no_text")
     result["language"] = language
+    result["image"] = {
+        "source_format": image.source_format.lower(),
+        "converted": image.converted,
+        "width": image.width,
+        "height": image.height,
+    }
     return result
 
 

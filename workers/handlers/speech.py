@@ -1,8 +1,10 @@
-"""Pronunciation assessment: the uploaded WAV scored against the reference text."""
+"""Pronunciation assessment: the uploaded recording, in any format phones record, scored against the reference text."""
 
 from __future__ import annotations
 
 from unilingo.errors import PermanentError
+from unilingo.settings import get_settings
+from workers.media import audio as media_audio
 from workers.providers import azure_speech
 
 
@@ -21,8 +23,11 @@ def pronunciation(ctx) -> dict:
         granularity=granularity,
         miscue=True if miscue is None else bool(miscue),
     )
-    audio = azure_speech.read_wav(ctx.upload())  # unsupported_audio before any provider call
+    # Decoded before any provider call: undecodable, silent or too long fails here, unpaid.
+    decoded = media_audio.decode(ctx.upload(), get_settings().max_audio_seconds)
+    audio = decoded.audio
     ctx.progress(step="assessing", audio_seconds=round(audio.seconds, 2))
     result = azure_speech.assess(ctx, audio, request)
     result["audio_seconds"] = round(audio.seconds, 2)
+    result["audio_codec"] = decoded.codec
     return result

@@ -2,8 +2,8 @@
 
 The SDK speaks its websocket protocol to Azure (``AZURE_SPEECH_KEY`` + ``AZURE_SPEECH_REGION``)
 or to any host that speaks it (``AZURE_SPEECH_HOST``: a Speech container, the sandbox's
-``ws://`` endpoint). Audio goes through a push stream described by the WAV header, so any
-16-bit PCM WAV from 8 to 48 kHz works; stereo is mixed down to mono first.
+``ws://`` endpoint). Audio goes through a push stream as 16 kHz mono 16-bit PCM, which
+``workers.media.audio`` decodes from whatever the phone recorded.
 
 Recognition runs in continuous mode (what Microsoft recommends for assessments longer than
 one utterance) and the phrases are aggregated; the SDK's own blocking calls have no
@@ -14,20 +14,18 @@ Errors: the SDK reports failures as a cancellation with an error code. ``TooMany
 is a provider 429 (``Throttled``; the SDK does not expose ``Retry-After``, so the configured
 pause applies); connection failures, timeouts and service errors are ``TransientError``;
 ``BadRequest`` and authentication failures fail once. No speech in the audio (``NoMatch``)
-fails with ``no_speech``; audio the service cannot take fails with ``unsupported_audio``
-before any call is made.
+fails with ``no_speech``; audio the service cannot take fails with ``unsupported_audio``.
 """
 
 from __future__ import annotations
 
 import json
-import struct
 import threading
-from array import array
 from dataclasses import dataclass
 
 from unilingo.errors import PermanentError, Throttled, TransientError
 from unilingo.settings import get_settings
+from workers.media.audio import PcmAudio
 
 PROVIDER = "azure-speech"
 
@@ -39,8 +37,6 @@ LOCALES = {
     "tr": "tr-TR", "vi": "vi-VN", "th": "th-TH", "ca": "ca-ES", "ms": "ms-MY", "ta": "ta-IN",
 }
 GRANULARITIES = ("Phoneme", "Word", "FullText")
-_WAVE_FORMAT_PCM = 1
-_WAVE_FORMAT_EXTENSIBLE = 0xFFFE
 
 
 def locale(language: str | None) -> str:
@@ -49,58 +45,6 @@ def locale(language: str | None) -> str:
         head, _, tail = language.partition("-")
         return f"{head.lower()}-{tail.upper()}"
     return LOCALES.get(language.lower(), "en-US")
-
-
-# ------------------------------------------------------------------------- audio
-
-
-@dataclass(frozen=True)
-class PcmAudio:
-    sample_rate: int
-    pcm: bytes  # 16-bit little-endian mono
-
-    @property
-    def seconds(self) -> float:
-        return len(self.pcm) / (2 * self.sample_rate)
-
-
-def read_wav(data: bytes) -> PcmAudio:
-    """16-bit PCM mono from a WAV file, or ``unsupported_audio``."""
-    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        raise PermanentError(
-            "the audio is not a WAV file; send 16-bit PCM WAV (8-48 kHz)", code="unsupported_audio"
-        )
-    fmt = channels = rate = bits = None
-    pos, pcm = 12, None
-    while pos + 8 <= len(data):
-        kind = data[pos : pos + 4]
-        size = struct.unpack("<I", data[pos + 4 : pos + 8])[0]
-        body = data[pos + 8 : pos + 8 + size]
-        if kind == b"fmt " and len(body) >= 16:
-            fmt, channels, rate, _, _, bits = struct.unpack("<HHIIHH", body[:16])
-            if fmt == _WAVE_FORMAT_EXTENSIBLE and len(body) >= 26:
-                fmt = struct.unpack("<H", body[24:26])[0]  # the sub-format GUID starts with it
-        elif kind == b"data":
-            pcm = body
-            break
-        pos += 8 + size + (size & 1)
-    if fmt is None or pcm is None:
-        raise PermanentError("the WAV file has no format or no data chunk", code="unsupported_audio")
-    if fmt != _WAVE_FORMAT_PCM or bits != 16 or channels not in (1, 2) or not 8_000 <= rate <= 48_000:
-        raise PermanentError(
-            f"unsupported WAV encoding (format {fmt}, {bits}-bit, {channels} channels, {rate} Hz); "
-            "send 16-bit PCM, mono or stereo, 8-48 kHz",
-            code="unsupported_audio",
-        )
-    pcm = pcm[: len(pcm) - len(pcm) % (2 * channels)]
-    if channels == 2:
-        samples = array("h")
-        samples.frombytes(pcm)
-        mono = array("h", ((samples[i] + samples[i + 1]) // 2 for i in range(0, len(samples), 2)))
-        pcm = mono.tobytes()
-    if not pcm:
-        raise PermanentError("the audio is empty", code="no_speech")
-    return PcmAudio(rate, bytes(pcm))
 
 
 # ------------------------------------------------------------------------- the call

@@ -1,0 +1,65 @@
+"""What phones send, through the API and a real worker to the sandbox's Azure Speech and Vision.
+
+One sentence spoken by espeak-ng, encoded in the test with PyAV the way iOS, Android and
+browsers record it; each is submitted as a phone would and must be assessed.
+"""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from tests.integration.test_api_support import api_factory, auth, wait_until  # noqa: F401
+from tests.samples import PHONE_AUDIO, encode_audio, spoken_wav, wav_bytes
+from unilingo.jobs import JobStore
+
+pytestmark = pytest.mark.integration
+
+SENTENCE = "Good morning, how are you today"
+CODECS = {"m4a-aac": "aac", "3gp-amr": "amrnb", "webm-opus": "opus", "ogg-opus": "opus", "ogg-vorbis": "vorbis",
+          "mp3": "mp3float", "flac": "flac", "wav-8k": "pcm_s16le", "wav-48k-stereo": "pcm_s16le"}
+
+
+def finished(store: JobStore, job_ids: dict[str, str]):
+    jobs = {name: store.get(job_id) for name, job_id in job_ids.items()}
+    return jobs if all(job is not None and job.status.terminal for job in jobs.values()) else None
+
+
+async def test_a_pronunciation_job_succeeds_for_every_format_phones_record(
+    api_factory, start_worker, sandbox_reset, redis_url  # noqa: F811
+):
+    api = await api_factory(max_audio_bytes=2_000_000)
+    start_worker(worker_queues="speech")
+    spoken = spoken_wav(SENTENCE)
+    uploads = {name: encode_audio(spoken, *spec) for name, spec in PHONE_AUDIO.items()}
+    uploads["silent-m4a"] = encode_audio(wav_bytes([0] * 24_000), *PHONE_AUDIO["m4a-aac"])
+    uploads["damaged-ogg"] = b"OggS" + b"\x00" * 400
+    job_ids = {}
+    for name, data in uploads.items():
+        response = await api.post(
+            "/api/pronunciation-assess", headers=auth("phone-user"),
+            data={"reference_text": SENTENCE, "language": "en-US"}, files={"audio": (f"recording.{name}", data)},
+        )
+        assert response.status_code == 202, (name, response.text)
+        job_ids[name] = response.json()["job_id"]
+
+    store = JobStore(redis.Redis.from_url(redis_url))
+    jobs = wait_until(lambda: finished(store, job_ids), timeout=120)
+    for name in PHONE_AUDIO:
+        job = jobs[name]
+        assert job.status.value == "succeeded", (name, job.error)
+        assert job.result["audio_codec"] == CODECS[name]
+        assert 1.5 < job.result["audio_seconds"] < 3.5, (name, job.result["audio_seconds"])
+        assert job.result["words"] and job.result["recognized_text"], name
+        assert set(job.result["scores"]) == {"accuracy", "fluency", "completeness", "pronunciation"}
+    assert jobs["silent-m4a"].status.value == "failed" and jobs["silent-m4a"].error.code == "silent_audio"
+    assert jobs["damaged-ogg"].status.value == "failed" and jobs["damaged-ogg"].error.code == "undecodable_audio"
+    assert jobs["silent-m4a"].attempts == jobs["damaged-ogg"].attempts == 1
+    stats = sandbox_reset_stats(sandbox_reset)
+    assert stats["azure-speech"]["requests"] == len(PHONE_AUDIO)  # the two bad ones cost nothing
+
+
+def sandbox_reset_stats(sandbox) -> dict:
+    import httpx
+
+    return httpx.get(f"{sandbox.url}/_sandbox/stats").json()
