@@ -1,7 +1,7 @@
 """``python -m api`` (``make api``): serve the API with uvicorn on ``API_PORT``.
 
 uvloop and httptools, no access log (``API_ACCESS_LOG=1`` turns it on), ``API_HOST``
-(default 0.0.0.0) and ``WEB_CONCURRENCY`` worker processes (default 1; one per core is
+(default 127.0.0.1; the Helm chart sets 0.0.0.0) and ``WEB_CONCURRENCY`` worker processes (default 1; one per core is
 the usual choice when not scaled by replicas). With several, their Prometheus metrics are
 kept in ``PROMETHEUS_MULTIPROC_DIR`` (a fresh temporary folder unless set) and summed by
 ``/metrics``.
@@ -18,7 +18,7 @@ from unilingo.settings import get_settings
 
 def main() -> None:
     settings = get_settings()
-    workers = int(os.environ.get("WEB_CONCURRENCY", "1") or 1)
+    workers = max(1, settings.web_concurrency)
     if workers > 1:
         # Several processes answer on one port, and a scrape reaches any one of them: they keep
         # their metrics in files that /metrics sums (prometheus-client multiprocess mode).
@@ -36,16 +36,16 @@ def main() -> None:
             atexit.register(shutil.rmtree, path, ignore_errors=True)
     uvicorn.run(
         "api.main:app",
-        host=os.environ.get("API_HOST", "0.0.0.0"),
+        host=settings.api_host,
         port=settings.api_port,
         loop="uvloop",
         http="httptools",
-        access_log=os.environ.get("API_ACCESS_LOG", "") in ("1", "true", "yes"),
+        access_log=settings.api_access_log,
         workers=workers if workers > 1 else None,
         proxy_headers=False,  # X-Forwarded-For is read by the quota code, from trusted proxies only
         server_header=False,
         timeout_graceful_shutdown=10,
-        log_level=os.environ.get("API_LOG_LEVEL", "info"),
+        log_level=settings.api_log_level.lower(),
     )
 
 

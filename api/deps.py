@@ -1,10 +1,13 @@
 """FastAPI dependencies: the per-process services, the caller, and the client quotas.
 
-Order on every protected route (``Guard``): the bearer token is verified, then the quotas
-are taken (the IP quota on every ``/api/`` route but health, the user's AI or pronunciation
-quota where it applies) in one Redis round trip, then the route validates its input. A
-quota that is spent answers ``429 rate_limited`` with ``Retry-After`` and ``RateLimit-*``
-headers; the headers of the tightest quota also go on successful answers.
+Order on every protected route (``Guard``): the bearer token is verified, then the route's
+quotas are taken in one Redis round trip (a submission: the address's and the user's AI or
+pronunciation quota; a read: the user's read quota), then the route validates its input. A
+token that is missing or fails counts against the address's quota before its ``401``, so a
+flood of bad tokens meets ``429`` like any other. A submission whose ``Idempotency-Key`` is
+already stored is a replay: it spends no quota. A quota that is spent answers
+``429 rate_limited`` with ``Retry-After`` and ``RateLimit-*`` headers; the headers of the
+tightest quota also go on successful answers.
 """
 
 from __future__ import annotations
@@ -117,7 +120,7 @@ class Guard(HTTPBearer):
     Quotas are named: ``ip``, ``ai``, ``pronunciation`` (see ``api.quotas``).
     """
 
-    def __init__(self, *quotas: str, admin: bool = False):
+    def __init__(self, *quotas: str, admin: bool = False, submission: bool = False):
         super().__init__(
             auto_error=False,
             scheme_name="SupabaseJWT",
@@ -126,25 +129,40 @@ class Guard(HTTPBearer):
         )
         self.quotas = quotas
         self.admin = admin
+        self.submission = submission
 
     async def __call__(self, request: Request) -> Caller:  # type: ignore[override]
         state = request.app.state
-        user = await state.verifier.verify(bearer_token(request))
-        request.state.user = user
         svc = state.services.bind()
-        if self.quotas:
-            headers = await svc.quota.take(self.quotas, request, user.user_id)
+        try:
+            user = await state.verifier.verify(bearer_token(request))
+        except ApiError as exc:
+            if exc.status_code == 401:
+                await svc.quota.take(("ip",), request, None)  # 429 instead, once the address is spent
+            raise
+        request.state.user = user
+        quotas = self.quotas
+        if self.submission and await self._is_replay(request, svc, user):
+            quotas = ()
+        if quotas:
+            headers = await svc.quota.take(quotas, request, user.user_id)
             if headers:
                 request.state.quota_headers = headers
         if self.admin and not user.admin:
             raise ApiError(403, "forbidden", "this endpoint needs the admin role")
         return Caller(user, svc)
 
+    @staticmethod
+    async def _is_replay(request: Request, svc: Services, user: Principal) -> bool:
+        key = request.headers.get("idempotency-key")
+        return bool(key) and await svc.store.idempotent_job(user.user_id, key) is not None
 
-ip_guard = Guard("ip")
-ai_guard = Guard("ip", "ai")
-pronunciation_guard = Guard("ip", "pronunciation")
-admin_guard = Guard("ip", admin=True)
+
+submit_guard = Guard("ip", submission=True)
+ai_guard = Guard("ip", "ai", submission=True)
+pronunciation_guard = Guard("ip", "pronunciation", submission=True)
+read_guard = Guard("read")
+admin_guard = Guard("read", admin=True)
 
 
 def response_headers(request: Request, extra: dict[str, str] | None = None) -> dict[str, Any] | None:

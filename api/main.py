@@ -11,6 +11,7 @@ import gc
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from api import errors
 from api.config import ApiConfig
@@ -73,14 +74,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await FLUSHER.flush(services)  # the last second of cluster totals
             await services.aclose()
 
-    app = FastAPI(
+    # /docs (Swagger UI) and /redoc with their scripts served by the API itself, from the
+    # fastapi-offline package: they render without internet access.
+    app = FastAPIOffline(
         title="Unilingo API",
         version="1.0.0",
         description=DESCRIPTION,
         lifespan=lifespan,
         default_response_class=JSON,
         docs_url="/docs",
-        redoc_url=None,
+        redoc_url="/redoc",
+        static_url="/docs/static",
         openapi_url="/openapi.json",
         # FastAPI's native OpenTelemetry: a SERVER span per request once tracing.setup set a
         # provider. No per-dependency/endpoint spans: two spans fewer on the submit path.

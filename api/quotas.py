@@ -3,10 +3,16 @@
 Quotas (``QUOTA_IP``, ``QUOTA_USER_AI``, ``QUOTA_USER_PRONUNCIATION``; rates like
 ``100/15m``; ``off`` or ``0`` disables one):
 
-* ``ip`` — every ``/api/`` route but health, counted per client address (``client_ip``:
-  ``X-Forwarded-For`` is believed only from ``TRUSTED_PROXIES``);
+* ``ip`` — per client address (``client_ip``: ``X-Forwarded-For`` is believed only from
+  ``TRUSTED_PROXIES``), on every submission and on every request whose token is missing or
+  fails verification, whatever the route: a flood of bad tokens is limited like any other;
 * ``ai`` — per user, on the two ``/api/ai/`` endpoints;
-* ``pronunciation`` — per user, on ``/api/pronunciation-assess``.
+* ``pronunciation`` — per user, on ``/api/pronunciation-assess``;
+* ``read`` — per user (``QUOTA_USER_READ``, generous), on reading jobs, their events, the
+  job list, cancelling, and the status routes. Reads do not spend the address's quota: a
+  phone polling its job, or many phones behind one carrier NAT, never lock themselves out.
+
+A submission that replays a stored ``Idempotency-Key`` spends nothing (``api.deps.Guard``).
 
 A route's quotas are taken together in one Redis round trip (``hit_all``: one script, the
 request is counted in all of them or, when one refuses, in none). A refusal is
@@ -29,6 +35,7 @@ QUOTAS = {
     "ip": ("quota_ip", "ip", "ip"),
     "ai": ("quota_user_ai", "user_ai", "user"),
     "pronunciation": ("quota_user_pronunciation", "user_pronunciation", "user"),
+    "read": ("quota_user_read", "user_read", "user"),
 }
 DISABLED = {"", "0", "off", "none", "unlimited"}
 
@@ -67,7 +74,7 @@ class QuotaGate:
             ]
         return plan
 
-    async def take(self, names: tuple[str, ...], request: Request, user_id: str) -> dict[str, str] | None:
+    async def take(self, names: tuple[str, ...], request: Request, user_id: str | None) -> dict[str, str] | None:
         plan = self._plan(names)
         if not plan:
             return None

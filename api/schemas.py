@@ -97,6 +97,19 @@ class JobErrorView(BaseModel):
     message: str
 
 
+class WaitingView(BaseModel):
+    """Present while a queued job waits for its provider rather than for a free worker."""
+
+    reason: Literal["rate", "tokens", "in_flight", "paused", "breaker_open", "suspended", "retry"] = Field(
+        description="rate, tokens, in_flight: the provider's shared budget or concurrency cap is spent; "
+        "paused: the provider answered 429 with Retry-After; breaker_open: the provider is failing and "
+        "the shared circuit breaker is open; suspended: an operator suspended the provider; "
+        "retry: waiting out the backoff after a transient provider failure"
+    )
+    provider: str | None = Field(None, description="openai, azure-speech, azure-vision, aws-polly or storage")
+    until: str = Field(description="when the job is due to be tried again (ISO 8601, UTC)")
+
+
 class JobView(BaseModel):
     job_id: str
     type: Literal["flashcards", "lesson", "pronunciation", "ocr", "pdf", "tts"]
@@ -104,6 +117,7 @@ class JobView(BaseModel):
     progress: dict[str, Any] | None = None
     result: dict[str, Any] | None = None
     error: JobErrorView | None = None
+    waiting: WaitingView | None = None
     attempts: int
     cache_hit: bool | None = None
     created_at: str

@@ -10,10 +10,12 @@ is created here if missing) and its processes are started with that user's uid a
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import pwd
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
 import time
@@ -39,6 +41,37 @@ def pg_bin(name: str) -> str:
     raise RuntimeError(f"PostgreSQL's {name} is missing: run scripts/bootstrap.sh (it installs postgresql)")
 
 
+def _traversable(folder: Path, user: pwd.struct_passwd) -> bool:
+    """Whether ``user`` may pass through ``folder`` and each of its parents (existing ones)."""
+    for part in (folder, *folder.parents):
+        try:
+            info = part.stat()
+        except FileNotFoundError:
+            continue  # created by us below, 0755
+        if info.st_uid == user.pw_uid:
+            bit = stat.S_IXUSR
+        elif info.st_gid == user.pw_gid:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not info.st_mode & bit:
+            return False
+    return True
+
+
+def cluster_folder(workdir: Path) -> Path:
+    """Where a cluster asked for in ``workdir`` really lives.
+
+    As root the cluster belongs to the ``postgres`` user, who cannot pass through a 0700
+    folder of root's (a checkout under ``/root``): such a cluster lives in a temporary folder
+    of its own instead, always the same one for the same ``workdir``.
+    """
+    if os.geteuid() != 0 or _traversable(workdir.parent, _ensure_system_user()):
+        return workdir
+    digest = hashlib.sha256(str(workdir).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"unilingo-postgres-{digest}"
+
+
 def _ensure_system_user() -> pwd.struct_passwd:
     try:
         return pwd.getpwnam(SYSTEM_USER)
@@ -53,7 +86,7 @@ class PostgresServer:
     """One PostgreSQL cluster in ``workdir`` serving ``database`` on ``port``."""
 
     def __init__(self, workdir: Path | None = None, port: int | None = None, database: str = "unilingo", fsync: bool = False):
-        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="unilingo-pg-"))
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="unilingo-pg-")).resolve()
         self.port = port or free_port()
         self.database = database
         self.fsync = fsync
@@ -76,6 +109,10 @@ class PostgresServer:
         return {"user": owner.pw_uid, "group": owner.pw_gid, "extra_groups": [], "env": {**os.environ, "HOME": owner.pw_dir}}
 
     def _prepare(self) -> None:
+        folder = cluster_folder(self.workdir)
+        if folder != self.workdir:
+            print(f"postgres: {SYSTEM_USER} cannot enter {self.workdir.parent}; the cluster is in {folder}", flush=True)
+            self.workdir = folder
         self.workdir.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
             owner = _ensure_system_user()
@@ -148,11 +185,13 @@ def local_url(port: int, database: str = "unilingo") -> str:
 def main() -> None:
     """``python -m devstack.postgres``: a local cluster under .run/postgres, in the foreground.
 
-    POSTGRES_PORT (default 5442) and POSTGRES_DIR (default .run/postgres) choose where;
-    the DATABASE_URL to use is printed (``local_url``). SIGINT or SIGTERM stops it cleanly.
+    POSTGRES_PORT (default 5442) and POSTGRES_DIR (default <UNILINGO_RUN_DIR>/postgres) choose
+    where; the DATABASE_URL to use is printed (``local_url``). SIGINT or SIGTERM stops it cleanly.
     """
-    workdir = Path(os.environ.get("POSTGRES_DIR", ".run/postgres")).resolve()
-    port = int(os.environ.get("POSTGRES_PORT", "5442"))
+    from unilingo.settings import get_settings
+
+    settings = get_settings()
+    workdir, port = settings.postgres_folder(), settings.postgres_port
     serve_in_foreground(PostgresServer(workdir=workdir, port=port, fsync=True), "postgres listening: DATABASE_URL={server.url}")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -25,7 +24,8 @@ class RedisServer:
 
     def __init__(self, workdir: Path | None = None, port: int | None = None, appendonly: bool = True,
                  fsync: str = "always"):
-        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="unilingo-redis-"))
+        # Absolute: redis-server changes into --dir before it opens --logfile.
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="unilingo-redis-")).resolve()
         self.port = port or free_port()
         self.appendonly = appendonly
         self.fsync = fsync  # "always" loses nothing on a crash; "everysec" is Redis's default
@@ -94,10 +94,11 @@ def main() -> None:
     """``make redis``: serve the address REDIS_URL names, in the foreground."""
     from unilingo.settings import get_settings
 
-    url = urlparse(get_settings().redis_url)
+    settings = get_settings()
+    url = urlparse(settings.redis_url)
     if url.hostname not in ("127.0.0.1", "localhost"):
         sys.exit(f"REDIS_URL points at {url.hostname}; make redis only serves a local address")
-    workdir = Path(os.environ.get("UNILINGO_RUN_DIR", ".run")) / "redis"
+    workdir = settings.run_dir() / "redis"
     serve_in_foreground(RedisServer(workdir=workdir, port=url.port or 6379), f"redis listening on {{server.url}} (AOF in {workdir})")
 
 

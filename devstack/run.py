@@ -29,21 +29,34 @@ def _pump(name: str, process: subprocess.Popen) -> None:
         sys.stdout.flush()
 
 
+def _wait_until_listening(name: str, process: subprocess.Popen, port: int, timeout: float = 90) -> None:
+    """Until ``process`` listens on ``port``; a process that exits first stops the stack at once."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            wait_for_port(port, timeout=0.5)
+            return
+        except TimeoutError:
+            if process.poll() is not None:
+                raise SystemExit(f"{name} exited with {process.returncode} before listening on port {port}") from None
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{name} is not listening on port {port} after {timeout:.0f} s") from None
+
+
 def main() -> None:
     settings = get_settings()
     env = dict(os.environ)
     python = sys.executable
     redis_port = urlparse(settings.redis_url).port or 6379
-    run_dir = Path(os.environ.get("UNILINGO_RUN_DIR", ROOT / ".run"))
+    # Every component gets the same absolute folder, wherever it changes directory to.
+    env["UNILINGO_RUN_DIR"] = str(settings.run_dir())
     plan: list[tuple[str, list[str], int | None]] = [("redis", [python, "-m", "devstack.redis"], redis_port)]
-    if not os.environ.get("DATABASE_URL"):
+    if not settings.database_url:
         # Generated content goes to a local PostgreSQL, the Supabase schema applied on first use.
-        pg_port = int(os.environ.get("POSTGRES_PORT", "5442"))
-        env.setdefault("POSTGRES_DIR", str(run_dir / "postgres"))
-        env.update(POSTGRES_PORT=str(pg_port), DATABASE_URL=local_url(pg_port))
-        plan.append(("postgres", [python, "-m", "devstack.postgres"], pg_port))
+        env["DATABASE_URL"] = local_url(settings.postgres_port)
+        plan.append(("postgres", [python, "-m", "devstack.postgres"], settings.postgres_port))
     env.setdefault("UPLOADS_BUCKET", "unilingo-uploads")  # users' files archived (to moto, locally)
-    if not os.environ.get("OPENAI_BASE_URL"):
+    if not settings.openai_base_url:
         plan.append(("sandbox", [python, "-m", "sandbox"], settings.sandbox_port))
     plan.append(("api", [python, "-m", "api"], settings.api_port))
     plan.append(("worker", [python, "-m", "workers"], None))
@@ -62,10 +75,10 @@ def main() -> None:
             processes.append((name, process))
             threading.Thread(target=_pump, args=(name, process), daemon=True).start()
             if port:
-                wait_for_port(port, timeout=60)
+                _wait_until_listening(name, process, port)
         print(
-            f"\nUnilingo is up: API http://127.0.0.1:{settings.api_port}/docs · "
-            f"try: make token USER=me, then .venv/bin/unilingo pdf some.pdf\n",
+            f"\nUnilingo is up: API http://{settings.api_host}:{settings.api_port}/docs · "
+            f"try: .venv/bin/unilingo flashcards 'Die Katze schläft.' (as USER=me; make token USER=me for curl)\n",
             flush=True,
         )
         while not stopping.is_set():

@@ -1,6 +1,6 @@
 """``python -m sandbox``: serve the provider sandbox in the foreground until SIGINT/SIGTERM.
 
-Environment:
+Settings (``unilingo.settings``, from the environment):
   SANDBOX_PORT            OpenAI and Azure emulation and /_sandbox control (default 8090)
   SANDBOX_AWS_PORT        moto's Polly and S3 (default SANDBOX_PORT + 1)
   SANDBOX_HOST            address to listen on (default 127.0.0.1)
@@ -11,31 +11,23 @@ Environment:
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 import uvicorn
+from pydantic import ValidationError
 
 from sandbox.app import create_app
-
-
-def _env_number(name: str, default: str, kind: type) -> int | float:
-    raw = os.environ.get(name, default)
-    try:
-        value = kind(raw)
-    except ValueError:
-        sys.exit(f"sandbox: {name}={raw!r} is not a valid {kind.__name__}")
-    if value < 0:
-        sys.exit(f"sandbox: {name} must not be negative")
-    return value
+from unilingo.settings import get_settings
 
 
 def main() -> None:
-    port = _env_number("SANDBOX_PORT", "8090", int)
-    aws_port = _env_number("SANDBOX_AWS_PORT", str(port + 1), int)
-    latency_scale = _env_number("SANDBOX_LATENCY_SCALE", "1.0", float)
-    host = os.environ.get("SANDBOX_HOST", "127.0.0.1")
-    log_level = os.environ.get("SANDBOX_LOG_LEVEL", "info").lower()
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        sys.exit(f"sandbox: {exc}")
+    host, port, aws_port = settings.sandbox_host, settings.sandbox_port, settings.aws_sandbox_port()
+    latency_scale = settings.sandbox_latency_scale
+    log_level = settings.sandbox_log_level.lower()
 
     # moto's werkzeug server logs every request at INFO, as uvicorn's access log does.
     logging.getLogger("werkzeug").setLevel(log_level.upper())

@@ -74,6 +74,20 @@ class JobError(BaseModel):
     message: str
 
 
+class Waiting(BaseModel):
+    """Why a queued job is not running yet: it waits for its provider, holding no worker slot.
+
+    ``reason``: ``rate``, ``tokens``, ``in_flight``, ``breaker_open``, ``suspended`` (the
+    provider's policy refused a permit: ``unilingo.limiter.DenyReason``), ``paused`` (the
+    provider itself answered ``429`` with ``Retry-After``) or ``retry`` (a transient failure's
+    backoff). ``until``: when the job is due to be tried again (epoch seconds).
+    """
+
+    reason: str
+    provider: str | None = None
+    until: float
+
+
 class Job(BaseModel):
     """A job as clients see it (``GET /api/jobs/{id}``) plus the fields workers need."""
 
@@ -85,6 +99,7 @@ class Job(BaseModel):
     progress: dict[str, Any] | None = None
     result: dict[str, Any] | None = None
     error: JobError | None = None
+    waiting: Waiting | None = None
     attempts: int = 0
     cache_hit: bool = False
     webhook_url: str | None = None
@@ -113,6 +128,10 @@ class Job(BaseModel):
             body["result"] = self.result
         if self.error is not None:
             body["error"] = self.error.model_dump()
+        if self.waiting is not None and self.status is JobStatus.QUEUED:
+            body["waiting"] = {
+                "reason": self.waiting.reason, "provider": self.waiting.provider, "until": _iso(self.waiting.until),
+            }
         if self.cache_hit:
             body["cache_hit"] = True
         return body
@@ -137,7 +156,7 @@ def new_job_id() -> str:
     return uuid4_bytes().hex()
 
 
-_JSON_FIELDS = ("params", "progress", "result", "error")
+_JSON_FIELDS = ("params", "progress", "result", "error", "waiting")
 
 
 def decode_job(raw: dict[bytes, bytes] | dict[str, str]) -> Job | None:
@@ -200,6 +219,7 @@ local token = redis.call('HINCRBY', KEYS[1], 'run_token', 1)
 local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[2], 'updated_at', ARGV[2],
   'lease_until', ARGV[3])
+redis.call('HDEL', KEYS[1], 'waiting')
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 redis.call('PUBLISH', KEYS[3], 'running')
 return {'claimed', token, attempts}
@@ -229,12 +249,12 @@ return 1
 # Gives a claimed job back without counting the attempt (deferral) or counting it (retry),
 # and parks it in a delayed set until it is due.
 # KEYS: job, leases, delayed zset, delayed index, events channel
-# ARGV: job_id, run_token, now, score, uncount (1|0), index member
+# ARGV: job_id, run_token, now, score, uncount (1|0), index member, waiting (JSON)
 _PARK = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
 if redis.call('HGET', KEYS[1], 'run_token') ~= ARGV[2] then return 0 end
 if ARGV[5] == '1' then redis.call('HINCRBY', KEYS[1], 'attempts', -1) end
-redis.call('HSET', KEYS[1], 'status', 'queued', 'updated_at', ARGV[3], 'lease_until', '0')
+redis.call('HSET', KEYS[1], 'status', 'queued', 'updated_at', ARGV[3], 'lease_until', '0', 'waiting', ARGV[7])
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
 redis.call('SADD', KEYS[4], ARGV[6])
@@ -250,6 +270,7 @@ if status == 'succeeded' or status == 'failed' or status == 'cancelled' then ret
 redis.call('HINCRBY', KEYS[1], 'run_token', 1)
 redis.call('HSET', KEYS[1], 'status', 'cancelled', 'updated_at', ARGV[2], 'finished_at', ARGV[2],
   'lease_until', '0', 'error', '{"code":"cancelled","message":"cancelled by the user"}')
+redis.call('HDEL', KEYS[1], 'waiting')
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('PUBLISH', KEYS[3], 'cancelled')
 return 'cancelled'
@@ -365,7 +386,7 @@ class _Scripts:
 
 
 # What a new job's record holds (the fields that a run fills in come later), in model order.
-_NOT_AT_CREATION = frozenset({"error", "progress", "result", "started_at", "finished_at"})
+_NOT_AT_CREATION = frozenset({"error", "progress", "result", "waiting", "started_at", "finished_at"})
 _CREATION_FIELDS = tuple(name for name in Job.model_fields if name not in _NOT_AT_CREATION)
 
 
@@ -401,11 +422,11 @@ def _finish_args(job_id: str, run_token: int, status: JobStatus, **fields: Any):
     )
 
 
-def _park_call(job_id: str, run_token: int, delayed_key: str, due: float, uncount: bool):
+def _park_call(job_id: str, run_token: int, delayed_key: str, due: float, uncount: bool, waiting: Waiting):
     now = time.time()
     return (
         [keys.job(job_id), keys.leases(), delayed_key, keys.delayed_sets(), keys.job_events(job_id)],
-        [job_id, run_token, now, due, "1" if uncount else "0", delayed_key],
+        [job_id, run_token, now, due, "1" if uncount else "0", delayed_key, waiting.model_dump_json()],
     )
 
 
@@ -463,13 +484,17 @@ class JobStore:
         k, a = _finish_args(job_id, run_token, JobStatus.FAILED, error={"code": code, "message": message})
         return bool(self._s.finish(keys=k, args=a))
 
-    def defer(self, job_id: str, run_token: int, provider: str, due: float) -> bool:
-        """No permit: back to the provider's waiting set; the attempt does not count."""
-        return bool(self._s.park(*_park_call(job_id, run_token, keys.deferred(provider), due, uncount=True)))
+    def defer(self, job_id: str, run_token: int, provider: str, due: float, reason: str = "rate") -> bool:
+        """No permit: back to the provider's waiting set; the attempt does not count.
 
-    def retry_later(self, job_id: str, run_token: int, due: float) -> bool:
+        The job says why it waits (``Waiting``) until a worker claims it again."""
+        waiting = Waiting(reason=reason, provider=provider, until=due)
+        return bool(self._s.park(*_park_call(job_id, run_token, keys.deferred(provider), due, True, waiting)))
+
+    def retry_later(self, job_id: str, run_token: int, due: float, provider: str | None = None) -> bool:
         """A transient failure: the attempt counts; the job runs again at ``due``."""
-        return bool(self._s.park(*_park_call(job_id, run_token, keys.retries(), due, uncount=False)))
+        waiting = Waiting(reason="retry", provider=provider, until=due)
+        return bool(self._s.park(*_park_call(job_id, run_token, keys.retries(), due, False, waiting)))
 
     def hand_back(self, job_id: str, run_token: int) -> bool:
         """The worker is leaving: the job goes back to the head of its queue, attempt uncounted."""
@@ -511,6 +536,11 @@ class AsyncJobStore:
 
     async def get(self, job_id: str) -> Job | None:
         return decode_job(await self.client.hgetall(keys.job(job_id)))
+
+    async def idempotent_job(self, owner: str, key: str) -> str | None:
+        """The job ``owner`` already submitted under ``Idempotency-Key: key``, if any."""
+        job_id = await self.client.get(keys.idempotency(owner, key))
+        return _str(job_id) if job_id else None
 
     async def cancel(self, job_id: str) -> str:
         return _str(

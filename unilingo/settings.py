@@ -7,6 +7,7 @@ sandbox, a development JWT secret. Production sets the variables through the Hel
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -33,8 +34,17 @@ class Settings(BaseSettings):
     redis_tls: bool = False
     database_url: str | None = None  # PostgreSQL (Supabase) DSN; persistence is off without it
 
-    # API tier
+    # The local stack's folder (Redis's AOF, PostgreSQL's cluster); relative to the checkout
+    unilingo_run_dir: Path = Path(".run")
+    postgres_port: int = 5442  # the local PostgreSQL that `make run` starts without DATABASE_URL
+    postgres_dir: Path | None = None  # default <run dir>/postgres
+
+    # API tier. The local stack listens on loopback only; the Helm chart sets 0.0.0.0 in pods.
+    api_host: str = "127.0.0.1"
     api_port: int = 8080
+    web_concurrency: int = 1  # uvicorn processes on one port
+    api_access_log: bool = False
+    api_log_level: str = "info"
     public_base_url: str = ""  # used in status_url/events_url; relative URLs when empty
     supabase_jwt_secret: str = DEV_JWT_SECRET  # HS256 shared secret
     supabase_jwks_url: str | None = None  # RS256/ES256 through JWKS when set
@@ -45,6 +55,9 @@ class Settings(BaseSettings):
     quota_ip: str = "100/15m"
     quota_user_ai: str = "200/1h"
     quota_user_pronunciation: str = "100/1h"
+    # Reading jobs (status, events, list, cancel) and the status routes, per user: generous, so
+    # that a client polling every second for hours is never locked out.
+    quota_user_read: str = "1200/1m"
 
     # Input limits
     max_text_chars: int = 50_000
@@ -74,6 +87,10 @@ class Settings(BaseSettings):
 
     # Workers
     worker_concurrency: int = 4
+    worker_log_level: str = "INFO"
+    # Each worker's Prometheus endpoint; loopback unless told (the chart sets 0.0.0.0)
+    worker_metrics_host: str = "127.0.0.1"
+    worker_metrics_port: int = 9808
     worker_queues: str = "ai,speech,ocr,pdf,tts"
     # After SIGTERM, running jobs get this long to finish; then they are handed back to their
     # queue (workers/drain.py). The default outlasts the job time limits: nothing is cut short.
@@ -84,8 +101,10 @@ class Settings(BaseSettings):
     provider_window_margin_seconds: float = 2.0
 
     # Providers (the sandbox's addresses by default)
+    sandbox_host: str = "127.0.0.1"
     sandbox_port: int = 8090
-    sandbox_latency_scale: float = 1.0
+    sandbox_latency_scale: float = Field(1.0, ge=0)  # 1.0: the providers' real latencies
+    sandbox_log_level: str = "info"
     openai_base_url: str | None = None
     openai_api_key: str = "sandbox"
     openai_model: str = "gpt-4o-mini"
@@ -106,6 +125,16 @@ class Settings(BaseSettings):
         if self.unilingo_env == "production":  # the sandbox is a development default only
             return "https://api.openai.com/v1"
         return f"http://127.0.0.1:{self.sandbox_port}/openai/v1"
+
+    def run_dir(self) -> Path:
+        """The local stack's folder, absolute: processes change directory (Redis into its own)."""
+        return self.unilingo_run_dir.expanduser().resolve()
+
+    def postgres_folder(self) -> Path:
+        return (self.postgres_dir or self.run_dir() / "postgres").expanduser().resolve()
+
+    def aws_sandbox_port(self) -> int:
+        return self.sandbox_aws_port or self.sandbox_port + 1
 
     def queues(self) -> list[str]:
         return [q.strip() for q in self.worker_queues.split(",") if q.strip()]
@@ -157,7 +186,7 @@ class Settings(BaseSettings):
             return self.aws_endpoint_url or None
         if self.unilingo_env == "production":
             return None
-        return f"http://127.0.0.1:{self.sandbox_aws_port or self.sandbox_port + 1}"
+        return f"http://127.0.0.1:{self.aws_sandbox_port()}"
 
 
 @lru_cache

@@ -16,7 +16,7 @@ def main() -> None:
             "--queues", queues,
             "--concurrency", str(settings.worker_concurrency),
             "--hostname", f"{queues.replace(',', '-')}@{socket.gethostname()}-{os.getpid()}",
-            "--loglevel", os.environ.get("WORKER_LOG_LEVEL", "INFO"),
+            "--loglevel", settings.worker_log_level,
             "--without-gossip",
             "--without-mingle",
         ]

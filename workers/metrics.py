@@ -12,7 +12,7 @@ scrape, so the worker uses prometheus-client's multiprocess mode:
   The series the worker can produce are created at 0, so rates and ratios exist from the
   first scrape.
 * ``worker_ready``: the main process serves the sum of every file on
-  ``WORKER_METRICS_PORT`` (default 9808; ``0`` turns the endpoint and multiprocess mode off)
+  ``WORKER_METRICS_HOST``:``WORKER_METRICS_PORT`` (default 127.0.0.1:9808; port ``0`` turns the endpoint and multiprocess mode off)
   at ``/metrics``. A port that is taken is logged, not fatal: the jobs matter more.
 * ``worker_process_shutdown`` (a child leaving) marks the process dead, so its live gauges
   (``unilingo_jobs_running``) leave the sum; a child that was SIGKILLed cannot, so the
@@ -45,15 +45,13 @@ from unilingo.settings import get_settings
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PORT = 9808
 SWEEP_SECONDS = 5.0
 
 _state: dict = {"port": 0, "dir": None, "owned_dir": False, "server": None, "last_sweep": 0.0}
 
 
 def metrics_port() -> int:
-    value = os.environ.get("WORKER_METRICS_PORT", "").strip()
-    return int(value) if value else DEFAULT_PORT
+    return get_settings().worker_metrics_port
 
 
 _OWN_PREFIX = "unilingo-worker-metrics-"
@@ -92,12 +90,14 @@ def prepare(queues: list[str] | None = None) -> str | None:
     return path
 
 
-def serve(host: str = "0.0.0.0") -> None:
+def serve(host: str | None = None) -> None:
     """Serve ``/metrics`` from the main process (a thread); a taken port is logged, not fatal."""
     port = _state["port"]
     if port <= 0 or _state["server"] is not None:
         return
     from prometheus_client import start_http_server
+
+    host = host or get_settings().worker_metrics_host
 
     try:
         server, _thread = start_http_server(port, addr=host, registry=metrics.exposition_registry())

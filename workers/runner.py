@@ -22,7 +22,7 @@ from unilingo import errors_reporting, persistence, tracing, webhooks
 from unilingo.connections import redis_client as connect
 from unilingo.errors import Deferred, HandBack, PermanentError, Throttled, TransientError
 from unilingo.jobs import Job, JobStore
-from unilingo.limiter import Limiter
+from unilingo.limiter import DenyReason, Limiter
 from unilingo.policy import PolicyStore
 from unilingo.settings import get_settings
 from workers import drain, uploads
@@ -222,14 +222,16 @@ def run(job_id: str, handler: Handler) -> str:
         log.warning("job %s handed back unfinished: this worker is leaving", job_id)
     except Deferred as exc:
         due = time.time() + exc.retry_after + random.uniform(0, 0.1)
-        store.defer(job_id, claim.run_token, exc.provider, due)
+        # A provider's own 429 pauses it for everyone: the job waits for the same reason.
+        reason = DenyReason.PAUSED if isinstance(exc, Throttled) else (exc.reason or DenyReason.RATE)
+        store.defer(job_id, claim.run_token, exc.provider, due, str(reason))
         outcome = "deferred"
     except TransientError as exc:
         delay = retry_plan(client, exc, claim.attempts)
         if delay is None:
             store.fail(job_id, claim.run_token, exc.code, f"gave up after {claim.attempts} attempts: {exc.message}")
         else:
-            store.retry_later(job_id, claim.run_token, time.time() + delay)
+            store.retry_later(job_id, claim.run_token, time.time() + delay, getattr(exc, "provider", None))
             outcome = "retrying"
     except PermanentError as exc:
         store.fail(job_id, claim.run_token, exc.code, exc.message)

@@ -26,7 +26,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from api import schemas
 from api.config import JOB_LIST_MAX
-from api.deps import Caller, Services, ip_guard, response_headers
+from api.deps import Caller, Services, read_guard, response_headers
 from api.errors import JOB_RESPONSES, ApiError, _responses
 from api.responses import JSON
 from unilingo import keys, metrics
@@ -57,7 +57,7 @@ async def own_job(caller: Caller, job_id: str) -> Job:
 async def list_jobs(
     request: Request,
     limit: int = Query(20, ge=1, le=JOB_LIST_MAX, description="How many jobs (at most 200)"),
-    caller: Caller = Depends(ip_guard),
+    caller: Caller = Depends(read_guard),
 ) -> JSON:
     svc, user = caller.services, caller.user
     jobs = await svc.store.recent(user.user_id, limit)
@@ -66,7 +66,7 @@ async def list_jobs(
 
 @router.get("/{job_id}", response_model=schemas.JobView, summary="A job's status, progress and result")
 async def get_job(
-    job_id: str, request: Request, caller: Caller = Depends(ip_guard)
+    job_id: str, request: Request, caller: Caller = Depends(read_guard)
 ) -> JSON:
     job = await own_job(caller, job_id)
     return JSON(job.public(), headers=response_headers(request))
@@ -79,7 +79,7 @@ async def get_job(
     summary="Cancel a job that has not ended (409 when it has)",
 )
 async def cancel_job(
-    job_id: str, request: Request, caller: Caller = Depends(ip_guard)
+    job_id: str, request: Request, caller: Caller = Depends(read_guard)
 ) -> JSON:
     svc = caller.services
     await own_job(caller, job_id)
@@ -99,7 +99,7 @@ async def cancel_job(
     responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}, "description": "An SSE stream"}},
 )
 async def job_events(
-    job_id: str, request: Request, caller: Caller = Depends(ip_guard)
+    job_id: str, request: Request, caller: Caller = Depends(read_guard)
 ) -> EventSourceResponse:
     await own_job(caller, job_id)
     return EventSourceResponse(

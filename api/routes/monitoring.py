@@ -48,7 +48,7 @@ import redis.exceptions
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from api.deps import Caller, Services, bearer_token, ip_guard
+from api.deps import Caller, Services, bearer_token, read_guard
 from api.errors import ApiError
 from api.metrics import Cluster, read_cluster
 from api.responses import JSON
@@ -110,7 +110,7 @@ async def _require_admin(request: Request, token: str | None) -> tuple[Principal
     return user, svc
 
 
-async def admin_api(request: Request, caller: Caller = Depends(ip_guard)) -> Caller:
+async def admin_api(request: Request, caller: Caller = Depends(read_guard)) -> Caller:
     """``/api/`` admin routes: the IP quota (with the token check), then allowlist and role."""
     check_allowlist(request, caller.services)
     if not caller.user.admin:
@@ -335,13 +335,13 @@ def provider_status(provider: str, queue: str, cluster: Cluster) -> dict[str, An
 
 
 @router.get("/api/ai/status", summary="OpenAI: the policy in force, budget left, breaker, queue")
-async def ai_status(caller: Caller = Depends(ip_guard)) -> JSON:
+async def ai_status(caller: Caller = Depends(read_guard)) -> JSON:
     provider, queue = STATUS_SERVICES["ai"]
     return JSON(provider_status(provider, queue, await _cluster(caller.services)))
 
 
 @router.get("/api/pronunciation/status", summary="Azure Speech: the policy in force, budget left, breaker, queue")
-async def pronunciation_status(caller: Caller = Depends(ip_guard)) -> JSON:
+async def pronunciation_status(caller: Caller = Depends(read_guard)) -> JSON:
     provider, queue = STATUS_SERVICES["pronunciation"]
     return JSON(provider_status(provider, queue, await _cluster(caller.services)))
 

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Request
 
 from api import schemas
 from api.config import REFERENCE_TEXT_MAX_CHARS
-from api.deps import Caller, ai_guard, ip_guard, pronunciation_guard
+from api.deps import Caller, ai_guard, pronunciation_guard, submit_guard
 from api.errors import SUBMIT_RESPONSES
 from api.responses import JSON
 from api.submission import job_params, submit, submit_upload
@@ -62,7 +62,7 @@ async def generate_lesson(
 )
 async def generate_audio(
     body: schemas.SpeechRequest, request: Request,
-    caller: Caller = Depends(ip_guard),
+    caller: Caller = Depends(submit_guard),
 ) -> JSON:
     check_text("text", body.text, caller.services.config.settings.max_tts_chars)
     return await submit(request, caller, JobType.TTS, job_params(body), webhook_url=body.webhook_url)
@@ -87,7 +87,7 @@ async def pronunciation_assess(
     openapi_extra={**schemas.IMAGE_BODY, **_IDEMPOTENCY}, summary="Read the text in an image (OCR)",
 )
 async def process_image(
-    request: Request, caller: Caller = Depends(ip_guard)
+    request: Request, caller: Caller = Depends(submit_guard)
 ) -> JSON:
     return await submit_upload(
         request, caller, JobType.OCR, schemas.ImageFields, "image", "image", caller.services.config.settings.max_image_bytes
@@ -99,7 +99,7 @@ async def process_image(
     openapi_extra={**schemas.PDF_BODY, **_IDEMPOTENCY}, summary="Extract the text of a PDF",
 )
 async def process_pdf(
-    request: Request, caller: Caller = Depends(ip_guard)
+    request: Request, caller: Caller = Depends(submit_guard)
 ) -> JSON:
     return await submit_upload(
         request, caller, JobType.PDF, schemas.PdfFields, "file", "pdf", caller.services.config.settings.max_pdf_bytes

@@ -123,16 +123,58 @@ async def test_jwks_tokens_rs256_and_es256(api_factory):
 # --- quotas --------------------------------------------------------------------------------
 
 
+async def submit_pdf(client, user: str = "alice", **headers):
+    return await client.post("/api/process-pdf", files={"file": ("a.pdf", PDF)}, headers={**auth(user), **headers})
+
+
 async def test_ip_quota_answers_429_with_retry_after(api_factory):
     client = await api_factory(quota_ip="3/1m")
     for i in range(3):
-        response = await client.get("/api/jobs", headers=auth())
-        assert response.status_code == 200
+        response = await submit_pdf(client)
+        assert response.status_code == 202
         assert response.headers["ratelimit-remaining"] == str(2 - i)
-    refused = await client.get("/api/jobs", headers=auth("someone-else"))  # same address, other user
+    refused = await submit_pdf(client, "someone-else")  # same address, other user
     assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limited"
     assert int(refused.headers["retry-after"]) >= 1 and refused.headers["ratelimit-limit"] == "3"
     assert (await client.get("/api/health")).status_code == 200  # health is not counted
+
+
+async def test_reading_jobs_spends_the_users_read_quota_not_the_address(api_factory):
+    """Phones poll, and many share one carrier-NAT address: reads never lock out submissions."""
+    client = await api_factory(quota_ip="2/1m", quota_user_read="5/1m")
+    job_id = (await submit_pdf(client)).json()["job_id"]
+    for _ in range(5):
+        assert (await client.get(f"/api/jobs/{job_id}", headers=auth())).status_code == 200
+    refused = await client.get("/api/jobs", headers=auth())
+    assert refused.status_code == 429 and "read quota" in refused.json()["error"]["message"]
+    # Another user behind the same address reads freely, and the address can still submit.
+    assert (await client.get("/api/jobs", headers=auth("bob"))).status_code == 200
+    assert (await submit_pdf(client, "bob")).status_code == 202
+
+
+async def test_requests_with_bad_tokens_spend_the_address_quota(api_factory):
+    client = await api_factory(quota_ip="3/1m")
+    answers = [(await client.get("/api/jobs", headers={"Authorization": "Bearer forged.token.value"})).status_code
+               for _ in range(5)]
+    assert answers == [401, 401, 401, 429, 429]
+    assert (await client.get("/api/jobs")).status_code == 429  # no token at all: the same address
+    assert (await client.get("/api/jobs", headers=auth())).status_code == 200  # a valid token still reads
+
+
+async def test_an_idempotent_replay_spends_no_quota(api_factory):
+    client = await api_factory(quota_user_ai="2/1h")
+    body = {"topic": "Ordering food"}
+    first = await client.post("/api/ai/generate-lesson", json=body, headers={**auth("gil"), "Idempotency-Key": "k-1"})
+    assert first.status_code == 202
+    replays = await asyncio.gather(*(
+        client.post("/api/ai/generate-lesson", json=body, headers={**auth("gil"), "Idempotency-Key": "k-1"})
+        for _ in range(20)
+    ))
+    assert {r.status_code for r in replays} == {200}
+    assert {r.json()["job_id"] for r in replays} == {first.json()["job_id"]}
+    # The quota still has its second request left.
+    assert (await client.post("/api/ai/generate-lesson", json=body, headers=auth("gil"))).status_code == 202
+    assert (await client.post("/api/ai/generate-lesson", json=body, headers=auth("gil"))).status_code == 429
 
 
 async def test_user_ai_quota_is_per_user_and_only_on_ai(api_factory):
@@ -150,10 +192,10 @@ async def test_user_ai_quota_is_per_user_and_only_on_ai(api_factory):
 async def test_forwarded_for_is_believed_only_from_trusted_proxies(api_factory):
     client = await api_factory(quota_ip="1/1m", trusted_proxies=["127.0.0.0/8"])
     # The in-process client's address is 127.0.0.1: a trusted proxy here.
-    a = await client.get("/api/jobs", headers={**auth(), "X-Forwarded-For": "203.0.113.5"})
-    b = await client.get("/api/jobs", headers={**auth(), "X-Forwarded-For": "203.0.113.6"})
-    assert (a.status_code, b.status_code) == (200, 200)
-    c = await client.get("/api/jobs", headers={**auth(), "X-Forwarded-For": "203.0.113.5"})
+    a = await submit_pdf(client, **{"X-Forwarded-For": "203.0.113.5"})
+    b = await submit_pdf(client, **{"X-Forwarded-For": "203.0.113.6"})
+    assert (a.status_code, b.status_code) == (202, 202)
+    c = await submit_pdf(client, **{"X-Forwarded-For": "203.0.113.5"})
     assert c.status_code == 429
 
 
@@ -351,5 +393,5 @@ async def test_a_request_refused_by_the_user_quota_does_not_spend_the_ip_quota(a
     for _ in range(3):
         refused = await client.post("/api/ai/generate-lesson", json={"topic": "t"}, headers=auth("fay"))
         assert refused.status_code == 429 and refused.headers["ratelimit-limit"] == "1"
-    listed = await client.get("/api/jobs", headers=auth("fay"))
-    assert listed.headers["ratelimit-limit"] == "5" and listed.headers["ratelimit-remaining"] == "3"
+    pdf = await submit_pdf(client, "fay")
+    assert pdf.headers["ratelimit-limit"] == "5" and pdf.headers["ratelimit-remaining"] == "3"
