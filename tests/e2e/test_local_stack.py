@@ -1,4 +1,7 @@
-"""The local stack started the way a user starts it, driven by the ``unilingo`` client."""
+"""The local stack as `devstack.run` starts it (private ports and run folder), driven by the ``unilingo`` client.
+
+Every job type end to end. The README's own `make run` from a fresh clone is `test_fresh_clone`.
+"""
 
 from __future__ import annotations
 
