@@ -14,7 +14,7 @@ from typing import Any
 import redis.exceptions
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.responses import JSON
@@ -57,6 +57,50 @@ class ApiError(StarletteHTTPException):
         self.details = details
 
 
+# Every code an error answer can carry (``error.code``), and what it means; listed in OpenAPI.
+API_ERROR_CODES: dict[str, str] = {
+    "bad_request": "400: the request could not be parsed",
+    "unauthorized": "401: the request is not signed in",
+    "missing_token": "401: no bearer token",
+    "invalid_token": "401: the token is forged, malformed or for another audience",
+    "token_expired": "401: the token has expired: refresh it",
+    "forbidden": "403: the route needs a role the caller lacks (admin)",
+    "ip_not_allowed": "403: the admin route is not open to the caller's address",
+    "not_found": "404: no such route, or no such item (or not the caller's)",
+    "job_not_found": "404: no such job, or another user's",
+    "method_not_allowed": "405: the route does not take that method",
+    "not_acceptable": "406: the Accept header asks for what the route cannot give",
+    "conflict": "409: the request conflicts with the resource's state",
+    "job_terminal": "409: the job has already ended and cannot be cancelled",
+    "idempotency_key_expired": "409: the Idempotency-Key's job no longer exists; use a new key",
+    "length_required": "411: the upload needs a length",
+    "payload_too_large": "413: the request body is larger than the route takes",
+    "file_too_large": "413: the file is larger than its limit (MAX_*_BYTES)",
+    "text_too_long": "413: a text field is longer than its limit",
+    "unsupported_file_type": "415: the file's bytes are not of a type the route takes",
+    "unsupported_media_type": "415: the request's Content-Type is not one the route takes",
+    "validation_error": "422: a field is missing or invalid; `details` names each",
+    "empty_file": "422: the file is empty",
+    "invalid_idempotency_key": "422: Idempotency-Key is not 1-255 visible ASCII characters",
+    "idempotency_key_reused": "422: the Idempotency-Key was used with a different request",
+    "invalid_cursor": "422: the paging cursor is malformed or from another listing",
+    "webhook_invalid_url": "422: webhook_url is not a valid URL",
+    "webhook_invalid_scheme": "422: webhook_url is not https or http",
+    "webhook_unresolvable": "422: webhook_url's host does not resolve",
+    "webhook_target_refused": "422: webhook_url points at a private, loopback or link-local address",
+    "rate_limited": "429: a quota is used up; see Retry-After and RateLimit-*",
+    "internal_error": "500: a bug in Unilingo; reported to the operators",
+    "not_implemented": "501: the job type is not available on this deployment",
+    "auth_unavailable": "503: the signing keys cannot be fetched; retry",
+    "service_unavailable": "503: Redis (or the database) is unreachable; retry",
+}
+
+
+def code_table(codes: dict[str, str]) -> str:
+    """Markdown list of codes and meanings, for OpenAPI descriptions."""
+    return "\n".join(f"- `{code}`: {meaning}" for code, meaning in codes.items())
+
+
 # --- OpenAPI models (documentation; responses are built as plain dicts) -----------------
 
 
@@ -67,7 +111,7 @@ class ErrorDetail(BaseModel):
 
 
 class ErrorInfo(BaseModel):
-    code: str
+    code: str = Field(description="Machine-readable; one of:\n\n" + code_table(API_ERROR_CODES))
     message: str
     details: list[ErrorDetail] | None = None
 
@@ -100,6 +144,7 @@ def _responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     descriptions = {
         400: "Malformed request",
         401: "Missing, forged or expired token",
+        403: "The caller lacks the role (admin) or address the route needs",
         404: "Not found (or not yours)",
         409: "Conflict",
         413: "Payload or text too large",
@@ -170,6 +215,33 @@ async def unhandled_error_handler(request: Request, exc: Exception) -> JSON:
     return error_response(500, "internal_error", "the server could not complete the request")
 
 
+# What every signed-in route can answer, documented on each (the routes' own lists add to it).
+SIGNED_IN_STATUSES = (401, 403, 404, 429)
+
+
+def document_signed_in_errors(app: FastAPI) -> None:
+    """Every operation that takes the bearer token documents 401, 403, 404 and 429."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        ref = {"$ref": "#/components/schemas/ErrorBody"}
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                if not operation.get("security"):
+                    continue
+                responses = operation.setdefault("responses", {})
+                for status, entry in _responses(*SIGNED_IN_STATUSES).items():
+                    responses.setdefault(str(status), {
+                        "description": entry["description"], "content": {"application/json": {"schema": ref}},
+                    })
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
@@ -177,3 +249,4 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(redis.exceptions.ConnectionError, redis_error_handler)
     app.add_exception_handler(redis.exceptions.TimeoutError, redis_error_handler)
     app.add_exception_handler(Exception, unhandled_error_handler)
+    document_signed_in_errors(app)

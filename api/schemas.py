@@ -7,12 +7,15 @@ the short ones carry their limit in the schema.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, StringConstraints
 
 from api.config import SUBJECT_MAX_CHARS, TOPIC_MAX_CHARS
+from api.errors import code_table
 from api.validation import check_unicode, clean_text
+from unilingo import results
+from unilingo.errors import JOB_ERROR_CODES
 
 # BCP 47 language tags as the providers take them: "en", "es", "en-US", "zh-Hans-CN".
 Language = Annotated[
@@ -93,7 +96,7 @@ class JobAccepted(BaseModel):
 
 
 class JobErrorView(BaseModel):
-    code: str
+    code: str = Field(description="Machine-readable; one of:\n\n" + code_table(JOB_ERROR_CODES))
     message: str
 
 
@@ -110,22 +113,67 @@ class WaitingView(BaseModel):
     until: str = Field(description="when the job is due to be tried again (ISO 8601, UTC)")
 
 
-class JobView(BaseModel):
+class _JobViewBase(BaseModel):
     job_id: str
-    type: Literal["flashcards", "lesson", "pronunciation", "ocr", "pdf", "tts"]
     status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
-    progress: dict[str, Any] | None = None
-    result: dict[str, Any] | None = None
-    error: JobErrorView | None = None
+    error: JobErrorView | None = Field(None, description="Set when the job failed or was cancelled")
     waiting: WaitingView | None = None
     attempts: int
-    cache_hit: bool | None = None
+    cache_hit: bool = Field(False, description="Answered from the response cache: no provider call")
     created_at: str
     updated_at: str
 
 
+_PROGRESS = "While it runs (absent from list summaries)"
+_RESULT = "Once it succeeded (absent from list summaries)"
+
+
+class FlashcardsJob(_JobViewBase):
+    type: Literal["flashcards"]
+    progress: results.FlashcardsProgress | None = Field(None, description=_PROGRESS)
+    result: results.FlashcardsResult | None = Field(None, description=_RESULT)
+
+
+class LessonJob(_JobViewBase):
+    type: Literal["lesson"]
+    progress: results.LessonProgress | None = Field(None, description=_PROGRESS)
+    result: results.LessonResult | None = Field(None, description=_RESULT)
+
+
+class PronunciationJob(_JobViewBase):
+    type: Literal["pronunciation"]
+    progress: results.PronunciationProgress | None = Field(None, description=_PROGRESS)
+    result: results.PronunciationResult | None = Field(None, description=_RESULT)
+
+
+class OcrJob(_JobViewBase):
+    type: Literal["ocr"]
+    progress: results.OcrProgress | None = Field(None, description=_PROGRESS)
+    result: results.OcrResult | None = Field(None, description=_RESULT)
+
+
+class PdfJob(_JobViewBase):
+    type: Literal["pdf"]
+    progress: results.PdfProgress | None = Field(None, description=_PROGRESS)
+    result: results.PdfResult | None = Field(None, description=_RESULT)
+
+
+class TtsJob(_JobViewBase):
+    type: Literal["tts"]
+    progress: results.TtsProgress | None = Field(None, description=_PROGRESS)
+    result: results.TtsResult | None = Field(None, description=_RESULT)
+
+
+# The job as GET /api/jobs/{id} shows it: `type` says which result and progress it carries.
+JobView = Annotated[
+    Union[FlashcardsJob, LessonJob, PronunciationJob, OcrJob, PdfJob, TtsJob],  # noqa: UP007
+    Field(discriminator="type"),
+]
+
+
 class JobList(BaseModel):
     jobs: list[JobView]
+    next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page; null on the last one")
 
 
 class Health(BaseModel):

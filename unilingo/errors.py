@@ -56,3 +56,40 @@ class HandBack(BaseException):
     Raised in a pool process when its drain time is up (``workers.drain``). A BaseException,
     like ``KeyboardInterrupt``, so that no handler's ``except Exception`` swallows it.
     """
+
+
+# Every code a failed or cancelled job can carry (``error.code`` of a job), and what it means.
+# The OpenAPI document lists them; a test keeps this table and the code in step.
+JOB_ERROR_CODES: dict[str, str] = {
+    "cancelled": "cancelled by its owner (DELETE /api/jobs/{id}) before it finished",
+    "invalid_input": "a required field is missing or invalid (e.g. blank reference_text or text)",
+    "input_expired": "the uploaded file expired before the job could run",
+    "text_too_long": "the text is longer than the provider or this deployment takes",
+    "invalid_ssml": "the SSML is not well-formed or uses what Polly refuses",
+    "unsupported_language": "no voice or model for that language",
+    "undecodable_audio": "the recording could not be decoded (damaged, or not audio)",
+    "unsupported_audio": "the speech service could not take the audio",
+    "silent_audio": "the recording is silent (a muted or covered microphone)",
+    "audio_too_long": "the recording is longer than MAX_AUDIO_SECONDS",
+    "no_speech": "the speech service heard no speech in the recording",
+    "unsupported_image": "the image could not be decoded, or the Read API could not take it",
+    "image_too_large": "the image has more pixels than MAX_IMAGE_PIXELS (or bytes than the Read API takes)",
+    "image_too_small": "the image's smaller side is under 50 pixels",
+    "no_text": "no text was found in the image",
+    "ocr_failed": "the Read API could not analyse the image",
+    "pdf_too_large": "the PDF is larger than MAX_PDF_BYTES",
+    "pdf_too_many_pages": "the PDF has more pages than MAX_PDF_PAGES",
+    "pdf_encrypted": "the PDF is encrypted",
+    "pdf_corrupt": "the PDF could not be read",
+    "pdf_no_text": "the PDF has no text layer (a scan: send its pages to /api/process-image)",
+    "tts_empty": "the speech synthesiser returned no audio",
+    "provider_bad_request": "the provider refused the request as malformed",
+    "provider_bad_output": "the provider's answer did not have the required shape, after retries",
+    "provider_rejected": "the provider refused the request (credentials, policy)",
+    "provider_unavailable": "the provider could not be reached, after the policy's retries",
+    "provider_error": "the provider kept failing (5xx), after the policy's retries",
+    "provider_timeout": "the provider did not answer in time, after the policy's retries",
+    "persistence_unavailable": "the database could not be reached, after retries",
+    "timeout": "the job ran longer than JOB_TIMEOUT_SECONDS",
+    "internal_error": "a bug in Unilingo; reported to the operators",
+}

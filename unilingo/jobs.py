@@ -14,12 +14,12 @@ import enum
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 from pydantic import BaseModel
 
-from unilingo import keys
+from unilingo import keys, results
 
 
 class JobType(str, enum.Enum):
@@ -122,19 +122,23 @@ class Job(BaseModel):
             "created_at": _iso(self.created_at),
             "updated_at": _iso(self.updated_at),
         }
+        # Typed per job type (unilingo.results): one stable shape, nothing internal.
         if self.progress is not None:
-            body["progress"] = self.progress
+            body["progress"] = results.progress_view(self.type.value, self.progress)
         if self.result is not None:
-            body["result"] = self.result
+            body["result"] = results.result_view(self.type.value, self.result)
         if self.error is not None:
             body["error"] = self.error.model_dump()
         if self.waiting is not None and self.status is JobStatus.QUEUED:
             body["waiting"] = {
                 "reason": self.waiting.reason, "provider": self.waiting.provider, "until": _iso(self.waiting.until),
             }
-        if self.cache_hit:
-            body["cache_hit"] = True
+        body["cache_hit"] = self.cache_hit
         return body
+
+    def summary(self) -> dict[str, Any]:
+        """The public view without result and progress: what a list shows."""
+        return self.model_copy(update={"result": None, "progress": None}).public()
 
 
 def _iso(ts: float) -> str:
@@ -547,12 +551,37 @@ class AsyncJobStore:
             await self._s.cancel(keys=[keys.job(job_id), keys.leases(), keys.job_events(job_id)], args=[job_id, time.time()])
         )
 
-    async def recent(self, owner: str, limit: int = 50) -> list[Job]:
-        ids = await self.client.zrevrange(keys.user_jobs(owner), 0, limit - 1)
-        if not ids:
-            return []
-        pipe = self.client.pipeline(transaction=False)
-        for job_id in ids:
-            pipe.hgetall(keys.job(_str(job_id)))
-        jobs = [decode_job(raw) for raw in await pipe.execute()]
-        return [job for job in jobs if job is not None]
+    async def page(
+        self, owner: str, limit: int, after: tuple[float, str] | None = None, accept: Callable[[Job], bool] | None = None
+    ) -> tuple[list[Job], tuple[float, str] | None]:
+        """The owner's jobs newest first, after ``after`` (created at, job id), that ``accept``
+        takes; and the position to continue from, None when the index has nothing further.
+
+        The owner's index orders by creation time, ties by id (Redis's order for equal scores),
+        so a position is unambiguous; expired jobs still in the index are passed over.
+        """
+        key = keys.user_jobs(owner)
+        top: float | str = "+inf" if after is None else after[0]
+        batch = max(2 * limit, 20)
+        found: list[Job] = []
+        offset = 0
+        while True:
+            entries = await self.client.zrevrangebyscore(key, top, "-inf", start=offset, num=batch, withscores=True)
+            fresh = [(_str(member), float(score)) for member, score in entries]
+            if after is not None:
+                fresh = [(m, s) for m, s in fresh if s < after[0] or m < after[1]]
+            pipe = self.client.pipeline(transaction=False)
+            for job_id, _ in fresh:
+                pipe.hgetall(keys.job(job_id))
+            records = await pipe.execute() if fresh else []
+            for index, ((job_id, score), raw) in enumerate(zip(fresh, records)):
+                job = decode_job(raw)
+                if job is None or job.owner != owner or (accept is not None and not accept(job)):
+                    continue
+                found.append(job)
+                if len(found) == limit:
+                    more = index < len(fresh) - 1 or len(entries) == batch
+                    return found, (score, job_id) if more else None
+            if len(entries) < batch:
+                return found, None
+            offset += batch

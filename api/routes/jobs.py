@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import time
+from typing import Literal
 
 import anyio
 import orjson
@@ -29,7 +30,7 @@ from api.config import JOB_LIST_MAX
 from api.deps import Caller, Services, read_guard, response_headers
 from api.errors import JOB_RESPONSES, ApiError, _responses
 from api.responses import JSON
-from unilingo import keys, metrics
+from unilingo import keys, metrics, paging
 from unilingo.jobs import Job
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"], responses=JOB_RESPONSES)
@@ -53,15 +54,47 @@ async def own_job(caller: Caller, job_id: str) -> Job:
     return job
 
 
-@router.get("", response_model=schemas.JobList, summary="The caller's recent jobs, newest first")
+JobTypeName = Literal["flashcards", "lesson", "pronunciation", "ocr", "pdf", "tts"]
+JobStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+@router.get(
+    "", response_model=schemas.JobList,
+    summary="The caller's jobs, newest first, a page at a time",
+    description="Summaries (no `result`, no `progress`) unless `include=result`. Pass `next_cursor` as `cursor` "
+    "for the next page; it is null on the last one (with filters, the last page may come back empty). "
+    "Jobs are kept for 7 days; what they made stays readable under `/api/lessons`, "
+    "`/api/flashcard-sets` and `/api/audio-lessons`.",
+)
 async def list_jobs(
     request: Request,
-    limit: int = Query(20, ge=1, le=JOB_LIST_MAX, description="How many jobs (at most 200)"),
+    limit: int = Query(20, ge=1, le=JOB_LIST_MAX, description="Jobs per page (at most 200)"),
+    cursor: str | None = Query(None, max_length=512, description="`next_cursor` of the previous page"),
+    type: list[JobTypeName] | None = Query(None, description="Only jobs of these types (repeatable)"),  # noqa: A002
+    status: list[JobStatusName] | None = Query(None, description="Only jobs in these states (repeatable)"),
+    include: Literal["result"] | None = Query(None, description="`result`: each job with its result and progress"),
     caller: Caller = Depends(read_guard),
 ) -> JSON:
     svc, user = caller.services, caller.user
-    jobs = await svc.store.recent(user.user_id, limit)
-    return JSON({"jobs": [job.public() for job in jobs if job.owner == user.user_id]}, headers=response_headers(request))
+    after = paging_position("jobs", cursor)
+    types, statuses = set(type or ()), set(status or ())
+
+    def wanted(job: Job) -> bool:
+        return (not types or job.type.value in types) and (not statuses or job.status.value in statuses)
+
+    jobs, position = await svc.store.page(user.user_id, limit, after, wanted if types or statuses else None)
+    views = [job.public() if include else job.summary() for job in jobs]
+    next_cursor = paging.encode("jobs", position) if position else None
+    return JSON({"jobs": views, "next_cursor": next_cursor}, headers=response_headers(request))
+
+
+def paging_position(list_name: str, cursor: str | None) -> paging.Position | None:
+    if cursor is None:
+        return None
+    try:
+        return paging.decode(list_name, cursor)
+    except paging.InvalidCursor:
+        raise ApiError(422, "invalid_cursor", "cursor is not a next_cursor of this list") from None
 
 
 @router.get("/{job_id}", response_model=schemas.JobView, summary="A job's status, progress and result")

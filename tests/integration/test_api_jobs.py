@@ -211,7 +211,7 @@ async def test_another_users_job_is_404_everywhere(api):
         assert unknown.status_code == 404 and unknown.json() == response.json()  # indistinguishable
         malformed = await api.request(method, path.replace(job_id, "../../etc"), headers=auth("alice"))
         assert malformed.status_code == 404
-    assert (await api.get("/api/jobs", headers=auth("mallory"))).json() == {"jobs": []}
+    assert (await api.get("/api/jobs", headers=auth("mallory"))).json() == {"jobs": [], "next_cursor": None}
     assert (await api.get(f"/api/jobs/{job_id}", headers=auth("alice"))).json()["status"] == "queued"
 
 
@@ -246,7 +246,7 @@ async def test_cancel_a_succeeded_job_is_409(api):
     response = await api.delete(f"/api/jobs/{job_id}", headers=auth())
     assert response.status_code == 409 and "succeeded" in response.json()["error"]["message"]
     job = (await api.get(f"/api/jobs/{job_id}", headers=auth())).json()
-    assert job["status"] == "succeeded" and job["result"] == {"cards": []} and job["attempts"] == 1
+    assert job["status"] == "succeeded" and job["result"]["cards"] == [] and job["attempts"] == 1
 
 
 # --- SSE -----------------------------------------------------------------------------------
@@ -273,9 +273,9 @@ def drive(redis_url: str, job_id: str, first_event: threading.Event) -> None:
     store = JobStore(client)
     claim = store.claim(job_id, 30)
     time.sleep(0.05)
-    store.update_progress(job_id, claim.run_token, {"pages_done": 1, "pages": 2})
+    store.update_progress(job_id, claim.run_token, {"step": "part-1", "steps_done": 1, "steps": 2})
     time.sleep(0.05)
-    store.succeed(job_id, claim.run_token, {"text": "done"})
+    store.succeed(job_id, claim.run_token, {"cards": [{"front": "done", "back": "yes"}], "count": 1})
     client.close()
 
 
@@ -326,8 +326,8 @@ async def test_sse_follows_queued_running_succeeded(api, redis_url):
     statuses = [s["status"] for s in states]
     assert statuses[0] == "queued" and statuses[-1] == "succeeded"
     assert "running" in statuses
-    assert any(s.get("progress") == {"pages_done": 1, "pages": 2} for s in states)
-    assert states[-1]["result"] == {"text": "done"}
+    assert any((s.get("progress") or {}).get("steps_done") == 1 for s in states)
+    assert states[-1]["result"]["cards"] == [{"front": "done", "back": "yes"}]
     assert [int(e["id"]) for e in events] == list(range(1, len(events) + 1))
     assert api.redis.pubsub_numsub(keys.job_events(job_id))[0][1] == 0  # unsubscribed at the end
 

@@ -12,6 +12,7 @@ import time
 import pytest
 import redis
 
+from sandbox.images import png_with_text
 from tests.integration.test_providers import configure, submit, wav_bytes, speech_like, _reset_process_caches
 from unilingo import cache
 from unilingo.jobs import JobStatus, JobStore, JobType
@@ -92,10 +93,12 @@ def test_failures_are_not_cached_and_entries_expire(env, monkeypatch):
     sandbox, client = env
     monkeypatch.setenv("CACHE_TTL_SECONDS", "1")
     _reset_process_caches()
-    _, failed = run_job(client, JobType.OCR, {}, b"GIF89a\x10\x00\x10\x00 far too small")
-    assert failed.status is JobStatus.FAILED
-    _, again = run_job(client, JobType.OCR, {}, b"GIF89a\x10\x00\x10\x00 far too small")
-    assert not again.cache_hit and sandbox.requests("azure-vision") == 2
+    blank = png_with_text(200, 200, None)  # the provider finds no text: a failure, after paid calls
+    _, failed = run_job(client, JobType.OCR, {}, blank)
+    assert failed.status is JobStatus.FAILED and failed.error.code == "no_text"
+    paid_once = sandbox.requests("azure-vision")
+    _, again = run_job(client, JobType.OCR, {}, blank)
+    assert not again.cache_hit and sandbox.requests("azure-vision") == 2 * paid_once > 0
 
     _, first = run_job(client, JobType.TTS, {"text": "short lived"})
     _, hit = run_job(client, JobType.TTS, {"text": "short lived"})
