@@ -284,3 +284,21 @@ async def test_the_admin_ip_allowlist(api_factory):  # noqa: F811
     assert (await here.get("/api/admin/users/overview", headers=auth("ops", admin=True))).status_code == 200
     # the status endpoints are not admin endpoints
     assert (await elsewhere.get("/api/ai/status", headers=auth("maria"))).status_code == 200
+
+
+@pytest.mark.parametrize("path, rendered", [
+    ("/docs", "document.querySelectorAll('.opblock').length"),  # Swagger UI: one block per operation
+    ("/redoc", "document.querySelectorAll('[data-section-id^=\"operation/\"]').length"),  # ReDoc: one section each
+])
+def test_api_docs_render_from_the_api_alone(browser, live, path, rendered):
+    """The documentation pages draw every operation with scripts the API serves: no CDN, no internet."""
+    browser.call("Page.navigate", url=f"{live.url}{path}")
+    deadline = time.monotonic() + 30
+    while not (browser.evaluate(f"document.readyState === 'complete' && {rendered}") or 0) > 10:
+        assert time.monotonic() < deadline, browser.evaluate("document.documentElement.outerHTML")[:2000]
+        time.sleep(0.2)
+    # Scripts, styles and the OpenAPI document; ReDoc's footer links an <img> of Redocly's logo,
+    # which simply stays blank offline.
+    loaded = browser.evaluate(
+        "performance.getEntriesByType('resource').filter(r => r.initiatorType !== 'img').map(r => r.name)")
+    assert f"{live.url}/openapi.json" in loaded and all(url.startswith(live.url) for url in loaded), loaded
