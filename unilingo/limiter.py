@@ -259,7 +259,13 @@ end
 
 -- Leases that lapsed belong to workers that died or hung: their slots come back.
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
-if redis.call('ZCARD', KEYS[4]) >= policy.max_in_flight then
+-- A provider that has begun failing gets no more calls at once than could still open the
+-- breaker: an outage costs it the threshold's calls, not the threshold plus all in flight.
+local slots = policy.max_in_flight
+if state.breaker == 'closed' and state.failures > 0 then
+  slots = math.min(slots, math.max(1, policy.failure_threshold - state.failures))
+end
+if redis.call('ZCARD', KEYS[4]) >= slots then
   -- A slot frees when a holder releases (unknown) or at the latest when a lease lapses.
   local first = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
   return deny('in_flight', math.min(RECHECK, tonumber(first[2]) - now))
@@ -283,7 +289,8 @@ return {1, lease, 0, policy.revision}
 
 # ARGV from OP: lease id, outcome, actual tokens (-1: not reported), Retry-After ms (-1: none),
 # refund unused tokens 0/1, ms between grant and the call leaving the worker.
-# Reply: {lease was live 0/1, breaker state after}.
+# Reply: {lease was live 0/1, breaker state after, the failure counts against the job 0/1,
+#        ms until the provider is worth trying again}.
 _RELEASE = _PRELUDE + """
 local lease, outcome = ARGV[OP], ARGV[OP + 1]
 local actual, retry_ms, refund = tonumber(ARGV[OP + 2]), tonumber(ARGV[OP + 3]), ARGV[OP + 4] == '1'
@@ -342,6 +349,11 @@ end
 -- the provider (throttled) counts as a failure: Retry-After answers one 429, the breaker
 -- answers a provider that keeps refusing.
 local breaker = state.breaker
+-- A failure is the job's own only when the provider was healthy: breaker closed, the call
+-- admitted under it, and the provider's previous answer a success. Otherwise the provider is
+-- failing for everyone, and the job waits for it without spending an attempt.
+local counts = (outcome == 'failure' and breaker == 'closed' and tonumber(epoch) == state.epoch
+                and probe == '0' and state.failures == 0) and 1 or 0
 if tonumber(epoch) == state.epoch then
   if outcome == 'success' then
     if probe == '1' then
@@ -357,9 +369,14 @@ if tonumber(epoch) == state.epoch then
   elseif probe == '1' or redis.call('HINCRBY', KEYS[6], 'failures', 1) >= live_policy().failure_threshold then
     open_breaker(state)
     breaker = 'open'
+    state.opened_at = now
   end
 end
-return {(expiry and expiry > now) and 1 or 0, breaker}
+local wait_ms = live_policy().pause_ms
+if breaker == 'open' then
+  wait_ms = math.max(1, state.opened_at + live_policy().open_ms - now)
+end
+return {(expiry and expiry > now) and 1 or 0, breaker, counts, wait_ms}
 """
 
 # ARGV from OP: lease id. Reply: 1 if the lease was live and now runs LEASE ms from now.
@@ -412,6 +429,10 @@ class Decision:
 class Released:
     held: bool  # False: the lease had lapsed (its slot was already reclaimed) or was unknown
     breaker: BreakerState  # the breaker after this outcome
+    # A failure of a healthy provider (breaker closed, its previous answer a success): the
+    # job's own, which spends an attempt. Any other failure is the provider's outage.
+    counts_against_job: bool = False
+    retry_after: float = 0.0  # seconds until the provider is worth trying again
 
 
 @dataclass(frozen=True)
@@ -488,7 +509,7 @@ def _parse_decision(raw: list[Any]) -> Decision:
 
 
 def _parse_released(raw: list[Any]) -> Released:
-    return Released(bool(raw[0]), BreakerState(_text(raw[1])))
+    return Released(bool(raw[0]), BreakerState(_text(raw[1])), bool(int(raw[2])), _seconds(raw[3]))
 
 
 class _LimiterCore:

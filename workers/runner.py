@@ -126,7 +126,11 @@ class JobContext:
             self.limiter.release(provider, decision.lease_id, "throttled", retry_after=exc.retry_after, sent_after=handle.sent_after)
             raise
         except TransientError as exc:
-            self.limiter.release(provider, decision.lease_id, "failure", sent_after=handle.sent_after)
+            released = self.limiter.release(provider, decision.lease_id, "failure", sent_after=handle.sent_after)
+            if not released.counts_against_job:
+                # The provider is failing for everyone (an outage): wait for it, attempt kept.
+                reason = "provider_failing" if released.breaker == "closed" else "breaker_open"
+                raise Deferred(provider, released.retry_after, reason) from exc
             exc.provider = provider  # its policy says how to retry
             raise
         except BaseException:

@@ -20,7 +20,7 @@ import redis.asyncio
 
 from tests.clock import FakeClock
 from unilingo import keys
-from unilingo.limiter import AsyncLimiter, Limiter
+from unilingo.limiter import AsyncLimiter, Limiter, Released
 from unilingo.policy import AsyncPolicyStore, BreakerPolicy, PolicyStore, ProviderPolicy, default_policy, parse_change
 
 pytestmark = pytest.mark.integration
@@ -357,8 +357,7 @@ def _fail(limiter: Limiter, provider: str = "openai", outcome: str = "failure") 
 def test_the_breaker_opens_at_the_threshold_for_every_client(store, limiter, other, clock):
     store.write(policy(requestsPerMinute=1000, burst=1000))
     assert [_fail(limiter) for _ in range(4)] == ["closed"] * 4
-    assert other.acquire("openai").granted  # four failures: still closed for everyone
-    assert _fail(limiter) == "open"
+    assert _fail(other) == "open"  # four failures: still closed for everyone; the fifth opens it
     for client in (limiter, other):
         refused = client.acquire("openai")
         assert (refused.reason, refused.retry_after) == ("breaker_open", 60.0)
@@ -411,11 +410,48 @@ def test_a_failed_probe_opens_the_breaker_again(store, limiter, clock):
 
 
 def test_outcomes_of_calls_admitted_before_the_breaker_opened_are_ignored(store, limiter, clock):
-    store.write(policy(requestsPerMinute=1000, burst=1000))
-    late = limiter.acquire("openai")
-    for _ in range(5):
-        _fail(limiter)
+    store.write(policy(requestsPerMinute=1000, burst=1000, maxInFlight=10))
+    late, *failing = [limiter.acquire("openai") for _ in range(6)]
+    for decision in failing:
+        limiter.release("openai", decision.lease_id, "failure")
     assert limiter.release("openai", late.lease_id, "success").breaker == "open"
+
+
+def test_a_failing_provider_gets_no_more_calls_at_once_than_could_still_open_the_breaker(store, limiter, clock):
+    store.write(policy(requestsPerMinute=1000, burst=1000, maxInFlight=10))
+    _fail(limiter)
+    held = [limiter.acquire("openai") for _ in range(5)]
+    assert [d.granted for d in held] == [True] * 4 + [False]  # 1 failure + 4 in flight = the threshold
+    assert held[-1].reason == "in_flight"
+    for decision in held[:4]:
+        limiter.release("openai", decision.lease_id, "failure")
+    assert limiter.status("openai").breaker == "open"  # the outage cost the provider 5 calls
+    clock.advance(60)
+    probe = limiter.acquire("openai")
+    limiter.release("openai", probe.lease_id, "success")
+    assert sum(limiter.acquire("openai").granted for _ in range(10)) == 10  # healthy: the full cap again
+
+
+def test_only_a_healthy_providers_failure_counts_against_the_job(store, limiter, clock):
+    store.write(policy(requestsPerMinute=1000, burst=1000, breaker={"openSeconds": 30}))
+
+    def failure() -> Released:
+        decision = limiter.acquire("openai")
+        assert decision.granted, decision
+        return limiter.release("openai", decision.lease_id, "failure")
+
+    first = failure()  # the provider's previous answer was a success (none yet): the job's own
+    assert (first.counts_against_job, first.breaker, first.retry_after) == (True, "closed", 1.0)
+    streak = [failure() for _ in range(3)]  # the provider keeps failing: an outage, not the jobs
+    assert [(r.counts_against_job, r.breaker, r.retry_after) for r in streak] == [(False, "closed", 1.0)] * 3
+    opened = failure()
+    assert (opened.counts_against_job, opened.breaker, opened.retry_after) == (False, "open", 30.0)
+    clock.advance(30)
+    probe = failure()  # a failed probe: the provider is still down
+    assert (probe.counts_against_job, probe.breaker, probe.retry_after) == (False, "open", 30.0)
+    clock.advance(30)
+    limiter.release("openai", limiter.acquire("openai").lease_id, "success")
+    assert failure().counts_against_job  # healthy again: a failure is the job's once more
 
 
 def test_a_new_open_time_applies_to_an_open_breaker(store, limiter, clock):
