@@ -229,6 +229,15 @@ redis.call('PUBLISH', KEYS[3], 'running')
 return {'claimed', token, attempts}
 """
 
+# KEYS: job, events channel. ARGV: run_token, progress JSON, now
+_PROGRESS = """
+local f = redis.call('HMGET', KEYS[1], 'status', 'run_token')
+if f[1] ~= 'running' or f[2] ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'progress', ARGV[2], 'updated_at', ARGV[3])
+redis.call('PUBLISH', KEYS[2], 'progress')
+return 1
+"""
+
 # KEYS: job, leases. ARGV: job_id, run_token, lease_until
 _HEARTBEAT = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
@@ -238,14 +247,28 @@ redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 return 1
 """
 
-# KEYS: job, leases, events channel. ARGV: job_id, run_token, now, status, then field/value pairs
+# The completion: the job's terminal state, its outcome in the cluster totals and its webhook
+# in the outbox, all or nothing, and only for the holder of the current run token. A worker
+# that dies at any point leaves either a finished job whose webhook is queued, or a running
+# job whose lease lapses and which runs again; a refused (stale) completion writes nothing.
+# KEYS: job, leases, events channel, cluster counters, webhook outbox, webhook delivery
+# ARGV: job_id, run_token, now, status, delivery ttl, activity key prefix, then field/value pairs
 _FINISH = """
-if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
-if redis.call('HGET', KEYS[1], 'run_token') ~= ARGV[2] then return 0 end
+local f = redis.call('HMGET', KEYS[1], 'status', 'run_token', 'type', 'owner', 'webhook_url')
+if f[1] ~= 'running' or f[2] ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[1], 'status', ARGV[4], 'updated_at', ARGV[3], 'finished_at', ARGV[3],
   'lease_until', '0')
-if #ARGV > 4 then redis.call('HSET', KEYS[1], unpack(ARGV, 5)) end
+if #ARGV > 6 then redis.call('HSET', KEYS[1], unpack(ARGV, 7)) end
 redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HINCRBYFLOAT', KEYS[4], 'jobs:' .. f[3] .. ':' .. ARGV[4], 1)
+if ARGV[4] == 'failed' and f[4] and redis.call('EXISTS', ARGV[6] .. f[4]) == 1 then
+  redis.call('HINCRBY', ARGV[6] .. f[4], 'failed', 1)  -- the owner's failure share (risk score)
+end
+if f[5] and f[5] ~= '' then
+  redis.call('HSET', KEYS[6], 'job_id', ARGV[1], 'url', f[5], 'attempts', 0, 'created_at', ARGV[3])
+  redis.call('EXPIRE', KEYS[6], ARGV[5])
+  redis.call('ZADD', KEYS[5], ARGV[3], ARGV[1])
+end
 redis.call('PUBLISH', KEYS[3], ARGV[4])
 return 1
 """
@@ -383,6 +406,7 @@ class _Scripts:
         self.hand_back = client.register_script(_HAND_BACK)
         self.heartbeat = client.register_script(_HEARTBEAT)
         self.finish = client.register_script(_FINISH)
+        self.progress = client.register_script(_PROGRESS)
         self.park = client.register_script(_PARK)
         self.cancel = client.register_script(_CANCEL)
         self.promote = client.register_script(_PROMOTE)
@@ -419,10 +443,14 @@ def _create_call(new: NewJob, ttl: int, index_size: int):
     return keys_, args
 
 
+WEBHOOK_DELIVERY_TTL = 7 * 24 * 3600  # a pending delivery is kept this long at most
+
+
 def _finish_args(job_id: str, run_token: int, status: JobStatus, **fields: Any):
     return (
-        [keys.job(job_id), keys.leases(), keys.job_events(job_id)],
-        [job_id, run_token, time.time(), status.value, *_flatten(fields)],
+        [keys.job(job_id), keys.leases(), keys.job_events(job_id), keys.stats("counters"),
+         keys.webhook_outbox(), keys.webhook(job_id)],
+        [job_id, run_token, time.time(), status.value, WEBHOOK_DELIVERY_TTL, keys.activity(""), *_flatten(fields)],
     )
 
 
@@ -474,13 +502,13 @@ class JobStore:
             self._s.heartbeat(keys=[keys.job(job_id), keys.leases()], args=[job_id, run_token, time.time() + lease_seconds])
         )
 
-    def update_progress(self, job_id: str, run_token: int, progress: dict[str, Any]) -> None:
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hset(keys.job(job_id), mapping={"progress": orjson.dumps(progress), "updated_at": time.time()})
-        pipe.publish(keys.job_events(job_id), "progress")
-        pipe.execute()
+    def update_progress(self, job_id: str, run_token: int, progress: dict[str, Any]) -> bool:
+        """Record progress; False (nothing written) when ``run_token`` is no longer the job's."""
+        return bool(self._s.progress(keys=[keys.job(job_id), keys.job_events(job_id)],
+                                     args=[run_token, orjson.dumps(progress), time.time()]))
 
     def succeed(self, job_id: str, run_token: int, result: dict[str, Any], cache_hit: bool = False) -> bool:
+        """Complete the job (``_FINISH``): False when the run was fenced out, and nothing written."""
         k, a = _finish_args(job_id, run_token, JobStatus.SUCCEEDED, result=result, cache_hit=cache_hit)
         return bool(self._s.finish(keys=k, args=a))
 

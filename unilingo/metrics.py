@@ -412,12 +412,15 @@ def job_started(job_type: str) -> None:
 
 
 def job_ended(
-    job_type: str, outcome: str, run_seconds: float, wait_seconds: float | None = None, user_id: str | None = None
+    job_type: str, outcome: str, run_seconds: float, wait_seconds: float | None = None
 ) -> None:
     """A run ended (``JOB_OUTCOMES``); ``wait_seconds`` is given when the job itself ended."""
     JOBS_RUNNING.labels(job_type).dec()
     JOBS.labels(job_type, outcome).inc()
-    TOTALS.add(f"jobs:{job_type}:{outcome}")
+    if outcome not in ("succeeded", "failed"):
+        # A completion counts itself, in the script that writes it (``unilingo.jobs._FINISH``),
+        # with the owner's failure: never twice, never for a refused one.
+        TOTALS.add(f"jobs:{job_type}:{outcome}")
     if outcome in ("succeeded", "failed"):
         JOB_RUN.labels(job_type).observe(run_seconds)
         TOTALS.add(f"run_seconds:{job_type}", run_seconds)
@@ -425,8 +428,6 @@ def job_ended(
             wait_seconds = max(0.0, wait_seconds)
             JOB_QUEUE_WAIT.labels(job_type).observe(wait_seconds)
             TOTALS.add(f"wait_seconds:{job_type}", wait_seconds)
-        if outcome == "failed":
-            TOTALS.user(user_id, failed=1)
 
 
 def jobs_recovered(reason: str, count: int) -> None:

@@ -202,7 +202,7 @@ def run_ended(client, run: Run, outcome: str) -> None:
     try:
         metrics.job_ended(
             job.type.value, label, time.perf_counter() - run.started,
-            wait_seconds=run.wall_started - job.created_at, user_id=job.owner,
+            wait_seconds=run.wall_started - job.created_at,
         )
         metrics.TOTALS.flush(client)
     except redis.RedisError as exc:

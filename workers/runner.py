@@ -18,7 +18,7 @@ import redis
 from celery.exceptions import SoftTimeLimitExceeded
 
 from unilingo import cache as response_cache
-from unilingo import errors_reporting, persistence, tracing, webhooks
+from unilingo import errors_reporting, persistence, tracing
 from unilingo.connections import redis_client as connect
 from unilingo.errors import Deferred, HandBack, PermanentError, Throttled, TransientError
 from unilingo.jobs import Job, JobStore
@@ -84,7 +84,7 @@ class JobContext:
         return data
 
     def progress(self, **progress: Any) -> None:
-        self.store.update_progress(self.job.job_id, self.run_token, progress)
+        self.store.update_progress(self.job.job_id, self.run_token, progress)  # fenced: a stale run writes nothing
 
     def step(self, name: str, compute: Callable[[], dict[str, Any]], of: int) -> dict[str, Any]:
         """One paid part of a multi-call job, done once.
@@ -129,7 +129,7 @@ class JobContext:
             released = self.limiter.release(provider, decision.lease_id, "failure", sent_after=handle.sent_after)
             if not released.counts_against_job:
                 # The provider is failing for everyone (an outage): wait for it, attempt kept.
-                reason = "provider_failing" if released.breaker == "closed" else "breaker_open"
+                reason = "retry" if released.breaker == "closed" else "breaker_open"
                 raise Deferred(provider, released.retry_after, reason) from exc
             exc.provider = provider  # its policy says how to retry
             raise
@@ -207,7 +207,11 @@ def run(job_id: str, handler: Handler) -> str:
     heartbeat = _Heartbeat(store, job_id, claim.run_token, settings.job_lease_seconds, settings.job_heartbeat_seconds)
     heartbeat.start()
     ctx = JobContext(job=job, store=store, run_token=claim.run_token, limiter=_limiter(client), heartbeat=heartbeat)
-    outcome = "failed"
+    outcome = "stale"  # until a state change says otherwise (an exception leaves the lease to lapse)
+
+    def failed(code: str, message: str) -> str:
+        return "failed" if store.fail(job_id, claim.run_token, code, message) else "stale"
+
     try:
         with drain.handing_back_allowed():
             # The user's file first: durable in storage before anything is paid for.
@@ -228,27 +232,26 @@ def run(job_id: str, handler: Handler) -> str:
         due = time.time() + exc.retry_after + random.uniform(0, 0.1)
         # A provider's own 429 pauses it for everyone: the job waits for the same reason.
         reason = DenyReason.PAUSED if isinstance(exc, Throttled) else (exc.reason or DenyReason.RATE)
-        store.defer(job_id, claim.run_token, exc.provider, due, str(reason))
-        outcome = "deferred"
+        outcome = "deferred" if store.defer(job_id, claim.run_token, exc.provider, due, str(reason)) else "stale"
     except TransientError as exc:
         delay = retry_plan(client, exc, claim.attempts)
         if delay is None:
-            store.fail(job_id, claim.run_token, exc.code, f"gave up after {claim.attempts} attempts: {exc.message}")
+            outcome = failed(exc.code, f"gave up after {claim.attempts} attempts: {exc.message}")
         else:
-            store.retry_later(job_id, claim.run_token, time.time() + delay, getattr(exc, "provider", None))
-            outcome = "retrying"
+            retrying = store.retry_later(job_id, claim.run_token, time.time() + delay, getattr(exc, "provider", None))
+            outcome = "retrying" if retrying else "stale"
     except PermanentError as exc:
-        store.fail(job_id, claim.run_token, exc.code, exc.message)
+        outcome = failed(exc.code, exc.message)
     except SoftTimeLimitExceeded:
-        store.fail(job_id, claim.run_token, "timeout", f"the job ran longer than {settings.job_timeout_seconds}s")
+        outcome = failed("timeout", f"the job ran longer than {settings.job_timeout_seconds}s")
     except Exception as exc:  # a bug: fail loudly with a code, never retry forever
         errors_reporting.capture(exc)  # Sentry, tagged with the job (no-op without SENTRY_DSN)
         tracing.record_error(exc)
         log.exception("job %s crashed", job_id)
-        store.fail(job_id, claim.run_token, "internal_error", type(exc).__name__)
+        outcome = failed("internal_error", type(exc).__name__)
     finally:
         heartbeat.stopped.set()
-        worker_metrics.run_ended(client, measured, outcome)  # and the cluster totals, one round trip
-    if outcome in ("succeeded", "failed") and job.webhook_url:
-        webhooks.enqueue(client, job_id, job.webhook_url)
+        # The completion already counted a terminal outcome and queued its webhook, in the
+        # same script; a refused one ("stale") reports nothing but that it was refused.
+        worker_metrics.run_ended(client, measured, outcome)
     return outcome

@@ -111,3 +111,49 @@ def test_cancel_while_running_refuses_the_late_result(store):
     assert store.cancel(job_id) == "cancelled"
     assert not store.succeed(job_id, claim.run_token, {"late": True})
     assert store.get(job_id).status is JobStatus.CANCELLED
+
+
+def _with_webhook(store: JobStore, url: str = "https://hooks.example.com/unilingo") -> str:
+    now = time.time()
+    job = Job(job_id=new_job_id(), type=JobType.PDF, status=JobStatus.QUEUED, owner="alice", webhook_url=url,
+              created_at=now, updated_at=now)
+    store.create(NewJob(job=job, message=task_message(job.workload.task, job.workload.queue, [job.job_id], task_id=job.job_id)))
+    return job.job_id
+
+
+def test_a_completion_writes_its_state_its_outcome_and_its_webhook_together(store):
+    store.client.delete(keys.stats("counters"), keys.webhook_outbox())
+    store.client.hset(keys.activity("alice"), "submitted", 2)
+    done, broken = _with_webhook(store), _with_webhook(store)
+    assert store.succeed(done, store.claim(done, 30).run_token, {"text": "hi", "pages": 1})
+    assert store.fail(broken, store.claim(broken, 30).run_token, "pdf_corrupt", "unreadable")
+    # Nothing else was called: the completion itself queued the webhooks and counted the outcomes.
+    assert set(store.client.zrange(keys.webhook_outbox(), 0, -1)) == {done.encode(), broken.encode()}
+    assert store.client.hget(keys.webhook(done), "url") == b"https://hooks.example.com/unilingo"
+    counters = store.client.hgetall(keys.stats("counters"))
+    assert float(counters[b"jobs:pdf:succeeded"]) == 1 and float(counters[b"jobs:pdf:failed"]) == 1
+    assert store.client.hget(keys.activity("alice"), "failed") == b"1"
+
+
+def test_a_refused_completion_reports_nothing(store):
+    store.client.delete(keys.stats("counters"), keys.webhook_outbox())
+    job_id = _with_webhook(store)
+    stale = store.claim(job_id, lease_seconds=0.1)
+    time.sleep(0.2)
+    store.requeue_stalled()  # its worker was given up for dead
+    current = store.claim(job_id, lease_seconds=30)
+    assert not store.update_progress(job_id, stale.run_token, {"from": "the stale run"})
+    assert not store.fail(job_id, stale.run_token, "provider_error", "late")
+    assert not store.succeed(job_id, stale.run_token, {"late": True})
+    assert store.get(job_id).progress is None and store.get(job_id).status is JobStatus.RUNNING
+    assert store.client.zcard(keys.webhook_outbox()) == 0
+    assert store.client.hgetall(keys.stats("counters")) == {}
+    assert store.update_progress(job_id, current.run_token, {"pages_done": 1})
+    assert store.get(job_id).progress == {"pages_done": 1}
+
+
+def test_a_job_without_a_webhook_queues_none(store):
+    store.client.delete(keys.webhook_outbox())
+    job_id = make_job(store)
+    assert store.succeed(job_id, store.claim(job_id, 30).run_token, {"text": "x", "pages": 1})
+    assert store.client.zcard(keys.webhook_outbox()) == 0
