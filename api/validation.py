@@ -1,7 +1,7 @@
 """Input checks shared by the submit routes: text lengths, upload sizes, file types by bytes.
 
 * Text: the long fields (``content``, ``text``, ``reference_text``) over their limit answer
-  ``413 text_too_long``; blank text is a ``422``.
+  ``413 text_too_long``; blank text (whitespace and invisible characters only) is a ``422``.
 * Uploads: the request body is counted while it is read (``api.middleware.BodyLimit``)
   and reading stops past the limit (``413 payload_too_large``); a file over its own limit
   is ``413 file_too_large``; an empty file ``422 empty_file``.
@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 from dataclasses import dataclass
 
 from fastapi.exceptions import RequestValidationError
@@ -166,10 +167,25 @@ def check_text(field: str, value: str | None, limit: int) -> None:
         raise ApiError(413, "text_too_long", f"{field} is {len(value)} characters; the limit is {limit}")
 
 
+# Characters that show nothing on their own: controls, format characters (zero-width space,
+# bidirectional overrides, the BOM), separators, marks without a base, and the letters and
+# symbols Unicode defines as blank fillers.
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp", "Mn", "Me", "Mc"})
+_BLANK_FILLERS = frozenset("\u115f\u1160\u3164\uffa0\u2800\u180e\u17b4\u17b5")
+
+
+def is_blank(value: str) -> bool:
+    """True when ``value`` has no visible character: whitespace and invisible characters only."""
+    return all(
+        ch.isspace() or ch in _BLANK_FILLERS or unicodedata.category(ch) in _INVISIBLE_CATEGORIES for ch in value
+    )
+
+
 def clean_text(value: str) -> str:
-    """Pydantic validator body: refuses blank text, NUL and unpaired surrogates."""
-    if not value.strip():
-        raise ValueError("must not be blank")
+    """Pydantic validator body: refuses blank text (invisible characters included: it would be
+    a paid provider call about nothing), NUL and unpaired surrogates."""
+    if is_blank(value):
+        raise ValueError("must not be blank (it has no visible character)")
     return check_unicode(value)
 
 

@@ -83,6 +83,8 @@ def test_text_too_long_is_413():
     [
         {},  # missing content
         {"content": "   "},  # blank
+        {"content": "\u202e\u200b"},  # only invisible characters: a right-to-left override and a zero-width space
+        {"content": "\u00a0\u2003\u3000\ufeff\u2060\u3164\u0301"},  # Unicode spaces, BOM, word joiner, filler, lone mark
         {"content": 5},  # wrong type
         {"content": "ok", "count": "5"},  # strict int
         {"content": "ok", "count": 0},
@@ -105,3 +107,16 @@ def test_request_models_accept_the_contract_fields():
     PronunciationFields.model_validate({"reference_text": "hello", "language": "en-US"})
     with pytest.raises(ValidationError):
         PronunciationFields.model_validate({"reference_text": "hello"})  # language is required
+
+
+@pytest.mark.parametrize("model, field", [(FlashcardsRequest, "content"), (SpeechRequest, "text"),
+                                          (PronunciationFields, "reference_text")])
+def test_invisible_only_text_is_refused_by_every_text_model(model, field):
+    body = {field: "\u202e\u200b", "language": "en-US"} if model is PronunciationFields else {field: "\u202e\u200b"}
+    with pytest.raises(ValidationError, match="blank"):
+        model.model_validate(body)
+
+
+@pytest.mark.parametrize("text", ["\u202eabc", "日本語", "\u0915\u094d\u0937", "a\u200b"])
+def test_text_with_a_visible_character_is_accepted(text):
+    FlashcardsRequest.model_validate({"content": text})
