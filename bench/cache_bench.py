@@ -123,7 +123,7 @@ def main() -> None:
         "",
         f"## Cache: {JOBS} flashcards jobs, {REPEAT_SHARE:.0%} of them repeating an earlier request (retyped: other case and spacing)",
         "",
-        "One worker (concurrency 4), the sandbox at the seed's quota; calls and tokens as the sandbox counted them.",
+        "One worker (concurrency 4), the sandbox at Unilingo v1's quota; calls and tokens as the sandbox counted them.",
         "",
         "| cache | jobs succeeded | cache hits | provider calls | tokens charged | est. cost USD |",
         "|---|---:|---:|---:|---:|---:|",

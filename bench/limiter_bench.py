@@ -46,8 +46,8 @@ from unilingo.policy import PolicyStore, ProviderPolicy
 from unilingo.quota import AsyncClientQuota, ClientQuota
 
 RESULTS = Path(__file__).resolve().parent / "results" / "limiter.md"
-IP_QUOTA = "100/15m"  # the seed's IP quota
-USER_QUOTA = "200/1h"  # the seed's per-user AI quota
+IP_QUOTA = "100/15m"  # Unilingo v1's IP quota
+USER_QUOTA = "200/1h"  # Unilingo v1's per-user AI quota
 SUBJECTS = 200  # admitted workload: requests spread over this many clients, none over quota
 
 
@@ -158,7 +158,7 @@ def build_cases(url: str, loop: asyncio.AbstractEventLoop) -> list[Case]:
             quota.hit("ip", "greedy", IP_QUOTA)
             moving.hit(ip_item, "ip", "greedy")
 
-    def spend_openai() -> None:  # the seed's openai policy, its rate budget used up
+    def spend_openai() -> None:  # Unilingo v1's openai policy, its rate budget used up
         for _ in range(50):
             decision = limiter.acquire("openai")
             if decision.granted:
@@ -192,9 +192,9 @@ def build_cases(url: str, loop: asyncio.AbstractEventLoop) -> list[Case]:
              lambda i: limiter.acquire("openai", tokens=1000, holder="bench"), setup=lambda: store.write(roomy)),
         Case("provider permit, admitted", "unilingo acquire + release (all checks)",
              permit_cycle, setup=lambda: store.write(roomy)),
-        Case("provider permit, refused (rate spent, seed's openai policy)", "limits moving window (rate only)",
+        Case("provider permit, refused (rate spent, default openai policy)", "limits moving window (rate only)",
              lambda i: moving.hit(fifty, "openai"), setup=spend_openai),
-        Case("provider permit, refused (rate spent, seed's openai policy)", "unilingo acquire",
+        Case("provider permit, refused (rate spent, default openai policy)", "unilingo acquire",
              lambda i: limiter.acquire("openai"), setup=spend_openai),
     ]
 

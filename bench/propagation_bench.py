@@ -10,7 +10,7 @@ For each of CHANGES changes: ``kubectl apply`` a new openai policy (requestsPerM
 ...), note when the command returns, and wait until every worker has seen the new limit.
 Reported: p50/p95/p99/max from the command returning to the first worker and to the last
 worker seeing it, and, for scale, the command's own duration. The clocks are the same
-CLOCK_MONOTONIC on one host. Target (issue 5): p99 ≤ 1 s for every worker.
+CLOCK_MONOTONIC on one host. Target: p99 ≤ 1 s for every worker.
 
 Run alone: ``python -m bench.propagation_bench``; ``make bench`` runs it with the others.
 """

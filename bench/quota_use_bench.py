@@ -1,6 +1,6 @@
 """Provider quota use: our global permits beside Celery's per-worker ``rate_limit``, one run.
 
-The sandbox enforces OpenAI's quota as the seed states it (50 requests and 75k tokens in any
+The sandbox enforces OpenAI's quota as Unilingo v1's report states it (50 requests and 75k tokens in any
 rolling 60 s) with provider latencies scaled down (``LATENCY_SCALE``) so that the quota, not
 the latency, binds. Four worker processes, two pool processes each, work through a backlog
 of flashcards jobs for ``BENCH_MINUTES`` minutes (default 3). Sides, each on a freshly reset
@@ -52,7 +52,7 @@ LATENCY_SCALE = 0.05  # OpenAI's 5-30 s become 0.25-1.5 s: the quota binds, not 
 WORKERS = 4
 CONCURRENCY = 2
 POLICY = default_policy("openai")
-RPM = POLICY.requests_per_minute  # 50, the seed's quota; the sandbox enforces the same
+RPM = POLICY.requests_per_minute  # 50, Unilingo v1's quota; the sandbox enforces the same
 CARDS = 5  # per job: one provider call of ~830 tokens (50 calls = 42k of the 75k tokens)
 ALL_SIDES = ("ours", "celery", "celery-naive", "celery-2of4")
 DEFAULT_SIDES = ("ours", "celery", "celery-naive")
@@ -218,7 +218,7 @@ def table(results: list[SideResult], elapsed: float) -> list[str]:
     lines = [
         "# Provider quota use: global permits against Celery's per-worker rate_limit",
         "",
-        f"OpenAI in the sandbox at the seed's quota ({RPM} requests and {POLICY.tokens_per_minute:,} tokens in any rolling 60 s; "
+        f"OpenAI in the sandbox at Unilingo v1's quota ({RPM} requests and {POLICY.tokens_per_minute:,} tokens in any rolling 60 s; "
         f"429 + Retry-After beyond), latencies ×{LATENCY_SCALE} (0.25–1.5 s a call) so that the quota binds. "
         f"A backlog of flashcards jobs ({CARDS} cards, one call of ~830 tokens each), {MINUTES:g} min per side, "
         "sides one after the other, each on a reset sandbox and an empty Redis. "

@@ -1,22 +1,22 @@
-"""The seed's failure scenarios 1 and 3: what a user sees with v1 and with v2, in one run.
+"""Unilingo v1's failure scenarios 1 and 3: what a user sees with v1 and with v2, in one run.
 
-Scenario 1, "OpenAI rate limit hit" (seed: 50 requests in 1 minute → 429; the circuit
+Scenario 1, "OpenAI rate limit hit" (Unilingo v1: 50 requests in 1 minute → 429; the circuit
 breaker opens after 5 failures; all AI requests blocked for 60 s; users see "Rate limit
 exceeded"). Load: 75 flashcards requests spread evenly over the first minute (1.5× the
 quota), then 10 more over the next 40 s, when the provider's minute has room again.
 
-- v1: the seed's design, a copy of ``bench/v1_inline.py`` extended with the seed's in-memory
+- v1: Unilingo v1's design, a copy of ``bench/v1_inline.py`` extended with Unilingo v1's in-memory
   circuit breaker (5 consecutive failures, open 60 s, then one trial call): the provider call
   inline in the request behind one sequential OpenAI queue, no retry.
 - v2: the real API (202 with a job id) and two real worker processes taking the shared
   permits (the policy's defaults: 50/min, burst 10, 5 in flight, breaker 5 failures / 60 s);
   a job without a permit waits in Redis.
 
-Scenario 3, "Azure Speech overload" (seed: 25 pronunciation requests at once, 20 processed,
+Scenario 3, "Azure Speech overload" (Unilingo v1: 25 pronunciation requests at once, 20 processed,
 5 wait). Azure Speech in the sandbox at its real latency (2-10 s) and cap (20 concurrent,
 429 beyond). 25 requests at t = 0.
 
-- v1: the provider call inline behind an in-memory semaphore of 20, as the seed's Azure
+- v1: the provider call inline behind an in-memory semaphore of 20, as Unilingo v1's Azure
   queue; also two such instances behind a load balancer (each with its own 20).
 - v2, permits alone: the sandbox's Azure Speech REST endpoint called directly through the
   permits (``unilingo.limiter.Limiter``, the ``azure-speech`` policy: 20 in flight) from a
@@ -69,7 +69,7 @@ from unilingo.policy import default_policy
 
 RESULTS = Path(__file__).parent / "results"
 AI_LATENCY_SCALE = 0.02  # OpenAI's 5-30 s become 0.1-0.6 s: a sequential v1 can outrun the quota
-SPEECH_LATENCY_SCALE = 1.0  # Azure Speech at the seed's real 2-10 s: the cap is what matters
+SPEECH_LATENCY_SCALE = 1.0  # Azure Speech at its real 2-10 s (Unilingo v1's figure): the cap is what matters
 SPEECH_PATH = "/speech/recognition/conversation/cognitiveservices/v1?language=en-US&format=detailed"
 REFERENCE = "good morning my friend thank you for the water"
 S1_FIRST_MINUTE, S1_AFTER, S1_AFTER_SPAN = 75, 10, 40.0
@@ -88,12 +88,12 @@ def fmt(value: float) -> str:
 
 
 # ============================================================================ the v1 server
-# A copy of bench/v1_inline.py (the seed's design), extended with the seed's in-memory
+# A copy of bench/v1_inline.py (Unilingo v1's design), extended with Unilingo v1's in-memory
 # circuit breaker and its Azure Speech queue (parallel, max 20 concurrent).
 
 
-class SeedBreaker:
-    """The seed's breaker: 5 consecutive failures open it for 60 s, then one trial call."""
+class V1Breaker:
+    """Unilingo v1's breaker: 5 consecutive failures open it for 60 s, then one trial call."""
 
     def __init__(self, threshold: int = 5, open_seconds: float = 60.0):
         self.threshold, self.open_seconds = threshold, open_seconds
@@ -133,10 +133,10 @@ def create_v1_app() -> FastAPI:
     from workers.providers.openai_chat import _strict_schema
 
     app = FastAPI()
-    openai_queue = asyncio.Lock()  # the seed: "OpenAI: Sequential (1 at a time)"
-    openai_breaker = SeedBreaker()
-    speech_slots = asyncio.Semaphore(20)  # the seed: Azure Speech "Parallel (max 20 concurrent)"
-    speech_breaker = SeedBreaker()
+    openai_queue = asyncio.Lock()  # Unilingo v1: "OpenAI: Sequential (1 at a time)"
+    openai_breaker = V1Breaker()
+    speech_slots = asyncio.Semaphore(20)  # Unilingo v1: Azure Speech "Parallel (max 20 concurrent)"
+    speech_breaker = V1Breaker()
     ai = openai.AsyncOpenAI(base_url=get_settings().openai_endpoint(), api_key="sandbox", max_retries=0)
     speech_url = os.environ["V1_SPEECH_URL"] + SPEECH_PATH
     speech = httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=200))
@@ -469,7 +469,7 @@ def main() -> None:
     from unilingo.tokens import mint
 
     ai_policy = default_policy("openai")
-    lines = ["# The seed's failure scenarios, v1 against v2", ""]
+    lines = ["# Unilingo v1's failure scenarios, v1 against v2", ""]
     try:
         # ---------------------------------------------------------------- scenario 1, v1
         offsets = scenario1_offsets()
@@ -514,8 +514,8 @@ def main() -> None:
             "",
             f"{S1_FIRST_MINUTE} flashcards requests spread evenly over the first minute (the quota is {ai_policy.requests_per_minute}), "
             f"then {S1_AFTER} more over the next {S1_AFTER_SPAN:.0f} s, when the provider's rolling minute has room again. "
-            f"OpenAI in the sandbox at the seed's quota, latencies ×{AI_LATENCY_SCALE} (0.1–0.6 s a call), "
-            "so that a sequential v1 can outrun the quota as the seed describes. "
+            f"OpenAI in the sandbox at Unilingo v1's quota, latencies ×{AI_LATENCY_SCALE} (0.1–0.6 s a call), "
+            "so that a sequential v1 can outrun the quota as Unilingo v1's report describes. "
             "Answer: the HTTP response (v1: the cards or an error; v2: the 202). Result: the cards "
             "(v1: the same response; v2: the job's `finished_at` minus the moment the request was sent). "
             "Failed: no cards, ever (v1: 429/503 to the user; v2: a job ending `failed`).",
@@ -593,7 +593,7 @@ def main() -> None:
             "## Scenario 3: Azure Speech overload",
             "",
             f"{S3_REQUESTS} pronunciation requests at t = 0 (WAV recordings of 2.5–4.5 s) against Azure Speech's cap of 20 "
-            "concurrent calls (the sandbox answers 429 beyond it), at the seed's real latency (~2 s + half the audio). "
+            "concurrent calls (the sandbox answers 429 beyond it), at its real latency (~2 s + half the audio, Unilingo v1's figure). "
             + how,
             "",
             *HEADER,
@@ -601,7 +601,7 @@ def main() -> None:
             row_line(v1_two),
             *(row_line(r) for r in v2_rows),
             "",
-            "- The seed: \"User 1-20: average 5 seconds; user 21-25: wait 5 s + their processing time\". One v1 "
+            "- Unilingo v1's report: \"User 1-20: average 5 seconds; user 21-25: wait 5 s + their processing time\". One v1 "
             "instance keeps the cap; two instances (any autoscaling) each count only their own calls, so the provider "
             "sees up to 25 at once and refuses the excess. v2's cap is one counter in Redis for every process.",
             call_note,

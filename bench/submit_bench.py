@@ -1,8 +1,8 @@
-"""Submit path against the seed's inline-blocking design, in one run.
+"""Submit path against Unilingo v1's inline-blocking design, in one run.
 
 1. Submit latency at fixed rates (open loop, separate load process): p50/p99 per rate and
    the highest rate whose p99 stays within 25 ms — with auth, quota and the job record.
-2. The seed's "10 users at once" (bottleneck timeline): a v1-style endpoint that calls the
+2. Unilingo v1's "10 users at once" (bottleneck timeline): a v1-style endpoint that calls the
    provider inline behind one sequential OpenAI queue, beside ours (202 at once, result later).
 3. The queue's own overhead: submit → succeeded for a one-page PDF minus extraction time.
 4. Resident memory of one API and one worker process under that load.
@@ -35,7 +35,7 @@ RESULTS = Path(__file__).parent / "results"
 RATES = [100, 300, 500, 600, 800, 1000, 1200, 1500, 2000]
 STEP_SECONDS = 5.0
 REPEATS = 3
-LATENCY_SCALE = 0.1  # the sandbox's provider latencies at a tenth of the seed's
+LATENCY_SCALE = 0.1  # the sandbox's provider latencies at a tenth of the real ones
 
 
 def pct(values: list[float], q: float) -> float:
@@ -115,7 +115,7 @@ def main() -> None:
     tokens_file.write_text("\n".join(mint(f"bench-user-{i}") for i in range(500)))
     submit_url = f"http://127.0.0.1:{api_port}/api/ai/generate-flashcards"
     client = redis.Redis.from_url(redis_server.url)
-    lines = ["# Submit path: Unilingo v2 against the seed's inline design", ""]
+    lines = ["# Submit path: Unilingo v2 against Unilingo v1's inline design", ""]
     try:
         # 1. Submit latency at fixed rates, with one API process and with one per core.
         sweeps, best_by_processes, peak_rss_api, generator_cpu_us, loads = [], {}, 0.0, [], []
@@ -179,7 +179,7 @@ def main() -> None:
             "",
         ]
 
-        # 2. The seed's ten users at once.
+        # 2. Unilingo v1's ten users at once.
         worker = Service.python("worker", "workers", env={**env, "WORKER_QUEUES": "ai", "WORKER_CONCURRENCY": "5"}, log_dir=work).start()
         time.sleep(3)
         v1_times = asyncio.run(v1_scenario(f"http://127.0.0.1:{v1_port}/v1/generate-flashcards", 10, None))
@@ -198,10 +198,10 @@ def main() -> None:
         all_done = time.perf_counter() - start + max(ours_waits)
         worker.stop()
         lines += [
-            "## 2. The seed's bottleneck timeline: 10 users submit AI requests at t=0",
+            "## 2. Unilingo v1's bottleneck timeline: 10 users submit AI requests at t=0",
             "",
-            f"Provider latency at {LATENCY_SCALE}× the seed's (multiply seconds by {1 / LATENCY_SCALE:.0f} for real time).",
-            "v1: the provider call inline in the request, behind one sequential OpenAI queue (the seed's design).",
+            f"Provider latency at {LATENCY_SCALE}× Unilingo v1's (multiply seconds by {1 / LATENCY_SCALE:.0f} for real time).",
+            "v1: the provider call inline in the request, behind one sequential OpenAI queue (Unilingo v1's design).",
             "v2: 202 with a job id; five AI workers with the policy's five calls in flight.",
             "",
             "| | first answer s | last answer s | mean wait s | all results ready s |",

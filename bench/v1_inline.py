@@ -1,6 +1,6 @@
-"""The seed's v1 design, for comparison only: the provider call inline in the request.
+"""Unilingo v1's design, for comparison only: the provider call inline in the request.
 
-One sequential OpenAI queue (the seed: "OpenAI: Sequential (1 at a time)"), the HTTP request
+One sequential OpenAI queue (Unilingo v1: "OpenAI: Sequential (1 at a time)"), the HTTP request
 held open until the provider answers. Same SDK, same sandbox, same prompt as v2.
 """
 

@@ -1,4 +1,4 @@
-"""Error reports to Sentry (the seed's APM), tagged with the job they concern.
+"""Error reports to Sentry (Unilingo v1's APM), tagged with the job they concern.
 
 Off unless ``SENTRY_DSN`` is set, and then free: sentry-sdk is never imported and every
 function here returns at once. On: ``sentry_sdk.init`` with the FastAPI/Starlette

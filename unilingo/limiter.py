@@ -110,7 +110,7 @@ local WINDOW = tonumber(ARGV[2])
 local LEASE = tonumber(ARGV[3])
 local RECHECK = tonumber(ARGV[4])
 
--- The live policy: the stored revision's flat fields, or the seed's defaults when none was
+-- The live policy: the stored revision's flat fields, or the defaults when none was
 -- ever written (or when an older document lacks a newer field). Read once, when first needed.
 local loaded_policy
 local function live_policy()

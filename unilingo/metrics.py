@@ -17,7 +17,7 @@ Three kinds of figures, each kept where it is cheapest and correct:
 
 3. **Cluster totals in Redis** (``TOTALS``): the same events, added up across every API
    replica and worker in one Redis hash (``keys.stats("counters")``), plus bounded per-user
-   activity (``keys.activity(user)``) for the admin endpoints. They feed the seed's JSON
+   activity (``keys.activity(user)``) for the admin endpoints. They feed Unilingo v1's JSON
    summary (``/api/metrics``), ``/monitoring`` and the risk scores, which must not depend on
    a Prometheus server. Events are buffered in memory and written in one round trip: by the
    API's flusher every second, by a worker at the end of each job.
@@ -212,7 +212,7 @@ SCRAPE_GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
     "unilingo_jobs_retry_scheduled": ("Jobs waiting out a retry backoff", ()),
     "unilingo_workers_alive": ("Workers consuming the queue whose heartbeat is under 30 s old", ("queue",)),
     "unilingo_breaker_state": ("Provider circuit breaker: 0 closed, 1 half-open, 2 open", ("provider",)),
-    "unilingo_policy_revision": ("Revision of the provider policy in force (0: the seed's defaults)", ("provider",)),
+    "unilingo_policy_revision": ("Revision of the provider policy in force (0: the defaults)", ("provider",)),
     "unilingo_provider_suspended": ("1 when the provider's policy suspends it", ("provider",)),
     "unilingo_provider_paused_seconds": ("Seconds left of a provider's Retry-After pause", ("provider",)),
     "unilingo_provider_in_flight": ("Provider calls in flight (leases held)", ("provider",)),

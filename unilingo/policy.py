@@ -7,8 +7,8 @@ retried, and whether the provider is suspended. Its JSON form (camelCase) is als
 ``spec`` of the ``UnilingoProviderPolicy`` CRD, so the model doubles as the CRD's schema
 (``policy_json_schema``).
 
-Defaults are the seed's figures (``shared/seed``, the v1 architecture report); where the
-seed is silent the provider's own published quota is used, and the comment says which.
+Defaults are Unilingo v1's figures (the v1 architecture report); where the
+report is silent the provider's own published quota is used, and the comment says which.
 
 ``PolicyStore`` keeps one document per provider in Redis under a global revision that only
 grows. A write is one Lua script: it takes the next revision, stores the document beside the
@@ -49,10 +49,10 @@ class BreakerPolicy(_Document):
     """The provider's circuit breaker, shared by every worker."""
 
     failure_threshold: int = Field(
-        5, ge=1, le=1000, description="Consecutive failed calls that open the breaker (seed: 5)."
+        5, ge=1, le=1000, description="Consecutive failed calls that open the breaker (Unilingo v1: 5)."
     )
     open_seconds: float = Field(
-        60.0, ge=1, le=86_400, description="Seconds the breaker stays open before it lets probes through (seed: 60)."
+        60.0, ge=1, le=86_400, description="Seconds the breaker stays open before it lets probes through (Unilingo v1: 60)."
     )
     half_open_probes: int = Field(
         1, ge=1, le=1000,
@@ -91,33 +91,33 @@ class _Figures(NamedTuple):
     max_in_flight: int
 
 
-SEED_FIGURES: dict[str, _Figures] = {
-    # Seed: GPT-4o-mini at "50 req/min, 75k tok/min"; the seed's future state runs OpenAI
+V1_FIGURES: dict[str, _Figures] = {
+    # Unilingo v1: GPT-4o-mini at "50 req/min, 75k tok/min"; its planned future state runs OpenAI
     # "parallel: 5 concurrent". Burst 10: OpenAI enforces its per-minute limits over shorter
     # periods too, so a minute's budget is not fired in one second.
     "openai": _Figures(50, 75_000, 10, 5),
-    # Seed: Azure Speech "Max 20 concurrent" and no rate; the cap bounds the rate anyway
+    # Unilingo v1: Azure Speech "Max 20 concurrent" and no rate; the cap bounds the rate anyway
     # (20 calls of at least 2 s each: at most 600 a minute). Burst applies once metered.
     "azure-speech": _Figures(0, 0, 20, 20),
-    # Seed: OCR "5k free/month", 1-3 s a call. Azure AI Vision's free tier (F0) allows 20
+    # Unilingo v1: OCR "5k free/month", 1-3 s a call. Azure AI Vision's free tier (F0) allows 20
     # calls per minute; burst 5 (at most 5 in any 15 s) keeps the minute from front-loading.
     # 5 in flight: 20/min at up to 3 s each needs 1-2 at once, and 5 leaves room for bursts.
     "azure-vision": _Figures(20, 0, 5, 5),
-    # Seed: Polly 2-15 s a request, no quota named. AWS's default SynthesizeSpeech quota for
+    # Unilingo v1: Polly 2-15 s a request, no quota named. AWS's default SynthesizeSpeech quota for
     # neural voices is 8 transactions per second with a burst of 10, and its quota page
     # works through 8 concurrent requests: 480/min, burst 10, 8 in flight.
     "aws-polly": _Figures(480, 0, 10, 8),
-    # Seed: Supabase storage / S3, no quota named. S3 takes thousands of requests per second
+    # Unilingo v1: Supabase storage / S3, no quota named. S3 takes thousands of requests per second
     # per prefix, so no rate is metered; 20 in flight bounds our sockets and memory.
     "storage": _Figures(0, 0, 20, 20),
 }
 
 
-def _seed(field: str, fallback: int):
-    """A default factory reading the provider's seed figure (``provider`` is validated first)."""
+def _v1_figure(field: str, fallback: int):
+    """A default factory reading the provider's default figure (``provider`` is validated first)."""
 
     def factory(data: dict[str, Any]) -> int:
-        figures = SEED_FIGURES.get(data.get("provider"))
+        figures = V1_FIGURES.get(data.get("provider"))
         return getattr(figures, field) if figures else fallback
 
     return factory
@@ -125,25 +125,25 @@ def _seed(field: str, fallback: int):
 
 def _default_burst(data: dict[str, Any]) -> int:
     # A policy that lowers requestsPerMinute and says nothing of burst gets a burst that fits.
-    burst = _seed("burst", 1)(data)
+    burst = _v1_figure("burst", 1)(data)
     rpm = data.get("requests_per_minute", 0)
     return min(burst, rpm) if rpm > 0 else burst
 
 
 class ProviderPolicy(_Document):
     """Limits one provider is called under, shared by every worker. Fields left out take the
-    provider's defaults (the seed's figures)."""
+    provider's defaults (Unilingo v1's figures)."""
 
     # The docstring above is the CRD's description of ``spec``, hence plain prose. The
-    # per-provider defaults are in SEED_FIGURES; breaker and retry default alike for all.
+    # per-provider defaults are in V1_FIGURES; breaker and retry default alike for all.
 
     provider: Provider = Field(description="The provider these limits apply to.")
     requests_per_minute: int = Field(
-        default_factory=_seed("requests_per_minute", 0), ge=0, le=1_000_000,
+        default_factory=_v1_figure("requests_per_minute", 0), ge=0, le=1_000_000,
         description="Calls admitted in any rolling 60 s, across all workers; 0 = not metered.",
     )
     tokens_per_minute: int = Field(
-        default_factory=_seed("tokens_per_minute", 0), ge=0, le=100_000_000,
+        default_factory=_v1_figure("tokens_per_minute", 0), ge=0, le=100_000_000,
         description="Tokens admitted in any rolling 60 s (estimated before a call, reconciled after); 0 = not metered.",
     )
     burst: int = Field(
@@ -152,7 +152,7 @@ class ProviderPolicy(_Document):
         "start in any burst/requestsPerMinute minutes. At most requestsPerMinute.",
     )
     max_in_flight: int = Field(
-        default_factory=_seed("max_in_flight", 1), ge=1, le=100_000,
+        default_factory=_v1_figure("max_in_flight", 1), ge=1, le=100_000,
         description="Calls in progress at once, across all workers (a distributed semaphore).",
     )
     breaker: BreakerPolicy = BreakerPolicy()
@@ -273,7 +273,7 @@ def _text(value: Any) -> str | None:
 
 
 def parse_stored(provider: str, raw: list[Any]) -> StoredPolicy:
-    """``HMGET doc revision`` into a policy; a missing document means the seed's defaults."""
+    """``HMGET doc revision`` into a policy; a missing document means the defaults."""
     doc, revision = (_text(v) for v in raw)
     if doc is None:
         return StoredPolicy(default_policy(provider), 0)
@@ -315,11 +315,11 @@ class PolicyStore(_Store):
         return int(self._write(*_write_call(policy)))
 
     def read(self, provider: str) -> StoredPolicy:
-        """The provider's policy and its revision; the seed's defaults at revision 0 if none."""
+        """The provider's policy and its revision; the defaults at revision 0 if none."""
         return parse_stored(provider, self.client.hmget(keys.policy(_known(provider)), _READ_FIELDS))
 
     def reset(self, provider: str) -> int:
-        """Back to the seed's defaults, as a new revision (revisions never go back)."""
+        """Back to the defaults, as a new revision (revisions never go back)."""
         return self.write(default_policy(provider))
 
     def read_all(self) -> dict[str, StoredPolicy]:

@@ -139,7 +139,7 @@ class Settings(BaseSettings):
     def queues(self) -> list[str]:
         return [q.strip() for q in self.worker_queues.split(",") if q.strip()]
 
-    # --- Providers (speech, vision, Polly/S3), persistence and response cache (issue 4) ---
+    # --- Providers (speech, vision, Polly/S3), persistence and response cache ---
     # Each provider defaults to the sandbox; production sets the provider's own address.
     # Azure Speech (azure-cognitiveservices-speech): KEY+REGION for Azure itself, or HOST for
     # anything that speaks the SDK's websocket protocol (a Speech container, the sandbox).

@@ -1,7 +1,7 @@
 """Users' files (PDF, image, audio) archived to object storage before their job runs.
 
 The API keeps an upload in Redis only for the job's lifetime; the archive is what outlives it
-(the seed's "User uploads" in Supabase Storage; here S3 through boto3, the same path as the
+(Unilingo v1's "User uploads" in Supabase Storage; here S3 through boto3, the same path as the
 generated audio). It goes under a ``storage`` permit like any provider call.
 """
 

@@ -1,4 +1,4 @@
-"""The seed's monitoring endpoints, on Redis state shared by every replica and worker.
+"""Unilingo v1's monitoring endpoints, on Redis state shared by every replica and worker.
 
 | endpoint | who | what |
 | --- | --- | --- |

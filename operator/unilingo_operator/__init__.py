@@ -4,7 +4,7 @@ Platform engineers declare provider limits as ``UnilingoProviderPolicy`` resourc
 (group ``unilingo.io``, short name ``upp``). The operator validates each one through the
 domain model (``unilingo.policy.ProviderPolicy``), writes it to Redis atomically under a new
 revision (``unilingo.policy.PolicyStore``), reports what is in force in the resource's
-status, posts events, restores the seed's defaults when a policy is deleted, and repairs
+status, posts events, restores the defaults when a policy is deleted, and repairs
 Redis when it loses a policy.
 
 Modules: ``crd`` (the CRD, generated from the model), ``config`` (environment),

@@ -11,7 +11,7 @@
 into both ``manifests/crd/`` and ``charts/unilingo/crds/``. ``--check`` exits non-zero when a
 checked-in file is not what the model generates (``tests/unit/test_crd_schema.py`` too).
 
-Defaulting. Most of the seed's figures are per provider (OpenAI 50 req/min, 75k tokens/min,
+Defaulting. Most of Unilingo v1's figures are per provider (OpenAI 50 req/min, 75k tokens/min,
 5 in flight; Azure Speech 20 in flight; ...). A structural schema's ``default`` cannot depend
 on another field, so:
 
@@ -21,7 +21,7 @@ on another field, so:
   shows them in the spec;
 * the per-provider fields (``requestsPerMinute``, ``tokensPerMinute``, ``burst``,
   ``maxInFlight``) are optional and have no schema default: the operator fills them from the
-  model (``SEED_FIGURES``) and reports the complete policy in force in ``status.policy``
+  model (``V1_FIGURES``) and reports the complete policy in force in ``status.policy``
   (what the printer columns show). Leaving one out therefore means "the provider's default",
   and stays so if the default changes; writing it pins it.
 
@@ -31,7 +31,7 @@ Validation is done by the API server itself, so bad input never reaches Redis:
   ``ge``/``le``), ``required: [provider]``; the API server's messages name the field and bound;
 * cross-field rules as CEL (``x-kubernetes-validations``) with clear messages, the model's
   validators restated with the effective values (a field left out counts as the provider's
-  default, which the rule reads from a table generated from ``SEED_FIGURES``):
+  default, which the rule reads from a table generated from ``V1_FIGURES``):
   burst ≤ requestsPerMinute, breaker.halfOpenProbes ≤ maxInFlight,
   retry.backoffSeconds ≤ retry.maxBackoffSeconds, and ``provider`` immutable (another provider
   is another policy: delete and create).
@@ -49,7 +49,7 @@ from typing import Any
 
 import yaml
 
-from unilingo.policy import PROVIDERS, SEED_FIGURES, policy_json_schema
+from unilingo.policy import PROVIDERS, V1_FIGURES, policy_json_schema
 from unilingo_operator import CRD_NAME, GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERSION
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,7 +66,7 @@ POLICY_HEADER = _GENERATED.format(
     source="the domain model\n# unilingo/policy.py (ProviderPolicy)", how="change the model and regenerate"
 ) + """\
 #
-# Defaulting: breaker, retry and suspended default here to the seed's figures (the same for
+# Defaulting: breaker, retry and suspended default here to Unilingo v1's figures (the same for
 # every provider). requestsPerMinute, tokensPerMinute, burst and maxInFlight default per
 # provider (OpenAI 50/min, 75k tokens/min, 5 in flight; Azure Speech 20 in flight; ...), which
 # a schema default cannot express: they are optional, the operator fills them from the model,
@@ -88,28 +88,28 @@ PEERING_HEADER = _GENERATED.format(
 
 # --- the policy CRD ---------------------------------------------------------------------------
 
-_SEED_FIELDS = {
+_DEFAULT_FIELDS = {
     "requestsPerMinute": "requests_per_minute",
     "maxInFlight": "max_in_flight",
 }
 
 
-def seed_table(field: str) -> str:
-    """A CEL map literal of the seed figure ``field`` per provider, e.g. ``{'openai': 50, ...}``."""
-    attribute = _SEED_FIELDS[field]
-    items = ", ".join(f"'{p}': {getattr(SEED_FIGURES[p], attribute)}" for p in PROVIDERS)
+def default_table(field: str) -> str:
+    """A CEL map literal of the default figure ``field`` per provider, e.g. ``{'openai': 50, ...}``."""
+    attribute = _DEFAULT_FIELDS[field]
+    items = ", ".join(f"'{p}': {getattr(V1_FIGURES[p], attribute)}" for p in PROVIDERS)
     return "{" + items + "}"
 
 
 def effective(field: str) -> str:
     """CEL for a per-provider field's effective value: as written, or the provider's default."""
-    return f"(has(self.{field}) ? self.{field} : {seed_table(field)}[self.provider])"
+    return f"(has(self.{field}) ? self.{field} : {default_table(field)}[self.provider])"
 
 
 def defaults_text(field: str) -> str:
-    """The seed figure of ``field`` per provider, for messages: ``openai 50, aws-polly 480, ...``."""
-    attribute = _SEED_FIELDS[field]
-    return ", ".join(f"{p} {getattr(SEED_FIGURES[p], attribute)}" for p in PROVIDERS)
+    """The default figure of ``field`` per provider, for messages: ``openai 50, aws-polly 480, ...``."""
+    attribute = _DEFAULT_FIELDS[field]
+    return ", ".join(f"{p} {getattr(V1_FIGURES[p], attribute)}" for p in PROVIDERS)
 
 
 def spec_rules() -> list[dict[str, str]]:
@@ -158,7 +158,7 @@ def spec_schema() -> dict[str, Any]:
         (schema.get("description", "").strip() + "\n\n").lstrip()
         + "requestsPerMinute, tokensPerMinute, burst and maxInFlight default per provider (the operator "
         "fills them in; status.policy shows the policy in force); breaker, retry and suspended default "
-        "to the seed's figures here."
+        "to Unilingo v1's figures here."
     )
     schema["x-kubernetes-validations"] = spec_rules()
     props = schema["properties"]

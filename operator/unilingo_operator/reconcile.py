@@ -11,7 +11,7 @@ namespace/name) governs and the others report ``Ready=False, reason=Conflict`` u
   status. Create and update always write a new revision; resume writes only when Redis does not
   hold the policy already (an operator restart is not a policy change).
 * ``restore`` (finalizer, on delete): the governing policy gone, Redis gets the next claimant's
-  policy, or else the seed's defaults.
+  policy, or else the defaults.
 * ``repair`` (timer): Redis must hold ``status.policy`` (the last policy applied); a flush or a
   failover to a replica that missed the write shows as a missing or different document, which
   is written again. A revision counter that went back (flushed) is first raised above every
@@ -264,12 +264,12 @@ async def restore(
         logger.info(f"{successor.ref} governs {provider}; nothing to restore")
         return  # this one never governed (it was in conflict)
 
-    target, source = default_policy(provider), "the seed's defaults"
+    target, source = default_policy(provider), "the defaults"
     if successor is not None:
         try:
             target, source = ProviderPolicy.model_validate(successor.spec), f"{successor.ref}'s policy"
         except ValidationError:
-            source = f"the seed's defaults ({successor.ref}, next in line, is invalid)"
+            source = f"the defaults ({successor.ref}, next in line, is invalid)"
 
     try:
         async with rt.locks[provider]:

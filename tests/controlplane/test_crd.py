@@ -116,7 +116,7 @@ def test_the_server_defaults_the_common_figures_and_leaves_per_provider_ones_to_
     assert stored["retry"] == {"attempts": 3, "backoffSeconds": 1, "maxBackoffSeconds": 30}
     assert stored["suspended"] is False
     assert "maxInFlight" not in stored and "requestsPerMinute" not in stored
-    # What the schema stored, the model reads as the full seed policy for the provider.
+    # What the schema stored, the model reads as the full default policy for the provider.
     assert ProviderPolicy.model_validate(stored).max_in_flight == 20
 
 

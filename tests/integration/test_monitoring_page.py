@@ -152,7 +152,7 @@ def live(redis_server, sandbox, tmp_path_factory):
             while http.get("/api/metrics", headers=auth("ops", admin=True)).json()["jobs"]["submitted"] < 10:
                 assert time.monotonic() < deadline, "the API's totals never reached Redis"
                 time.sleep(0.2)
-        # Azure Vision's breaker opens after five failed calls (the seed's threshold).
+        # Azure Vision's breaker opens after five failed calls (Unilingo v1's threshold).
         limiter = Limiter(client)
         for _ in range(5):
             decision = limiter.acquire("azure-vision", holder="probe")

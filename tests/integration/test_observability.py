@@ -465,7 +465,7 @@ def test_api_metrics_and_scrape_time_gauges(stack):
     assert stack.scalar('unilingo_breaker_state{provider="pdf"}') is None
     assert stack.scalar('unilingo_jobs_deferred{provider="azure-vision"}') == 1
     assert stack.scalar('unilingo_policy_revision{provider="azure-vision"}') >= 1
-    assert stack.scalar('unilingo_policy_revision{provider="openai"}') == 0  # the seed's defaults
+    assert stack.scalar('unilingo_policy_revision{provider="openai"}') == 0  # the defaults
     assert stack.scalar('unilingo_provider_requests_limit{provider="openai"}') == 50
     assert stack.scalar('sum(unilingo_quota_rejections_total{scope="ai"})') == stack.quota_refusals == 2
     assert stack.scalar('sum(unilingo_jobs_total{type="tts", outcome="cancelled"})') == 1
@@ -474,7 +474,7 @@ def test_api_metrics_and_scrape_time_gauges(stack):
     assert stack.scalar('unilingo_redis_up') == 1
 
 
-def test_seed_json_endpoints_show_the_same_picture(stack):
+def test_monitoring_json_endpoints_show_the_same_picture(stack):
     admin = auth("ops", admin=True)
     with httpx.Client(base_url=stack.api.url, timeout=10) as http:
         summary = http.get("/api/metrics", headers=admin).json()

@@ -1,6 +1,6 @@
 """Persistence on a real PostgreSQL 15 (started by the ``postgres_server`` session fixture).
 
-Migrations apply in order and once; rows land in the seed's tables; foreign keys hold; a
+Migrations apply in order and once; rows land in Unilingo v1's tables; foreign keys hold; a
 retried job writes once, also when it is retried for real through the runner.
 """
 

@@ -126,7 +126,7 @@ def test_in_flight_cap_holds_across_workers_even_when_one_is_killed(store, start
 
 def test_429_storm_and_outage_open_the_breaker_for_everyone_and_lose_nothing(store, start_worker, sandbox_reset, redis_url):
     client = redis.Redis.from_url(redis_url)
-    # The seed's breaker (5 failures) with a shorter open time, so the test takes seconds.
+    # Unilingo v1's breaker (5 failures) with a shorter open time, so the test takes seconds.
     set_policy(client, "openai", breaker={"failureThreshold": 5, "openSeconds": 3, "halfOpenProbes": 1})
     for _ in range(2):
         start_worker(worker_concurrency=3, worker_queues="ai")

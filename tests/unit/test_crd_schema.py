@@ -12,7 +12,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from unilingo.policy import DEFAULT_POLICIES, PROVIDERS, SEED_FIGURES, ProviderPolicy
+from unilingo.policy import DEFAULT_POLICIES, PROVIDERS, V1_FIGURES, ProviderPolicy
 from unilingo_operator import crd
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -118,10 +118,10 @@ def test_schema_defaults_are_the_models_common_defaults(checked_in):
     assert spec["provider"]["enum"] == list(PROVIDERS)
 
 
-def test_cel_rules_carry_the_seed_figures(checked_in):
+def test_cel_rules_carry_the_default_figures(checked_in):
     rules = served_schema(checked_in)["properties"]["spec"]["x-kubernetes-validations"]
     text = " ".join(rule["rule"] for rule in rules)
-    for provider, figures in SEED_FIGURES.items():
+    for provider, figures in V1_FIGURES.items():
         assert f"'{provider}': {figures.requests_per_minute}" in text
         assert f"'{provider}': {figures.max_in_flight}" in text
     assert all(rule.get("message") for rule in rules)
@@ -150,7 +150,7 @@ def test_one_sample_policy_per_provider_and_each_is_valid():
         policy = ProviderPolicy.model_validate(document["spec"])
         seen[policy.provider] = policy
     assert set(seen) == set(PROVIDERS)
-    # The samples state the seed's figures (they are documentation of the defaults too).
+    # The samples state Unilingo v1's figures (they are documentation of the defaults too).
     for provider, policy in seen.items():
         default = DEFAULT_POLICIES[provider]
         assert policy.requests_per_minute == default.requests_per_minute, provider

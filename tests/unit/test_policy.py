@@ -1,4 +1,4 @@
-"""The policy model: the seed's defaults, its JSON shape, its rules and its schema (no I/O)."""
+"""The policy model: the defaults, its JSON shape, its rules and its schema (no I/O)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from unilingo.policy import (
 )
 
 
-def test_defaults_are_the_seeds_figures():
+def test_defaults_are_unilingo_v1s_figures():
     openai = default_policy("openai")
     assert (openai.requests_per_minute, openai.tokens_per_minute, openai.max_in_flight) == (50, 75_000, 5)
     assert default_policy("azure-speech").max_in_flight == 20
