@@ -32,7 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from unilingo import keys
 from unilingo import metrics as m
 from unilingo.jobs import QUEUES
-from unilingo.limiter import AsyncLimiter, ProviderStatus
+from unilingo.limiter import WINDOW_MARGIN_SECONDS, AsyncLimiter, ProviderStatus
 from unilingo.policy import PROVIDERS
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ class Cluster:
 _limiters: "weakref.WeakKeyDictionary[Any, AsyncLimiter]" = weakref.WeakKeyDictionary()
 
 
-def limiter_for(client, margin_seconds: float = 2.0) -> AsyncLimiter:
+def limiter_for(client, margin_seconds: float = WINDOW_MARGIN_SECONDS) -> AsyncLimiter:
     limiter = _limiters.get(client)
     if limiter is None:
         limiter = _limiters[client] = AsyncLimiter(client, window_margin_seconds=margin_seconds)
@@ -90,7 +90,7 @@ def _job_id_of(message: bytes | None) -> str | None:
     return job_id if isinstance(job_id, str) and len(job_id) <= 64 else None
 
 
-async def read_cluster(client, margin_seconds: float = 2.0) -> Cluster:
+async def read_cluster(client, margin_seconds: float = WINDOW_MARGIN_SECONDS) -> Cluster:
     """Queues, delayed jobs, live workers and each provider's limiter state, from Redis.
 
     A queue's oldest job is the message at the list's tail (kombu pushes with LPUSH and
@@ -177,7 +177,7 @@ class _Families:
         return iter(self.families)
 
 
-async def render(client=None, margin_seconds: float = 2.0) -> tuple[bytes, str]:
+async def render(client=None, margin_seconds: float = WINDOW_MARGIN_SECONDS) -> tuple[bytes, str]:
     """The Prometheus text of a scrape: process metrics, then the cluster gauges (if ``client``)."""
     body = generate_latest(m.exposition_registry())
     if client is not None:

@@ -35,6 +35,7 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 from unilingo import keys
+from unilingo.settings import Settings
 from unilingo.policy import (
     DEFAULT_POLICIES,
     LIMITER_FIELDS,
@@ -42,7 +43,8 @@ from unilingo.policy import (
     default_policy,
 )
 
-
+# The settings' default (PROVIDER_WINDOW_MARGIN_SECONDS): one figure wherever a limiter is made.
+WINDOW_MARGIN_SECONDS: float = Settings.model_fields["provider_window_margin_seconds"].default
 
 class Outcome(StrEnum):
     """How a provider call ended (``release``)."""
@@ -518,7 +520,7 @@ class _LimiterCore:
         client,
         *,
         lease_seconds: float = 30.0,
-        window_margin_seconds: float = 1.0,
+        window_margin_seconds: float = WINDOW_MARGIN_SECONDS,
         recheck_seconds: float = 1.0,
         refund_unused_tokens: bool = False,
         clock: Callable[[], float] | None = None,

@@ -33,7 +33,7 @@ SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 
 
 def parse(argv: list[str] | None = None) -> OperatorConfig:
-    config = OperatorConfig.from_env()
+    config = OperatorConfig()
     parser = argparse.ArgumentParser(prog="python -m unilingo_operator", description=__doc__.splitlines()[0])
     scope = parser.add_mutually_exclusive_group()
     scope.add_argument("-n", "--namespace", action="append", default=None,
@@ -92,8 +92,8 @@ def main(argv: list[str] | None = None) -> None:
     handlers.register(registry, config)
     settings = kopf.OperatorSettings()
     handlers.configure(settings, config)
-    if os.environ.get("POD_ID"):
-        settings.posting.reporting_instance = os.environ["POD_ID"]
+    if config.pod_id:
+        settings.posting.reporting_instance = config.pod_id
 
     kopf.run(
         registry=registry,

@@ -1,13 +1,15 @@
 """The operator's configuration: command line over environment over defaults.
 
-Environment (the chart sets these; every one has a command-line twin in ``__main__``):
+One pydantic-settings object, its variables prefixed ``OPERATOR_`` but for the three that
+Kubernetes' own conventions name (the chart sets them all; each has a command-line twin in
+``__main__``):
 
 ``KUBECONFIG``              kubeconfig to use; else ``.run/kubeconfig`` when present (``make
                             cluster`` writes it); else the in-cluster service account.
-``REDIS_URL``               the Redis the workers read policies from (``unilingo.settings``).
 ``WATCH_NAMESPACE``         comma-separated namespaces to handle; empty or unset: all of them.
                             (``OPERATOR_NAMESPACES`` is the same; ``OPERATOR_CLUSTER_WIDE=true``
                             forces all namespaces: the chart's names.)
+``POD_ID``                  the replica's identity in the peering object and its events.
 ``OPERATOR_PEERING``        kopf peering object name; set: peering is mandatory (replicas > 1).
                             Unset: kopf's "default" object when its CRD exists, else standalone.
 ``OPERATOR_STANDALONE``     ``1``: no peering at all (one replica, or tests).
@@ -15,18 +17,22 @@ Environment (the chart sets these; every one has a command-line twin in ``__main
                             ``default_priority``), so a new replica never preempts a running one.
 ``OPERATOR_PEERING_LIFETIME`` seconds a replica's keep-alive counts (default 30): how long a
                             standby waits after the active replica died without saying goodbye.
+``OPERATOR_HEALTH_HOST``    address of kopf's liveness endpoint (default 127.0.0.1; the chart
+                            sets 0.0.0.0 so that the kubelet's probe reaches it).
 ``OPERATOR_HEALTH_PORT``    port of kopf's liveness endpoint ``/healthz`` (0: none; default 8081).
 ``OPERATOR_REPAIR_SECONDS`` how often Redis is checked against the policies (default 5).
-``POD_ID``                  the replica's identity in the peering object (the pod name).
+
+Redis is ``REDIS_URL`` and the rest of ``unilingo.settings``, as for every process.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import os
 import random
 import time
 from pathlib import Path
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCAL_KUBECONFIG = ROOT / ".run" / "kubeconfig"
@@ -41,21 +47,47 @@ def default_priority(now: float | None = None) -> int:
     return (_EPOCH_CEILING - started) * 1_000 + random.randrange(1_000)
 
 
-def _flag(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+class OperatorConfig(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OPERATOR_", env_file=None, extra="ignore")
 
-
-@dataclasses.dataclass
-class OperatorConfig:
-    namespaces: list[str] = dataclasses.field(default_factory=list)  # empty: all namespaces
-    peering_name: str | None = None  # None: auto-detect kopf's "default"; set: mandatory
+    # empty: all namespaces
+    namespaces: list[str] = Field(default_factory=list, validation_alias=AliasChoices("WATCH_NAMESPACE", "OPERATOR_NAMESPACES"))
+    cluster_wide: bool = False
+    # None: auto-detect kopf's "default"; set: mandatory
+    peering_name: str | None = Field(None, validation_alias=AliasChoices("OPERATOR_PEERING", "peering_name"))
     standalone: bool = False
-    priority: int = dataclasses.field(default_factory=default_priority)
+    priority: int = Field(default_factory=default_priority)
     peering_lifetime: int = 30
+    health_host: str = "127.0.0.1"
     health_port: int = 8081
     repair_seconds: float = 5.0
-    kubeconfig: str | None = None
+    kubeconfig: str | None = Field(None, validation_alias=AliasChoices("KUBECONFIG", "kubeconfig"))
+    pod_id: str | None = Field(None, validation_alias=AliasChoices("POD_ID", "pod_id"))
     verbose: bool = False
+
+    @field_validator("namespaces", mode="before")
+    @classmethod
+    def _comma_separated(cls, value):
+        if isinstance(value, str):
+            return [ns.strip() for ns in value.split(",") if ns.strip()]
+        return value
+
+    @field_validator("peering_name", "kubeconfig", "pod_id", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value):
+        return value or None
+
+    @model_validator(mode="after")
+    def _cluster_wide_means_every_namespace(self) -> "OperatorConfig":
+        if self.cluster_wide:
+            self.namespaces = []
+        return self
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
+        # A comma-separated list, not JSON, in WATCH_NAMESPACE: the env source must not decode it.
+        env_settings.decode_complex_value = lambda field_name, field, value: value
+        return init_settings, env_settings
 
     @property
     def clusterwide(self) -> bool:
@@ -67,28 +99,7 @@ class OperatorConfig:
 
     @property
     def liveness_endpoint(self) -> str | None:
-        return f"http://0.0.0.0:{self.health_port}/healthz" if self.health_port else None
-
-    @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> OperatorConfig:
-        env = os.environ if env is None else env
-        config = cls()
-        listed = env.get("WATCH_NAMESPACE") or env.get("OPERATOR_NAMESPACES") or ""
-        config.namespaces = [ns.strip() for ns in listed.split(",") if ns.strip()]
-        if _flag(env.get("OPERATOR_CLUSTER_WIDE")):
-            config.namespaces = []
-        config.peering_name = env.get("OPERATOR_PEERING") or None
-        config.standalone = _flag(env.get("OPERATOR_STANDALONE"))
-        if env.get("OPERATOR_PRIORITY"):
-            config.priority = int(env["OPERATOR_PRIORITY"])
-        if env.get("OPERATOR_PEERING_LIFETIME"):
-            config.peering_lifetime = int(env["OPERATOR_PEERING_LIFETIME"])
-        if env.get("OPERATOR_HEALTH_PORT") is not None and env.get("OPERATOR_HEALTH_PORT") != "":
-            config.health_port = int(env["OPERATOR_HEALTH_PORT"])
-        if env.get("OPERATOR_REPAIR_SECONDS"):
-            config.repair_seconds = float(env["OPERATOR_REPAIR_SECONDS"])
-        config.kubeconfig = env.get("KUBECONFIG") or None
-        return config
+        return f"http://{self.health_host}:{self.health_port}/healthz" if self.health_port else None
 
     def resolve_kubeconfig(self) -> str | None:
         """``KUBECONFIG``, else ``.run/kubeconfig`` if present, else None (in-cluster)."""

@@ -178,15 +178,20 @@ def test_earlier_started_replicas_rank_higher():
     assert 0 < default_priority() < 2**53  # stays an exact JSON number in the peering object
 
 
-def test_configuration_from_the_charts_environment():
+def test_configuration_from_the_charts_environment(monkeypatch):
     from unilingo_operator.config import OperatorConfig
 
-    config = OperatorConfig.from_env({"OPERATOR_NAMESPACES": "a, b", "OPERATOR_PEERING": "",
-                                      "OPERATOR_HEALTH_PORT": "8081"})
+    for name, value in {"OPERATOR_NAMESPACES": "a, b", "OPERATOR_PEERING": "", "OPERATOR_HEALTH_PORT": "8081"}.items():
+        monkeypatch.setenv(name, value)
+    config = OperatorConfig()
     assert (config.namespaces, config.peering_name, config.clusterwide) == (["a", "b"], None, False)
-    assert config.liveness_endpoint == "http://0.0.0.0:8081/healthz"
-    config = OperatorConfig.from_env({"WATCH_NAMESPACE": "a", "OPERATOR_CLUSTER_WIDE": "true",
-                                      "OPERATOR_PEERING": "unilingo", "OPERATOR_PRIORITY": "7"})
+    assert config.liveness_endpoint == "http://127.0.0.1:8081/healthz"  # loopback unless told (the chart says 0.0.0.0)
+    monkeypatch.setenv("OPERATOR_HEALTH_HOST", "0.0.0.0")
+    assert OperatorConfig().liveness_endpoint == "http://0.0.0.0:8081/healthz"
+    for name, value in {"WATCH_NAMESPACE": "a", "OPERATOR_CLUSTER_WIDE": "true", "OPERATOR_PEERING": "unilingo",
+                        "OPERATOR_PRIORITY": "7"}.items():
+        monkeypatch.setenv(name, value)
+    config = OperatorConfig()
     assert (config.clusterwide, config.peering_name, config.priority) == (True, "unilingo", 7)
 
 

@@ -228,8 +228,6 @@ false
 {{- $c := .Values.config -}}
 - name: UNILINGO_ENV
   value: {{ $c.environment | quote }}
-- name: LOG_LEVEL
-  value: {{ $c.logLevel | quote }}
 - name: PUBLIC_BASE_URL
   value: {{ $c.publicBaseUrl | quote }}
 {{- if $c.supabaseJwksUrl }}
