@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from sandbox import azure_common, azure_speech, azure_vision, control, openai_api
+from sandbox import azure_common, azure_speech, azure_vision, control, openai_api, recognition
 from sandbox.aws import AwsServer
 from sandbox.gate import HangUp, Refusal
 from sandbox.hangup import HangUpMiddleware, hang_up
@@ -37,6 +37,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        recognition.warm_up()
         aws = AwsServer(sandbox, host, aws_port) if aws_port is not None else None
         if aws is not None:
             await asyncio.to_thread(aws.start)

@@ -7,11 +7,17 @@ latency (S3: a typical first-byte latency) before moto answers it. Faults answer
 service's own shape: Polly's ``ThrottlingException`` / ``ServiceFailureException`` JSON,
 S3's ``SlowDown`` / ``InternalError`` XML. Requests to other AWS services pass through to
 moto uncounted.
+
+Polly's answers are moto's (its validation of voices, formats, lengths and SSML marks),
+except the audio: where moto answers a synthesis with eight placeholder bytes, the gateway
+puts the real speech of ``sandbox.tts`` in their place, with Polly's
+``x-amzn-RequestCharacters``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import re
@@ -22,6 +28,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from urllib.parse import parse_qs
 
+from sandbox import tts
 from sandbox.gate import HangUp, Refusal
 from sandbox.profiles import AWS_POLLY, LATENCIES, STORAGE
 from sandbox.runtime import Sandbox, stable_fraction
@@ -55,16 +62,68 @@ def _content_length(environ: dict) -> int:
         return 0
 
 
-def _polly_text_length(environ: dict) -> int:
-    """Length of the text to synthesize; the body is read here and put back for moto."""
+def _polly_request(environ: dict) -> dict:
+    """The synthesis request's JSON; the body is read here and put back for moto."""
+    if "sandbox.polly_request" in environ:
+        return environ["sandbox.polly_request"]
     length = _content_length(environ)
     body = environ["wsgi.input"].read(length) if length else environ["wsgi.input"].read()
     environ["wsgi.input"] = io.BytesIO(body)
     environ["CONTENT_LENGTH"] = str(len(body))
     try:
-        return len(json.loads(body or b"{}").get("Text", ""))
-    except (ValueError, AttributeError):
-        return 0
+        request = json.loads(body or b"{}")
+    except ValueError:
+        request = {}
+    environ["sandbox.polly_request"] = request if isinstance(request, dict) else {}
+    return environ["sandbox.polly_request"]
+
+
+def _polly_text_length(environ: dict) -> int:
+    return len(str(_polly_request(environ).get("Text") or ""))
+
+
+def _is_synthesis(environ: dict) -> bool:
+    return environ.get("REQUEST_METHOD") == "POST" and environ.get("PATH_INFO", "").endswith("/v1/speech")
+
+
+@functools.cache
+def _polly_voices() -> dict[str, dict]:
+    from moto.polly.resources import VOICE_DATA
+
+    return {voice["Id"]: voice for voice in VOICE_DATA}
+
+
+def with_real_speech(environ: dict, moto_app: WsgiApp, start_response: Callable) -> list[bytes]:
+    """moto's answer to a synthesis, its placeholder audio replaced by real speech."""
+    answer: dict = {}
+
+    def capture(status: str, headers: list, exc_info=None):
+        answer["status"], answer["headers"] = status, headers
+        return lambda _data: None
+
+    body = list(moto_app(environ, capture))
+    request = _polly_request(environ)
+    output_format = request.get("OutputFormat")
+    if answer["status"].startswith("200") and output_format in tts.ENCODINGS:
+        voice = _polly_voices().get(str(request.get("VoiceId")), {})
+        text = str(request.get("Text") or "")
+        audio = tts.synthesize(
+            text,
+            ssml=request.get("TextType") == "ssml",
+            language_code=str(request.get("LanguageCode") or voice.get("LanguageCode") or "en-US"),
+            gender=str(voice.get("Gender") or ""),
+            output_format=output_format,
+            rate=tts.sample_rate(output_format, request.get("SampleRate"), request.get("Engine")),
+        )
+        headers = [(name, value) for name, value in answer["headers"] if name.lower() != "content-length"]
+        answer["headers"] = [
+            *headers,
+            ("x-amzn-RequestCharacters", str(len(text))),
+            ("Content-Length", str(len(audio))),
+        ]
+        body = [audio]
+    start_response(answer["status"], answer["headers"])
+    return body
 
 
 def real_latency(provider: str, environ: dict) -> float:
@@ -128,9 +187,15 @@ class AwsGateway:
             time.sleep(hang_up.hold_s)
             _drop_connection(environ)
         with ticket:
-            time.sleep(latency_s + ticket.extra_delay_s)
-            # Materialise moto's answer inside the slot, so concurrency covers the whole call.
-            return list(self._moto_app(environ, start_response))
+            started = time.monotonic()
+            # Materialise moto's answer inside the slot, so concurrency covers the whole call;
+            # synthesis takes its time out of the provider's latency, not on top of it.
+            if provider == AWS_POLLY and _is_synthesis(environ):
+                answer = with_real_speech(environ, self._moto_app, start_response)
+            else:
+                answer = list(self._moto_app(environ, start_response))
+            time.sleep(max(0.0, latency_s + ticket.extra_delay_s - (time.monotonic() - started)))
+            return answer
 
 
 def _drop_connection(environ: dict) -> None:

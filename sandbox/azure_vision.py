@@ -4,26 +4,31 @@
     GET  /vision/v3.2/read/analyzeResults/{id}             ->  notStarted | running | succeeded | failed
 
 Both calls count against the free tier's 20 calls a minute, as they do at Azure. The
-operation takes the seed's 1-3 s (scaled) to finish; what it reads is described in
-``sandbox.images``. An image whose magic bytes are right but whose header is damaged
-passes the upload check and then fails in analysis, like a corrupt file at Azure.
+image is read for real by Tesseract (``sandbox.ocr``) while the operation runs; the
+operation takes the seed's 1-3 s (scaled) to finish, and longer if Tesseract is still
+reading then (it stays ``running``). An image whose magic bytes are right but whose header
+is damaged, or that Tesseract cannot decode, passes the upload check and then fails in
+analysis, like a corrupt file at Azure.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 import uuid
 from collections import OrderedDict
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from sandbox import ocr
 from sandbox.azure_common import access_denied, error_response, has_credentials
-from sandbox.images import NotAnImage, identify, png_text
+from sandbox.images import NotAnImage, identify
 from sandbox.profiles import AZURE_VISION, LATENCIES
 from sandbox.runtime import Sandbox, stable_fraction
 
@@ -34,6 +39,8 @@ POLL_S = 0.05
 RESULT_RETENTION_S = 48 * 3600  # Azure keeps results for 48 hours
 MAX_OPERATIONS = 10_000
 MODEL_VERSION = "2022-04-30"
+READING_RETRY_AFTER_S = 1
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -41,8 +48,36 @@ class Operation:
     created_at: float  # monotonic
     created_wall: float
     starts_at: float
-    finishes_at: float
-    result: dict | None  # analyzeResult; None: the analysis fails
+    data_size: int
+    jitter: float  # the image's own share of the seed's latency spread
+    width: int
+    height: int
+    reading: Future | None  # Tesseract's lines; None: the header is damaged, the analysis fails
+    finishes_at: float | None = None  # known once the text is: the latency grows with it
+
+    def outcome(self, scaled) -> tuple[str, dict | None]:
+        """``notStarted``, ``running``, ``succeeded`` (with the analyzeResult) or ``failed``;
+        ``reading`` is ``running`` while Tesseract is still at it."""
+        now = time.monotonic()
+        if now < self.starts_at:
+            return "notStarted", None
+        if self.reading is not None and not self.reading.done():
+            return "reading", None
+        if self.reading is None or self.reading.exception() is not None:
+            if self.reading is not None and self.finishes_at is None:
+                log.warning("sandbox: Tesseract could not read an image: %s", self.reading.exception())
+            lines = None
+            text_length = 0
+        else:
+            lines = self.reading.result()
+            text_length = sum(len(word.text) + 1 for line in lines for word in line)
+        if self.finishes_at is None:
+            self.finishes_at = self.created_at + scaled(processing_s(self.data_size, text_length, self.jitter))
+        if now < self.finishes_at:
+            return "running", None
+        if lines is None:
+            return "failed", None
+        return "succeeded", ocr.read_page(lines, self.width, self.height, MODEL_VERSION)
 
 
 class OperationStore:
@@ -68,50 +103,9 @@ class OperationStore:
             return self._operations.get(operation_id)
 
 
-def read_result(data: bytes, width: int, height: int) -> dict:
-    """``analyzeResult`` for one page: lines and words laid out top to bottom."""
-    text = png_text(data) or ""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    line_height = height / (len(lines) + 1) if lines else height
-    glyph_width = (width * 0.9) / max((len(line) for line in lines), default=1)
-    left = int(width * 0.05)
-    json_lines = []
-    for row, line in enumerate(lines):
-        top = int(line_height * (row + 0.5))
-        bottom = int(top + line_height * 0.8)
-        words, cursor = [], 0
-        for word in line.split():
-            start = line.index(word, cursor)
-            cursor = start + len(word)
-            x1, x2 = int(left + start * glyph_width), int(left + cursor * glyph_width)
-            confidence = round(0.9 + 0.099 * stable_fraction(word, row, start), 3)
-            words.append({"boundingBox": _box(x1, top, x2, bottom), "text": word, "confidence": confidence})
-        json_lines.append(
-            {
-                "boundingBox": _box(left, top, int(left + len(line) * glyph_width), bottom),
-                "text": line,
-                "appearance": {"style": {"name": "other", "confidence": 1.0}},
-                "words": words,
-            }
-        )
-    return {
-        "version": "3.2.0",
-        "modelVersion": MODEL_VERSION,
-        "readResults": [
-            {"page": 1, "angle": 0, "width": width, "height": height, "unit": "pixel", "lines": json_lines}
-        ],
-    }
-
-
-def _box(x1: int, y1: int, x2: int, y2: int) -> list[int]:
-    """Azure's quadrilateral: top-left, top-right, bottom-right, bottom-left."""
-    return [x1, y1, x2, y1, x2, y2, x1, y2]
-
-
-def processing_s(data: bytes) -> float:
+def processing_s(data_size: int, text_length: int, jitter: float) -> float:
     """The seed's 1-3 s: more for a bigger image and more text."""
-    text = png_text(data) or ""
-    return LATENCIES[AZURE_VISION].clamp(1.0 + len(data) / 2_000_000 + len(text) / 1_000 + stable_fraction(data[:4096]))
+    return LATENCIES[AZURE_VISION].clamp(1.0 + data_size / 2_000_000 + text_length / 1_000 + jitter)
 
 
 def _iso(wall: float) -> str:
@@ -159,15 +153,18 @@ def create_router(sandbox: Sandbox) -> APIRouter:
         with sandbox.gate.admit(AZURE_VISION, expected_s=latency_s) as ticket:
             await asyncio.sleep(latency_s + ticket.extra_delay_s)
         now = time.monotonic()
-        work_s = sandbox.scaled(processing_s(data))
+        jitter = stable_fraction(data[:4096])
         damaged = info.width is None or info.height is None
         operation_id = operations.add(
             Operation(
                 created_at=now,
                 created_wall=time.time(),
-                starts_at=now + 0.15 * work_s,
-                finishes_at=now + work_s,
-                result=None if damaged else read_result(data, info.width, info.height),
+                starts_at=now + 0.15 * sandbox.scaled(processing_s(len(data), 0, jitter)),
+                data_size=len(data),
+                jitter=jitter,
+                width=info.width or 0,
+                height=info.height or 0,
+                reading=None if damaged else ocr.read_later(data, request.query_params.get("language")),
             )
         )
         location = f"{str(request.base_url).rstrip('/')}/vision/v3.2/read/analyzeResults/{operation_id}"
@@ -184,19 +181,22 @@ def create_router(sandbox: Sandbox) -> APIRouter:
         operation = operations.get(operation_id)
         if operation is None:
             return error_response(404, "NotFound", "The requested operation was not found or has expired.")
-        now = time.monotonic()
-        body: dict = {"createdDateTime": _iso(operation.created_wall)}
-        if now < operation.starts_at:
-            body.update(status="notStarted", lastUpdatedDateTime=_iso(operation.created_wall))
-        elif now < operation.finishes_at:
-            body.update(status="running", lastUpdatedDateTime=_iso(time.time()))
+        status, result = operation.outcome(sandbox.scaled)
+        headers = {}
+        if status == "reading":
+            # Tesseract takes a second or so: ask the client to poll no faster, as Azure's
+            # long-running operations do, so the free tier's 20 calls go to readings, not polls.
+            status, headers = "running", {"Retry-After": str(READING_RETRY_AFTER_S)}
+        body: dict = {"createdDateTime": _iso(operation.created_wall), "status": status}
+        if status == "notStarted":
+            body["lastUpdatedDateTime"] = _iso(operation.created_wall)
+        elif status == "running":
+            body["lastUpdatedDateTime"] = _iso(time.time())
         else:
-            finished_wall = operation.created_wall + (operation.finishes_at - operation.created_at)
-            body["lastUpdatedDateTime"] = _iso(finished_wall)
-            if operation.result is None:
-                body["status"] = "failed"
-            else:
-                body.update(status="succeeded", analyzeResult=operation.result)
-        return Response(orjson.dumps(body), media_type="application/json; charset=utf-8")
+            assert operation.finishes_at is not None
+            body["lastUpdatedDateTime"] = _iso(operation.created_wall + (operation.finishes_at - operation.created_at))
+            if result is not None:
+                body["analyzeResult"] = result
+        return Response(orjson.dumps(body), media_type="application/json; charset=utf-8", headers=headers)
 
     return router

@@ -6,6 +6,12 @@ become its definition or example, "write exactly 10 flashcards" makes an array o
 Property names steer what goes where (``front``/``term`` get a term, ``back``/
 ``definition`` an explanation, ``title`` a title...). Everything is deterministic for a
 given prompt and seed, so a test can rely on the answer.
+
+The answer is in the language the prompt asks for ("in language 'de'", "in German"): the
+material's own words are that language's already, and the sentences the sandbox adds
+around them (a question, an objective, a hint) come from a phrase book for the languages
+the app teaches (``PHRASES``; English where it has none). Translations are not made: a
+"translation" is the term marked as one, in the answer's language.
 """
 
 from __future__ import annotations
@@ -34,7 +40,24 @@ STOPWORDS = frozenset(
     term terms example examples sentence sentences response respond output object array field fields
     outline level levels objective objectives section sections vocabulary translation translate topic title
     quiz summary summarize summarise explain describe student students learner learners beginner
-    intermediate advanced
+    intermediate advanced key using outline design designs source material
+    """.split()
+)
+# The function words of the app's other main languages: never a key term.
+FOREIGN_STOPWORDS = frozenset(
+    """
+    der die das den dem des ein eine einer eines einem einen und oder aber nicht ist sind war waren wird werden
+    mit von zu zum zur im in am an auf aus bei für über unter nach vor durch als auch noch nur sehr wie was wer
+    ich du er sie es wir ihr mein dein sein ihre unser euer man sich dass wenn dann hat haben kann können
+    el la los las un una unos unas y o pero no es son era fue con de del al en por para como que qué muy más
+    yo tú él ella nosotros ellos su sus mi mis se lo le les este esta estos estas ese esa hay está están
+    le la les un une des et ou mais ne pas est sont était avec de du au aux en dans par pour comme que qui très
+    plus je tu il elle nous vous ils elles son sa ses mon ma mes ce cette ces se sur
+    il lo gli uno una e o ma non è sono era con di da del della nel nella per come che molto più io lui lei noi
+    voi loro suo sua mio mia questo questa quello quella
+    os um uma e ou mas não é são era com de do da dos das no na em por para como que muito mais eu ele ela nós
+    eles seu sua meu minha este esta esse essa
+    het een en of maar niet zijn was met van te op voor als ook nog dat wat wie ik jij hij zij wij
     """.split()
 )
 
@@ -68,6 +91,14 @@ class Topic:
     sentences: list[str]
     counts: list[tuple[int, str]]  # ("10", "flashcards") pairs from "write 10 flashcards"
     source_chars: int
+    language: str = "en"  # the answer's language, a bare code
+
+    @property
+    def phrases(self) -> dict:
+        return PHRASES.get(self.language, PHRASES["en"])
+
+    def say(self, key: str, **values: str) -> str:
+        return self.phrases.get(key, PHRASES["en"][key]).format(subject=self.subject, **values)
 
     @classmethod
     def from_prompt(cls, instructions: str, request: str) -> Topic:
@@ -84,7 +115,7 @@ class Topic:
         counts = [
             (int(number), phrase.lower()) for number, phrase in COUNT_PHRASE.findall(request) if 1 <= int(number) <= 500
         ]
-        return cls(subject, terms, sentences, counts, len(source))
+        return cls(subject, terms, sentences, counts, len(source), answer_language(instructions, request))
 
     def term(self, index: int) -> str:
         """The index-th key term; past the prompt's own terms, distinct variations of them.
@@ -95,11 +126,12 @@ class Topic:
             return self.subject
         base = self.terms[index % len(self.terms)]
         lap = index // len(self.terms)
-        return base if lap == 0 else f"{base} ({ASPECTS[(lap - 1) % len(ASPECTS)]})"
+        aspects = self.phrases.get("aspects", ASPECTS)
+        return base if lap == 0 else f"{base} ({aspects[(lap - 1) % len(aspects)]})"
 
     def explanation(self, index: int) -> str:
         if index < 0:
-            return self.sentences[0] if self.sentences else f"An overview of {self.subject}."
+            return self.sentences[0] if self.sentences else self.say("overview")
         term = self.term(index)
         bare = self.terms[index % len(self.terms)].lower()
         # The sentence that brings the term up earliest is most likely about it.
@@ -107,7 +139,7 @@ class Topic:
         mentioned = [(position, order) for position, order in positions if position >= 0]
         if mentioned:
             return self.sentences[min(mentioned)[1]]
-        return f"{_capitalize(term)} is a key idea in {self.subject}."
+        return self.say("key_idea", term=_capitalize(term))
 
     def example(self, index: int) -> str:
         """A sentence of the material using the term; another than its explanation if there is one."""
@@ -117,13 +149,13 @@ class Topic:
         others = [sentence for sentence in matches if sentence != self.explanation(index)]
         if others or matches:
             return (others or matches)[0]
-        return f"For example, “{self.term(index)}” often comes up when studying {self.subject}."
+        return self.say("example", term=self.term(index))
 
     def title(self) -> str:
         return (
             _capitalize(self.subject)
             if self.subject != self.terms[0]
-            else " and ".join(_capitalize(term) for term in self.terms[:2])
+            else self.phrases.get("and", " and ").join(_capitalize(term) for term in self.terms[:2])
         )
 
     def default_count(self) -> int:
@@ -144,7 +176,7 @@ def _key_terms(text: str, limit: int = 200) -> list[str]:
     spelling: dict[str, str] = {}
     for word in words:
         key = word.lower().strip("'’-")
-        if len(key) < 3 or key in STOPWORDS:
+        if len(key) < 3 or key in STOPWORDS or key in FOREIGN_STOPWORDS:
             continue
         counts[key] += 1
         spelling.setdefault(key, word.strip("'’-"))
@@ -361,22 +393,22 @@ def _string_by_kind(kind: str, topic: Topic, term: int, rng: random.Random) -> s
     if kind == "term":
         return _capitalize(topic.term(term))
     if kind == "question":
-        return f"What does “{topic.term(term)}” mean in {topic.subject}?"
+        return topic.say("question", term=topic.term(term))
     if kind == "translation":
-        return f"{topic.term(term)} (translated)"
+        return topic.say("translation", term=topic.term(term))
     if kind == "example":
         return topic.example(term)
     if kind == "title":
         return topic.title() if term < 0 else _capitalize(topic.term(term))
     if kind == "objective":
-        verb = ("Explain", "Describe", "Use", "Recognise", "Compare")[term % 5]
-        return f"{verb} {topic.term(term)}"
+        objectives = topic.phrases.get("objectives", PHRASES["en"]["objectives"])
+        return objectives[term % len(objectives)].format(term=topic.term(term))
     if kind == "hint":
-        return f"Think about how {topic.term(term)} relates to {topic.subject}."
+        return topic.say("hint", term=topic.term(term))
     if kind == "language":
-        return "en"
+        return topic.language
     if kind == "level":
-        return ("beginner", "intermediate", "advanced")[term % 3]
+        return topic.phrases.get("levels", PHRASES["en"]["levels"])[term % 3]
     if kind == "id":
         return f"{_slug(topic.term(term))}-{term}"
     if kind == "url":
@@ -476,7 +508,123 @@ def json_object_answer(topic: Topic, request: str, seed: int) -> dict:
 def text_answer(topic: Topic) -> str:
     """A plain-text answer: a short overview built from the prompt's terms."""
     count = topic.counts[0][0] if topic.counts else min(5, len(topic.terms))
-    lines = [f"Here is an overview of {topic.subject}.", ""]
+    lines = [topic.say("text_intro"), ""]
     for index in range(count):
         lines.append(f"{index + 1}. {_capitalize(topic.term(index))}: {topic.explanation(index)}")
     return "\n".join(lines)
+
+
+# The sentences the sandbox adds around the material's words, per answer language.
+PHRASES: dict[str, dict] = {
+    "en": {
+        "overview": "An overview of {subject}.",
+        "key_idea": "{term} is a key idea in {subject}.",
+        "example": "For example, “{term}” often comes up when studying {subject}.",
+        "question": "What does “{term}” mean in {subject}?",
+        "translation": "{term} (translated)",
+        "hint": "Think about how {term} relates to {subject}.",
+        "text_intro": "Here is an overview of {subject}.",
+        "objectives": ("Explain {term}", "Describe {term}", "Use {term}", "Recognise {term}", "Compare {term}"),
+        "levels": ("beginner", "intermediate", "advanced"),
+        "and": " and ",
+    },
+    "de": {
+        "overview": "Ein Überblick über {subject}.",
+        "key_idea": "{term} ist ein wichtiger Begriff zum Thema {subject}.",
+        "example": "Zum Beispiel kommt „{term}“ oft vor, wenn man {subject} lernt.",
+        "question": "Was bedeutet „{term}“ beim Thema {subject}?",
+        "translation": "{term} (Übersetzung)",
+        "hint": "Überlege, wie {term} mit {subject} zusammenhängt.",
+        "text_intro": "Hier ist ein Überblick über {subject}.",
+        "objectives": ("{term} erklären", "{term} beschreiben", "{term} benutzen", "{term} erkennen", "{term} vergleichen"),
+        "levels": ("Anfänger", "Mittelstufe", "Fortgeschrittene"),
+        "and": " und ",
+        "aspects": ("Definition", "Kernidee", "Beispiel", "im Kontext", "häufiger Fehler", "verwandter Begriff", "Gebrauch", "Herkunft"),
+    },
+    "es": {
+        "overview": "Una introducción a {subject}.",
+        "key_idea": "{term} es una idea clave sobre {subject}.",
+        "example": "Por ejemplo, «{term}» aparece a menudo cuando se estudia {subject}.",
+        "question": "¿Qué significa «{term}» en {subject}?",
+        "translation": "{term} (traducción)",
+        "hint": "Piensa en la relación entre {term} y {subject}.",
+        "text_intro": "Esta es una introducción a {subject}.",
+        "objectives": ("Explicar {term}", "Describir {term}", "Usar {term}", "Reconocer {term}", "Comparar {term}"),
+        "levels": ("principiante", "intermedio", "avanzado"),
+        "and": " y ",
+        "aspects": ("definición", "idea clave", "ejemplo", "en contexto", "error común", "término relacionado", "uso", "origen"),
+    },
+    "fr": {
+        "overview": "Un aperçu de {subject}.",
+        "key_idea": "{term} est une notion clé de {subject}.",
+        "example": "Par exemple, « {term} » revient souvent quand on étudie {subject}.",
+        "question": "Que signifie « {term} » dans {subject} ?",
+        "translation": "{term} (traduction)",
+        "hint": "Réfléchis au lien entre {term} et {subject}.",
+        "text_intro": "Voici un aperçu de {subject}.",
+        "objectives": ("Expliquer {term}", "Décrire {term}", "Utiliser {term}", "Reconnaître {term}", "Comparer {term}"),
+        "levels": ("débutant", "intermédiaire", "avancé"),
+        "and": " et ",
+        "aspects": ("définition", "idée clé", "exemple", "en contexte", "erreur fréquente", "terme voisin", "usage", "origine"),
+    },
+    "it": {
+        "overview": "Una panoramica di {subject}.",
+        "key_idea": "{term} è un concetto chiave di {subject}.",
+        "example": "Per esempio, «{term}» compare spesso quando si studia {subject}.",
+        "question": "Che cosa significa «{term}» in {subject}?",
+        "translation": "{term} (traduzione)",
+        "hint": "Pensa a come {term} si collega a {subject}.",
+        "text_intro": "Ecco una panoramica di {subject}.",
+        "objectives": ("Spiegare {term}", "Descrivere {term}", "Usare {term}", "Riconoscere {term}", "Confrontare {term}"),
+        "levels": ("principiante", "intermedio", "avanzato"),
+        "and": " e ",
+        "aspects": ("definizione", "idea chiave", "esempio", "nel contesto", "errore comune", "termine collegato", "uso", "origine"),
+    },
+    "pt": {
+        "overview": "Uma visão geral de {subject}.",
+        "key_idea": "{term} é uma ideia-chave de {subject}.",
+        "example": "Por exemplo, «{term}» aparece muitas vezes quando se estuda {subject}.",
+        "question": "O que significa «{term}» em {subject}?",
+        "translation": "{term} (tradução)",
+        "hint": "Pense em como {term} se relaciona com {subject}.",
+        "text_intro": "Aqui está uma visão geral de {subject}.",
+        "objectives": ("Explicar {term}", "Descrever {term}", "Usar {term}", "Reconhecer {term}", "Comparar {term}"),
+        "levels": ("iniciante", "intermediário", "avançado"),
+        "and": " e ",
+        "aspects": ("definição", "ideia-chave", "exemplo", "em contexto", "erro comum", "termo relacionado", "uso", "origem"),
+    },
+    "nl": {
+        "overview": "Een overzicht van {subject}.",
+        "key_idea": "{term} is een kernbegrip van {subject}.",
+        "example": "Bijvoorbeeld: „{term}” komt vaak voor als je {subject} leert.",
+        "question": "Wat betekent „{term}” bij {subject}?",
+        "translation": "{term} (vertaling)",
+        "hint": "Denk na over hoe {term} samenhangt met {subject}.",
+        "text_intro": "Hier is een overzicht van {subject}.",
+        "objectives": ("{term} uitleggen", "{term} beschrijven", "{term} gebruiken", "{term} herkennen", "{term} vergelijken"),
+        "levels": ("beginner", "gevorderd", "expert"),
+        "and": " en ",
+        "aspects": ("definitie", "kernidee", "voorbeeld", "in context", "veelgemaakte fout", "verwant begrip", "gebruik", "herkomst"),
+    },
+}
+
+# Language names a prompt may use instead of a code.
+LANGUAGE_NAMES = {
+    "english": "en", "german": "de", "deutsch": "de", "spanish": "es", "español": "es", "french": "fr",
+    "français": "fr", "italian": "it", "italiano": "it", "portuguese": "pt", "português": "pt", "dutch": "nl",
+    "nederlands": "nl",
+}  # fmt: skip
+LANGUAGE_CODE = re.compile(r"\bin (?:the )?language\s*[:'\"“]?\s*([A-Za-z]{2,3})(?:[-_][A-Za-z0-9]{2,8})*\b", re.I)
+LANGUAGE_NAME = re.compile(r"\b(?:in|auf|en|in lingua|em)\s+(" + "|".join(LANGUAGE_NAMES) + r")\b", re.I)
+
+
+def answer_language(instructions: str, request: str) -> str:
+    """The answer's language as a bare code: what the prompt asks for, else English."""
+    for text in (instructions, request):
+        match = LANGUAGE_CODE.search(text)
+        if match:
+            return match.group(1).lower()
+        match = LANGUAGE_NAME.search(text)
+        if match:
+            return LANGUAGE_NAMES[match.group(1).lower()]
+    return "en"

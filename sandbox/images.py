@@ -1,18 +1,17 @@
-"""Recognising an uploaded image by its bytes, and reading the text a test embedded in it.
+"""Recognising an uploaded image by its bytes, and drawing text into one for tests and demos.
 
-The sandbox has no OCR engine. A PNG can carry its text in a ``tEXt`` (Latin-1), ``iTXt``
-(UTF-8) or ``zTXt`` chunk with the keyword ``sandbox-text``; the "recognised" text is that,
-one line per line. Any other image reads as having no text. A test builds such a PNG with
-``zlib`` and ``struct`` alone (see ``png_with_text``), so no imaging library is needed.
+``identify`` checks what Azure checks before it accepts an upload (format by magic bytes,
+size from the header); the reading itself is Tesseract's (``sandbox.ocr``).
+``png_with_text`` draws lines of text with Pillow, black on white, as a phone photo of a
+printed page would show them at best: what tests and demos send to the OCR.
 """
 
 from __future__ import annotations
 
+import io
 import struct
-import zlib
 from dataclasses import dataclass
 
-TEXT_KEYWORD = b"sandbox-text"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -87,41 +86,40 @@ def _tiff_size(data: bytes) -> tuple[int | None, int | None]:
     return size.get(256), size.get(257)
 
 
-def png_text(data: bytes) -> str | None:
-    """The text stored under ``sandbox-text`` in a PNG's text chunks, if any."""
-    position = len(PNG_SIGNATURE)
-    while position + 8 <= len(data):
-        length, kind = struct.unpack_from(">I4s", data, position)
-        payload = data[position + 8 : position + 8 + length]
-        position += 12 + length
-        keyword, _, rest = payload.partition(b"\x00")
-        if keyword != TEXT_KEYWORD:
-            continue
-        try:
-            if kind == b"tEXt":
-                return rest.decode("latin-1")
-            if kind == b"zTXt":
-                return zlib.decompress(rest[1:]).decode("latin-1")
-            if kind == b"iTXt":
-                compressed, _method = rest[0], rest[1]
-                _language, _, rest = rest[2:].partition(b"\x00")
-                _translated, _, text = rest.partition(b"\x00")
-                return (zlib.decompress(text) if compressed else text).decode("utf-8")
-        except (zlib.error, UnicodeDecodeError, IndexError):
-            return None
-    return None
+# Debian's fonts-dejavu-core (scripts/bootstrap.sh) has the accented letters the app's
+# languages need; Pillow's own font has ASCII alone.
+TEST_FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.truetype(TEST_FONT, size)
+    except OSError:
+        return ImageFont.load_default(size=size)
 
 
 def png_with_text(width: int, height: int, text: str | None = None) -> bytes:
-    """A plain white PNG, with ``text`` in an ``iTXt`` chunk: what tests send to the OCR."""
+    """A white PNG with ``text`` drawn on it, one line per line, as large as fits."""
+    from PIL import Image, ImageDraw  # Pillow: only tests and demos draw images
 
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit greyscale
-    pixels = zlib.compress(b"".join(b"\x00" + b"\xff" * width for _ in range(height)))
-    chunks = [chunk(b"IHDR", header)]
-    if text is not None:
-        chunks.append(chunk(b"iTXt", TEXT_KEYWORD + b"\x00\x00\x00\x00\x00" + text.encode("utf-8")))
-    chunks += [chunk(b"IDAT", pixels), chunk(b"IEND", b"")]
-    return PNG_SIGNATURE + b"".join(chunks)
+    image = Image.new("L", (width, height), 255)
+    lines = [line for line in (text or "").splitlines() if line.strip()]
+    if lines:
+        draw = ImageDraw.Draw(image)
+        size = 12
+        # The largest font that fits the lines in 90% of the width and, with their spacing, the height.
+        for candidate in range(12, 121, 2):
+            font = _font(candidate)
+            widest = max(draw.textlength(line, font=font) for line in lines)
+            if widest > 0.9 * width or candidate * 1.6 * len(lines) > 0.9 * height:
+                break
+            size = candidate
+        font = _font(size)
+        top = (height - size * 1.6 * len(lines)) / 2 + 0.3 * size
+        for row, line in enumerate(lines):
+            draw.text((0.05 * width, top + row * size * 1.6), line, font=font, fill=0)
+    output = io.BytesIO()
+    image.save(output, format="PNG")
+    return output.getvalue()

@@ -16,8 +16,9 @@ cognitiveservices/v1`` and speak Microsoft's "USP" protocol on it:
   format, ``NBest`` with ``PronunciationAssessment`` and per-word/per-phoneme scores),
   ``speech.endDetected``, ``turn.end``.
 
-The recognition and its scores are the REST emulation's (``sandbox.azure_speech.assess``
-over ``sandbox.audio``'s voice activity), so a recording scores the same through the SDK
+The recognition and its scores are the REST emulation's (``sandbox.azure_speech.listen``
+and ``assess``: PocketSphinx for English, voice activity alone for the languages without a
+model; the language is the URL's ``language``), so a recording scores the same through the SDK
 and through the REST API; only the JSON shape differs (the SDK's nests the scores under
 ``PronunciationAssessment``). Silence answers ``InitialSilenceTimeout``/``NoMatch``, which
 the SDK reports as ``ResultReason.NoMatch``; audio other than 16-bit PCM answers
@@ -47,7 +48,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.responses import Response
 
 from sandbox import azure_speech as speech_rest
-from sandbox.audio import Pcm, voice_activity
+from sandbox.audio import Pcm
 from sandbox.azure_speech import GRADING_SYSTEMS, GRANULARITIES, RECOGNITION_MODES, AssessmentConfig
 from sandbox.gate import HangUp, Refusal
 from sandbox.profiles import AZURE_SPEECH, LATENCIES
@@ -163,8 +164,8 @@ def sdk_phrase(rest: dict) -> dict:
     return phrase
 
 
-def recognise(audio: Audio, config: AssessmentConfig | None) -> dict:
-    """The ``speech.phrase`` body for one turn's audio (detailed format)."""
+def recognise(audio: Audio, config: AssessmentConfig | None, language: str | None = None) -> dict:
+    """The ``speech.phrase`` body for one turn's audio (detailed format); blocking."""
     if not audio.supported:
         return {"RecognitionStatus": "BadRequest", "Offset": 0, "Duration": 0}
     samples = array("h")
@@ -175,7 +176,8 @@ def recognise(audio: Audio, config: AssessmentConfig | None) -> dict:
     if audio.channels > 1:
         samples = samples[:: audio.channels]
     recording = Pcm(audio.sample_rate, samples, hashlib.sha256(pcm).hexdigest())
-    return sdk_phrase(speech_rest.assess(recording, voice_activity(recording), config))
+    activity, heard = speech_rest.listen(recording, language)
+    return sdk_phrase(speech_rest.assess(recording, activity, config, heard))
 
 
 # ------------------------------------------------------------------------- the endpoint
@@ -208,7 +210,7 @@ def create_router(sandbox: Sandbox) -> APIRouter:
         with ticket:
             await websocket.accept(subprotocol="USP")
             with contextlib.suppress(WebSocketDisconnect, RuntimeError):
-                await _session(websocket, sandbox, ticket.extra_delay_s)
+                await _session(websocket, sandbox, ticket.extra_delay_s, websocket.query_params.get("language"))
 
     return router
 
@@ -218,7 +220,7 @@ async def _drain(websocket: WebSocket) -> None:
         pass
 
 
-async def _session(websocket: WebSocket, sandbox: Sandbox, extra_delay_s: float) -> None:
+async def _session(websocket: WebSocket, sandbox: Sandbox, extra_delay_s: float, language: str | None) -> None:
     """One connection: any number of turns, each ended by an empty audio frame."""
     config: AssessmentConfig | None = None
     turn: Audio | None = None
@@ -251,18 +253,26 @@ async def _session(websocket: WebSocket, sandbox: Sandbox, extra_delay_s: float)
                 return
             continue
         # An empty audio frame: the turn's audio is complete.
-        await _answer(websocket, sandbox, request_id, turn, config, extra_delay_s)
+        await _answer(websocket, sandbox, request_id, turn, config, extra_delay_s, language)
         turn = None
 
 
 async def _answer(
-    websocket: WebSocket, sandbox: Sandbox, request_id: str, audio: Audio, config: AssessmentConfig | None, extra_delay_s: float
+    websocket: WebSocket,
+    sandbox: Sandbox,
+    request_id: str,
+    audio: Audio,
+    config: AssessmentConfig | None,
+    extra_delay_s: float,
+    language: str | None,
 ) -> None:
-    # Measuring voice activity takes tens of milliseconds a minute of audio: off the loop.
-    phrase = await asyncio.to_thread(recognise, audio, config)
     seconds = len(audio.pcm) / max(1, audio.sample_rate * audio.channels * 2)
     real_s = LATENCIES[AZURE_SPEECH].clamp(2.0 + 0.5 * seconds + stable_fraction("latency", request_id))
-    await asyncio.sleep(sandbox.scaled(real_s) + extra_delay_s)
+    started = asyncio.get_running_loop().time()
+    # Recognition takes about half the audio's length: off the loop, and inside the latency.
+    phrase = await asyncio.to_thread(recognise, audio, config, language)
+    elapsed = asyncio.get_running_loop().time() - started
+    await asyncio.sleep(max(0.0, sandbox.scaled(real_s) + extra_delay_s - elapsed))
     send = websocket.send_text
     if phrase["RecognitionStatus"] == "Success":
         await send(text_message("speech.startDetected", request_id, {"Offset": phrase["Offset"]}))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import math
+import functools
+import subprocess
+import tempfile
 import wave
 from array import array
 from io import BytesIO
@@ -50,17 +52,30 @@ def wav_bytes(samples: list[int] | array, rate: int = 16_000, channels: int = 1,
     return out.getvalue()
 
 
+COUNTING = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen".split()
+
+
+@functools.cache
+def _espeak(text: str, voice: str, rate: int) -> tuple[int, ...]:
+    """espeak-ng saying ``text``, as 16-bit mono samples at ``rate`` (sox resamples, undithered)."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = f"{folder}/spoken.wav"
+        subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", path], input=text.encode(), check=True,
+                       capture_output=True, timeout=60)
+        raw = subprocess.run(["sox", "-q", "-D", path, "-r", str(rate), "-c", "1", "-b", "16", "-e", "signed-integer",
+                              "-t", "raw", "-L", "-"], check=True, capture_output=True, timeout=60).stdout
+    return tuple(array("h", raw))
+
+
+def spoken(text: str, rate: int = 16_000, lead_s: float = 0.2, voice: str = "en-us") -> list[int]:
+    """A real recording of ``text`` (espeak-ng's voice), with ``lead_s`` of silence before it."""
+    return [0] * int(lead_s * rate) + list(_espeak(text, voice, rate)) + [0] * int(0.2 * rate)
+
+
 def speech_like(seconds: float, rate: int = 16_000, lead_s: float = 0.2) -> list[int]:
-    """Tone bursts with short gaps, loud enough to count as voice: "speech" to the sandbox."""
-    samples = [0] * int(lead_s * rate)
-    t = 0.0
-    while t < seconds:
-        burst = int(0.25 * rate)
-        freq = 180 + 40 * (len(samples) % 7)
-        samples += [int(6000 * math.sin(2 * math.pi * freq * i / rate)) for i in range(burst)]
-        samples += [0] * int(0.06 * rate)
-        t += 0.31
-    return samples + [0] * int(0.2 * rate)
+    """About ``seconds`` of real speech: espeak-ng counting from one, for tests that need any voice."""
+    words = max(1, min(len(COUNTING), round(seconds * 2.2)))
+    return spoken(" ".join(COUNTING[:words]), rate, lead_s)
 
 
 def spoken_wav(text: str, voice: str = "en-us") -> bytes:
