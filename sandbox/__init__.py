@@ -18,7 +18,10 @@ Modules:
   audio            WAV decoding and voice activity
   azure_speech     Azure Speech short-audio recognition with pronunciation assessment
   speech_ws        the same assessment over the Speech SDK's websocket protocol
-  images           image formats by magic bytes; text embedded in PNGs
+  images           image formats by magic bytes; drawing text into a PNG for tests
+  ocr              Tesseract's reading of an image, in Read 3.2's shape
+  recognition      PocketSphinx's recognition of English, lined up with a reference
+  tts              espeak-ng's speech, encoded by sox as Polly's formats
   azure_vision     Azure Vision Read API v3.2
   azure_common     Azure's key header and error shape
   aws              moto's Polly and S3 behind the same gate, on their own port

@@ -98,7 +98,8 @@ def test_failures_are_not_cached_and_entries_expire(env, monkeypatch):
     assert failed.status is JobStatus.FAILED and failed.error.code == "no_text"
     paid_once = sandbox.requests("azure-vision")
     _, again = run_job(client, JobType.OCR, {}, blank)
-    assert not again.cache_hit and sandbox.requests("azure-vision") == 2 * paid_once > 0
+    # Paid again: a new analysis and its polls (how many polls depends on how long Tesseract reads).
+    assert not again.cache_hit and sandbox.requests("azure-vision") >= paid_once + 2 and paid_once >= 2
 
     _, first = run_job(client, JobType.TTS, {"text": "short lived"})
     _, hit = run_job(client, JobType.TTS, {"text": "short lived"})
