@@ -43,7 +43,7 @@ cluster: bootstrap tools
 	@$(PY) -m devstack.cluster
 
 token: bootstrap
-	@$(PY) -m unilingo.tokens --user "$(USER)" $(if $(filter 1,$(ADMIN)),--admin,)
+	@$(PY) -m unilingo.tokens --user "$(USER)" $(if $(filter 1,$(ADMIN)),--admin,) $(if $(TIER),--tier "$(TIER)",)
 
 tools:
 	@bash scripts/tools.sh

@@ -19,6 +19,8 @@ Admin role: ``app_metadata.role == "admin"`` (``app_metadata`` is server-control
 Supabase: users cannot write it), or a top-level ``role`` claim of ``service_role`` or
 ``admin``. Such tokens still need ``aud`` and ``sub`` to be accepted here.
 
+Tier: ``app_metadata.tier`` (a short lower-case name, e.g. ``premium``), else ``free``.
+
 Failures answer ``401`` with ``WWW-Authenticate: Bearer`` and a code: ``missing_token``,
 ``invalid_token`` or ``token_expired``. A JWKS endpoint that cannot be reached answers
 ``503 auth_unavailable`` (not the client's fault).
@@ -49,10 +51,15 @@ CACHE_SIZE = 10_000
 CACHE_SECONDS = 300.0
 
 
+TIER = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+DEFAULT_TIER = "free"
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     user_id: str
     admin: bool = False
+    tier: str = DEFAULT_TIER
     claims: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
@@ -60,6 +67,13 @@ def unauthorized(code: str, message: str) -> ApiError:
     # RFC 6750: no error attribute when the request had no token at all.
     value = "Bearer" if code == "missing_token" else 'Bearer error="invalid_token"'
     return ApiError(401, code, message, headers={"WWW-Authenticate": value})
+
+
+def tier_of(claims: dict[str, Any]) -> str:
+    """``app_metadata.tier`` (server-controlled in Supabase), or the default tier."""
+    app_metadata = claims.get("app_metadata")
+    tier = app_metadata.get("tier") if isinstance(app_metadata, dict) else None
+    return tier if isinstance(tier, str) and TIER.match(tier) else DEFAULT_TIER
 
 
 def is_admin(claims: dict[str, Any]) -> bool:
@@ -134,7 +148,7 @@ class TokenVerifier:
         exp = claims.get("exp")
         if not isinstance(exp, (int, float)):
             raise unauthorized("invalid_token", "the token's exp claim is not a number")
-        return Principal(user_id=sub, admin=is_admin(claims), claims=claims), float(exp)
+        return Principal(user_id=sub, admin=is_admin(claims), tier=tier_of(claims), claims=claims), float(exp)
 
     async def _signing_key(self, kid: Any, alg: str) -> PyJWK:
         assert self.jwks is not None

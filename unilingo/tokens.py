@@ -1,11 +1,12 @@
 """Bearer tokens for the local stack and the tests, shaped like Supabase's access tokens.
 
-``make token USER=<id> [ADMIN=1]`` runs ``python -m unilingo.tokens --user <id> [--admin]``
-and prints only the token. It is signed HS256 with ``SUPABASE_JWT_SECRET`` (the local
+``make token USER=<id> [ADMIN=1] [TIER=<tier>]`` runs ``python -m unilingo.tokens --user <id>
+[--admin] [--tier <tier>]`` and prints only the token. It is signed HS256 with ``SUPABASE_JWT_SECRET`` (the local
 default unless the variable is set), which is what the API verifies for HS256 tokens.
 
 The admin role is ``app_metadata.role == "admin"``, the place Supabase keeps
-server-controlled claims (a user cannot edit ``app_metadata``; see ``api.security``).
+server-controlled claims (a user cannot edit ``app_metadata``; see ``api.security``); the
+caller's tier is ``app_metadata.tier`` there too.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ def mint(
     audience: str | None = None,
     email: str | None = None,
     extra: dict | None = None,
+    tier: str | None = None,
 ) -> str:
     """An HS256 token for ``user_id`` (the ``sub`` claim), valid for ``ttl`` seconds."""
     if secret is None or audience is None:
@@ -39,6 +41,8 @@ def mint(
     app_metadata: dict = {"provider": "email", "providers": ["email"]}
     if admin:
         app_metadata["role"] = "admin"
+    if tier:
+        app_metadata["tier"] = tier
     claims = {
         "iss": "unilingo-local",
         "sub": user_id,
@@ -61,11 +65,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m unilingo.tokens", description="Print a bearer token for the local stack.")
     parser.add_argument("--user", required=True, help="the user id (the token's sub claim)")
     parser.add_argument("--admin", action="store_true", help="add the admin role (app_metadata.role=admin)")
+    parser.add_argument("--tier", help="the caller's tier (app_metadata.tier), e.g. premium")
     parser.add_argument("--ttl", type=int, default=DEFAULT_TTL_SECONDS, help="lifetime in seconds (default: 24 h)")
     args = parser.parse_args(argv)
     if not args.user.strip():
         parser.error("--user must not be empty")
-    print(mint(args.user, admin=args.admin, ttl=args.ttl))
+    print(mint(args.user, admin=args.admin, ttl=args.ttl, tier=args.tier))
 
 
 if __name__ == "__main__":

@@ -87,3 +87,18 @@ def test_token_command_prints_only_the_token():
     assert out.count("\n") == 1
     claims = jwt.decode(out.strip(), options={"verify_signature": False})
     assert claims["sub"] == "dev-1" and claims["aud"] == "authenticated" and claims["app_metadata"]["role"] == "admin"
+
+
+async def test_the_tier_comes_from_app_metadata_only():
+    from api.security import TokenVerifier
+    from unilingo.settings import Settings
+    from unilingo.tokens import mint
+
+    secret = "unit-test-secret-unit-test-secret-unit-test"
+    verifier = TokenVerifier(Settings(supabase_jwt_secret=secret))
+    assert (await verifier.verify(mint("ann", secret=secret, tier="premium"))).tier == "premium"
+    assert (await verifier.verify(mint("bob", secret=secret))).tier == "free"
+    # A user-editable claim cannot raise it, and a malformed tier is the default.
+    forged = mint("eve", secret=secret, extra={"user_metadata": {"tier": "premium"}, "tier": "premium"})
+    assert (await verifier.verify(forged)).tier == "free"
+    assert (await verifier.verify(mint("odd", secret=secret, tier="Premium!"))).tier == "free"
