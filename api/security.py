@@ -12,7 +12,8 @@ Accepted tokens (``Authorization: Bearer <jwt>``):
 The algorithm is taken from the token header but only ever paired with the key of its own
 family (the secret for HS256, a JWKS key whose algorithm matches for RS256/ES256), so a
 token cannot pick its verification key (no ``none``, no RS/HS confusion). Claims: ``aud`` must
-be ``jwt_audience`` (``authenticated``), ``exp`` and ``sub`` are required, ``sub`` is the user
+be ``jwt_audience`` (``authenticated``), ``iss`` must be ``jwt_issuer`` (a token minted for
+another project or service is refused), ``exp`` and ``sub`` are required, ``sub`` is the user
 id (1-128 characters of ``A-Z a-z 0-9 . _ @ | + -``; Supabase uses UUIDs).
 
 Admin role: ``app_metadata.role == "admin"`` (``app_metadata`` is server-controlled in
@@ -87,6 +88,7 @@ class TokenVerifier:
     def __init__(self, settings: Settings):
         self.secret = settings.supabase_jwt_secret or None
         self.audience = settings.jwt_audience
+        self.issuer = settings.jwt_issuer
         self.jwks: PyJWKClient | None = None
         if settings.supabase_jwks_url:
             self.jwks = PyJWKClient(
@@ -132,12 +134,15 @@ class TokenVerifier:
                 key,
                 algorithms=[alg],
                 audience=self.audience,
-                options={"require": ["exp", "sub"], "verify_aud": True},
+                issuer=self.issuer,
+                options={"require": ["exp", "sub", "iss"], "verify_aud": True, "verify_iss": True},
             )
         except jwt.ExpiredSignatureError:
             raise unauthorized("token_expired", "the token has expired") from None
         except jwt.InvalidAudienceError:
             raise unauthorized("invalid_token", f"the token's audience is not {self.audience!r}") from None
+        except jwt.InvalidIssuerError:
+            raise unauthorized("invalid_token", f"the token's issuer is not {self.issuer!r}") from None
         except jwt.MissingRequiredClaimError as exc:
             raise unauthorized("invalid_token", f"the token has no {exc.claim!r} claim") from None
         except jwt.InvalidTokenError:

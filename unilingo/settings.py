@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     supabase_jwt_secret: str = DEV_JWT_SECRET  # HS256 shared secret
     supabase_jwks_url: str | None = None  # RS256/ES256 through JWKS when set
     jwt_audience: str = "authenticated"
+    # The token's iss must be this: Supabase's is https://<project ref>.supabase.co/auth/v1;
+    # "unilingo-local" is what make token mints for the local stack.
+    jwt_issuer: str = "unilingo-local"
     jwks_cache_seconds: int = 600
     trusted_proxies: list[str] = Field(default_factory=list)  # CIDRs allowed to set X-Forwarded-For
     admin_ip_allowlist: list[str] = Field(default_factory=list)  # empty: no IP restriction

@@ -31,12 +31,12 @@ def mint(
     tier: str | None = None,
 ) -> str:
     """An HS256 token for ``user_id`` (the ``sub`` claim), valid for ``ttl`` seconds."""
-    if secret is None or audience is None:
-        from unilingo.settings import get_settings
+    from unilingo.settings import get_settings
 
-        settings = get_settings()
-        secret = settings.supabase_jwt_secret if secret is None else secret
-        audience = settings.jwt_audience if audience is None else audience
+    settings = get_settings()
+    secret = settings.supabase_jwt_secret if secret is None else secret
+    audience = settings.jwt_audience if audience is None else audience
+    issuer = settings.jwt_issuer
     now = int(time.time())
     app_metadata: dict = {"provider": "email", "providers": ["email"]}
     if admin:
@@ -44,7 +44,7 @@ def mint(
     if tier:
         app_metadata["tier"] = tier
     claims = {
-        "iss": "unilingo-local",
+        "iss": issuer,
         "sub": user_id,
         "aud": audience,
         "role": "authenticated",

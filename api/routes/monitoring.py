@@ -21,7 +21,10 @@ sign-in form (``POST /monitoring``); it answers with a redirect to ``/monitoring
 the token as an ``HttpOnly``, ``SameSite=Strict`` cookie scoped to ``/monitoring`` (so the
 token leaves the address bar and history at once, and no script can read it), valid until the
 token expires (8 h at most). ``Authorization: Bearer`` works too. The page and its data take
-no quota: it polls every 5 s.
+no quota: it polls every 5 s. The sign-in and sign-out forms are refused (``403``) when the
+browser says they were sent from another site (``Origin`` not this host, or
+``Sec-Fetch-Site: cross-site``): no other page can sign an admin in as someone else (login
+CSRF) or out.
 
 Figures come from three places (``unilingo.metrics``): the cluster totals in Redis (every
 replica's and worker's events added up), the live state read at request time (queues,
@@ -43,6 +46,7 @@ import time
 from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis.exceptions
 from fastapi import APIRouter, Depends, Query, Request
@@ -541,8 +545,31 @@ async def monitoring_page(request: Request, token: str | None = Query(None, max_
     return _html(page.dashboard(nonce, user.user_id), nonce=nonce)
 
 
+def _cross_site(request: Request) -> bool:
+    """True when the browser says this form was sent from another site.
+
+    Browsers send ``Origin`` with every form POST and ``Sec-Fetch-Site`` on every request; a
+    client that sends neither is not a browser, and carries no ambient cookie to abuse."""
+    if request.headers.get("sec-fetch-site", "").lower() == "cross-site":
+        return True
+    origin = request.headers.get("origin")
+    if origin is None:
+        return False
+    own = {request.headers.get("host", "").lower()}
+    public = request.app.state.settings.public_base_url
+    if public:
+        own.add(urlsplit(public).netloc.lower())
+    return origin == "null" or urlsplit(origin).netloc.lower() not in own
+
+
+def _cross_site_refusal() -> Response:
+    return _html(page.refused("this form was sent from another site; open /monitoring itself to sign in or out"), status=403)
+
+
 @router.post("/monitoring", include_in_schema=False)
 async def monitoring_sign_in(request: Request) -> Response:
+    if _cross_site(request):
+        return _cross_site_refusal()
     form = await request.form()
     token = str(form.get("token") or "").strip() or None
     user, refusal = await _page_admin(request, token)
@@ -562,7 +589,9 @@ async def monitoring_data(request: Request) -> JSON:
 
 
 @router.post("/monitoring/sign-out", include_in_schema=False)
-async def monitoring_sign_out() -> Response:
+async def monitoring_sign_out(request: Request) -> Response:
+    if _cross_site(request):
+        return _cross_site_refusal()
     response = RedirectResponse("/monitoring", status_code=303)
     response.delete_cookie(COOKIE, path="/monitoring")
     return response

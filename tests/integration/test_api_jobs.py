@@ -98,7 +98,8 @@ async def test_jwks_tokens_rs256_and_es256(api_factory):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         client = await api_factory(supabase_jwks_url=f"http://127.0.0.1:{server.server_address[1]}/auth/v1/.well-known/jwks.json")
-        claims = {"sub": "carol", "aud": "authenticated", "exp": int(time.time()) + 300, "role": "authenticated"}
+        claims = {"sub": "carol", "aud": "authenticated", "iss": "unilingo-local", "exp": int(time.time()) + 300,
+                  "role": "authenticated"}
         for key, alg, kid in ((rsa_key, "RS256", "rsa-1"), (ec_key, "ES256", "ec-1")):
             signed = jwt.encode(claims, key, algorithm=alg, headers={"kid": kid})
             response = await client.get("/api/jobs", headers={"Authorization": f"Bearer {signed}"})

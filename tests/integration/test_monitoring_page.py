@@ -302,3 +302,16 @@ def test_api_docs_render_from_the_api_alone(browser, live, path, rendered):
     loaded = browser.evaluate(
         "performance.getEntriesByType('resource').filter(r => r.initiatorType !== 'img').map(r => r.name)")
     assert f"{live.url}/openapi.json" in loaded and all(url.startswith(live.url) for url in loaded), loaded
+
+
+async def test_the_monitoring_forms_refuse_requests_from_other_sites(api_factory):  # noqa: F811
+    api = await api_factory()
+    admin = {"token": token("ops", admin=True)}
+    for headers in ({"Origin": "https://evil.example"}, {"Origin": "null"}, {"Sec-Fetch-Site": "cross-site"}):
+        signed_in = await api.post("/monitoring", data=admin, headers=headers)
+        assert signed_in.status_code == 403 and "set-cookie" not in signed_in.headers, headers  # no login CSRF
+        signed_out = await api.post("/monitoring/sign-out", headers=headers)
+        assert signed_out.status_code == 403 and "set-cookie" not in signed_out.headers, headers  # no logout CSRF
+    same_site = {"Origin": "http://testserver", "Sec-Fetch-Site": "same-origin"}
+    assert (await api.post("/monitoring", data=admin, headers=same_site)).status_code == 303
+    assert (await api.post("/monitoring/sign-out", headers=same_site)).status_code == 303

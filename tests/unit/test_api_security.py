@@ -57,6 +57,17 @@ async def test_missing_forged_expired_and_malformed_tokens(verifier):
     assert await _code(verifier, hs512) == "invalid_token"
 
 
+async def test_the_issuer_is_checked(verifier):
+    now = int(time.time())
+    assert await _code(verifier, mint("u", secret=SECRET, extra={"iss": "evil"})) == "invalid_token"
+    no_iss = jwt.encode({"sub": "u", "aud": "authenticated", "exp": now + 60}, SECRET, algorithm="HS256")
+    assert await _code(verifier, no_iss) == "invalid_token"
+    supabase = TokenVerifier(Settings(supabase_jwt_secret=SECRET, jwt_issuer="https://abc.supabase.co/auth/v1"))
+    token = mint("u", secret=SECRET, extra={"iss": "https://abc.supabase.co/auth/v1"})
+    assert (await supabase.verify(token)).user_id == "u"
+    assert await _code(supabase, mint("u", secret=SECRET)) == "invalid_token"  # the local stack's issuer
+
+
 async def test_asymmetric_tokens_are_refused_without_a_jwks_url(verifier):
     from cryptography.hazmat.primitives.asymmetric import ec
 
