@@ -56,7 +56,8 @@ class Services:
                 # A client belongs to the loop that opened it; keep a few alive, unused.
                 self._stale = [*self._stale[-7:], (self.redis, self.scripts)]
             settings = self.config.settings
-            timeouts = {"socket_connect_timeout": 2, "socket_timeout": 10, "health_check_interval": 30}
+            timeouts = {"socket_connect_timeout": settings.redis_connect_timeout_seconds,
+                        "socket_timeout": settings.redis_socket_timeout_seconds, "health_check_interval": 30}
             self.scripts = None
             if settings.redis_sentinels:
                 self.redis = async_redis_client(settings, **timeouts)

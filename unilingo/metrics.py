@@ -153,6 +153,11 @@ HTTP_REQUESTS = Counter(
     "HTTP requests answered by the API, by route template and status",
     ["method", "route", "status"],
 )
+HTTP_CLIENT_DISCONNECTS = Counter(
+    "unilingo_http_client_disconnects_total",
+    "Requests whose client hung up before its body was read (answered 499, never a 5xx)",
+    ["route"],
+)
 HTTP_DURATION = Histogram(
     "unilingo_http_request_duration_seconds",
     "Time to answer an HTTP request (to the end of the body; SSE streams last their lifetime)",

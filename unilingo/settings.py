@@ -53,6 +53,12 @@ class Settings(BaseSettings):
     # "unilingo-local" is what make token mints for the local stack.
     jwt_issuer: str = "unilingo-local"
     jwks_cache_seconds: int = 600
+    # How long the API waits on Redis before answering 503: its commands take a millisecond,
+    # so a second means Redis is stalled or gone, and the client should hear so at once.
+    # A request's whole body must arrive within this; a client trickling it is cut off (408).
+    request_body_timeout_seconds: float = 30.0
+    redis_connect_timeout_seconds: float = 1.0
+    redis_socket_timeout_seconds: float = 1.0
     trusted_proxies: list[str] = Field(default_factory=list)  # CIDRs allowed to set X-Forwarded-For
     admin_ip_allowlist: list[str] = Field(default_factory=list)  # empty: no IP restriction
     quota_ip: str = "100/15m"

@@ -19,6 +19,7 @@ def found(pattern: str) -> set[str]:
 def test_every_job_error_code_is_listed():
     raised = found(r'\bcode="([a-z_]+)"')  # PermanentError(..., code=...), TransientError(...)
     raised |= found(r'store\.fail\(\s*job_id,\s*claim\.run_token,\s*"([a-z_]+)"')
+    raised |= found(r'\bfailed\(\s*"([a-z_]+)"')  # the runner's store.fail, fenced
     raised |= found(r"'error', '\{\"code\":\"([a-z_]+)\"")  # the cancel script's
     assert {"cancelled", "timeout", "silent_audio"} <= raised, "the patterns no longer match the code"
     assert raised - set(JOB_ERROR_CODES) == set()
