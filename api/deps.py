@@ -13,12 +13,16 @@ tightest quota also go on successful answers.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 import redis.asyncio as aioredis
 from fastapi import Request
 from fastapi.security import HTTPBearer
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from api import quotas
 from api.config import ApiConfig
@@ -47,6 +51,7 @@ class Services:
         self.store: AsyncJobStore | None = None
         self.quota: quotas.QuotaGate | None = None
         self.scripts: ScriptChannel | None = None
+        self.db: AsyncConnectionPool | None = None  # saved content (PostgreSQL), opened on first use
         self._stale: list[Any] = []
 
     def bind(self) -> "Services":
@@ -72,8 +77,27 @@ class Services:
                 self.redis, ttl=settings.job_ttl_seconds, index_size=settings.user_job_index_size, scripts=scripts
             )
             self.quota = quotas.QuotaGate(scripts, settings)
+            self.db = None  # a pool belongs to its loop too
             self._loop = loop
         return self
+
+    @asynccontextmanager
+    async def database(self) -> AsyncIterator[psycopg.AsyncConnection]:
+        """A connection to the saved content's PostgreSQL (``DATABASE_URL``), from a small pool."""
+        url = self.config.settings.database_url
+        if not url:
+            raise ApiError(501, "not_implemented", "saved content needs a database (DATABASE_URL) on this deployment")
+        if self.db is None:
+            timeout = self.config.settings.database_connect_timeout_seconds
+            self.db = AsyncConnectionPool(url, min_size=1, max_size=4, open=False, timeout=timeout,
+                                          kwargs={"autocommit": True, "connect_timeout": max(1, int(timeout))})
+            await self.db.open(wait=False)
+        try:
+            async with self.db.connection() as conn:
+                yield conn
+        except (PoolTimeout, psycopg.OperationalError) as exc:
+            raise ApiError(503, "service_unavailable", "the database is unreachable; retry shortly",
+                           headers={"Retry-After": "1"}) from exc
 
     async def aclose(self) -> None:
         if self._loop is asyncio.get_running_loop():
@@ -81,7 +105,9 @@ class Services:
                 await self.scripts.aclose()
             if self.redis is not None:
                 await self.redis.aclose()
-        self.redis = self.store = self.quota = self.scripts = None
+            if self.db is not None:
+                await self.db.close()
+        self.redis = self.store = self.quota = self.scripts = self.db = None
         self._loop = None
         self._stale.clear()
 

@@ -154,7 +154,7 @@ def _responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         415: "File type not recognised from its bytes",
         422: "Validation error",
         429: "Quota exceeded (Retry-After, RateLimit-* headers)",
-        501: "Job type not available yet",
+        501: "Not available on this deployment (a job type, or saved content without a database)",
         503: "Redis unreachable; retry",
     }
     return {s: {"model": ErrorBody, "description": descriptions.get(s, "Error")} for s in statuses}

@@ -19,7 +19,7 @@ from api.deps import Services
 from api.metrics import FLUSHER, MetricsMiddleware
 from api.middleware import BodyLimit
 from api.responses import JSON
-from api.routes import health, jobs, monitoring, submit
+from api.routes import health, jobs, monitoring, saved, submit
 from api.security import TokenVerifier
 from unilingo import errors_reporting, tracing
 from unilingo.settings import Settings, get_settings
@@ -103,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(submit.router)
     app.include_router(jobs.router)
+    app.include_router(saved.router)
     app.include_router(monitoring.router)
     return app
 

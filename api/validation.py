@@ -21,6 +21,7 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 
 from api.errors import ApiError
+from unilingo import paging
 
 MAX_FORM_FIELD_BYTES = 64 * 1024  # any non-file multipart field
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries, part headers and the small fields of an upload
@@ -160,6 +161,16 @@ def file_params(data: bytes, kind: FileKind, filename: str | None) -> dict:
         if clean:
             params["filename"] = clean
     return params
+
+
+def cursor_position(list_name: str, cursor: str | None) -> paging.Position | None:
+    """Where a page of ``list_name`` starts: after the item its ``next_cursor`` names."""
+    if cursor is None:
+        return None
+    try:
+        return paging.decode(list_name, cursor)
+    except paging.InvalidCursor:
+        raise ApiError(422, "invalid_cursor", "cursor is not a next_cursor of this list") from None
 
 
 def check_text(field: str, value: str | None, limit: int) -> None:

@@ -177,6 +177,10 @@ class Settings(BaseSettings):
     # them in Redis for the job's lifetime only. `make run` and the Helm chart set it.
     uploads_bucket: str = ""
     tts_url_ttl_seconds: int = 3600
+    # Where phones reach the storage endpoint: presigned URLs are signed for this address.
+    # Unset: the address the workers use (AWS_ENDPOINT_URL, or AWS itself). The local stack's
+    # 127.0.0.1 works from the iOS simulator; the Android emulator needs http://10.0.2.2:<port>.
+    storage_public_url: str | None = None
     # Persistence (DATABASE_URL above): applied migrations live in schema_migrations
     database_connect_timeout_seconds: float = 5.0
     # Response cache in Redis
@@ -188,6 +192,10 @@ class Settings(BaseSettings):
 
     def azure_vision_base(self) -> str:
         return (self.azure_vision_endpoint or f"http://127.0.0.1:{self.sandbox_port}").rstrip("/")
+
+    def storage_public_base(self) -> str | None:
+        """The storage address in the URLs handed to clients; None means AWS itself."""
+        return (self.storage_public_url or "").rstrip("/") or self.aws_endpoint()
 
     def aws_endpoint(self) -> str | None:
         """The AWS endpoint boto3 uses; None means AWS itself (AWS_ENDPOINT_URL="", or production)."""

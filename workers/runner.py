@@ -18,7 +18,7 @@ import redis
 from celery.exceptions import SoftTimeLimitExceeded
 
 from unilingo import cache as response_cache
-from unilingo import errors_reporting, persistence, tracing
+from unilingo import errors_reporting, persistence, saved, tracing
 from unilingo.connections import redis_client as connect
 from unilingo.errors import Deferred, HandBack, PermanentError, Throttled, TransientError
 from unilingo.jobs import Job, JobStore
@@ -223,7 +223,9 @@ def run(job_id: str, handler: Handler) -> str:
             result = {**result, "upload": archived}  # this job's own file, never the cached one's
         if ctx.usage:
             result = {**result, "usage": ctx.usage}
-        persistence.persist(job, result, ctx.usage, cache_hit=hit)  # no-op without DATABASE_URL
+        if persistence.persist(job, result, ctx.usage, cache_hit=hit):  # no-op without DATABASE_URL
+            if link := saved.link(job.type.value, job_id):
+                result = {**result, "saved": link}  # where the app reads it back after the job expires
         outcome = "succeeded" if store.succeed(job_id, claim.run_token, result, cache_hit=hit) else "stale"
     except HandBack:
         outcome = "handed_back" if store.hand_back(job_id, claim.run_token) else "stale"

@@ -30,6 +30,7 @@ from api.config import JOB_LIST_MAX
 from api.deps import Caller, Services, read_guard, response_headers
 from api.errors import JOB_RESPONSES, ApiError, _responses
 from api.responses import JSON
+from api.validation import cursor_position
 from unilingo import keys, metrics, paging
 from unilingo.jobs import Job
 
@@ -76,7 +77,7 @@ async def list_jobs(
     caller: Caller = Depends(read_guard),
 ) -> JSON:
     svc, user = caller.services, caller.user
-    after = paging_position("jobs", cursor)
+    after = cursor_position("jobs", cursor)
     types, statuses = set(type or ()), set(status or ())
 
     def wanted(job: Job) -> bool:
@@ -86,15 +87,6 @@ async def list_jobs(
     views = [job.public() if include else job.summary() for job in jobs]
     next_cursor = paging.encode("jobs", position) if position else None
     return JSON({"jobs": views, "next_cursor": next_cursor}, headers=response_headers(request))
-
-
-def paging_position(list_name: str, cursor: str | None) -> paging.Position | None:
-    if cursor is None:
-        return None
-    try:
-        return paging.decode(list_name, cursor)
-    except paging.InvalidCursor:
-        raise ApiError(422, "invalid_cursor", "cursor is not a next_cursor of this list") from None
 
 
 @router.get("/{job_id}", response_model=schemas.JobView, summary="A job's status, progress and result")

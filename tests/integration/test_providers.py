@@ -74,10 +74,12 @@ class Sandbox:
 def _reset_process_caches() -> None:
     from unilingo.settings import get_settings
     from workers import runner
+    from unilingo import storage
     from workers.providers import azure_vision, openai_chat, polly
 
     get_settings.cache_clear()
     polly._clients.cache_clear()
+    storage._signer.cache_clear()
     polly._buckets_ready.clear()
     azure_vision._client.cache_clear()
     openai_chat.client.cache_clear()
@@ -310,7 +312,7 @@ def test_tts_synthesises_stores_and_signs(providers, redis_url):
     ctx = job_context(redis_url, JobType.TTS, {"text": "Hola, ¿qué tal?", "language": "es"})
     result = tts.synthesize(ctx)
     assert result["voice"] == "Lucia" and result["language"] == "es-ES" and result["text_type"] == "text"
-    assert result["bucket"] == "unilingo-audio" and result["key"].endswith(f"{ctx.job.job_id}.mp3")
+    assert result["bucket"] == "unilingo-audio" and result["key"] == f"tts/{ctx.job.job_id}.mp3"  # no user id
     assert "X-Amz-Signature" in result["audio_url"] and result["expires_at"] > time.time()
     fetched = httpx.get(result["audio_url"], timeout=10)
     assert fetched.status_code == 200 and len(fetched.content) == result["bytes"] > 0

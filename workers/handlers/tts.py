@@ -35,7 +35,8 @@ def synthesize(ctx) -> dict:
         raise PermanentError("Polly returned no audio", code="tts_empty")
     ctx.progress(step="uploading", bytes=len(audio))
     extension = polly.EXTENSIONS.get(settings.polly_output_format, "bin")
-    stored = polly.store(ctx, f"tts/{ctx.job.owner}/{ctx.job.job_id}.{extension}", audio, content_type)
+    # Keyed by the job's random id alone: a URL handed to a phone names no user.
+    stored = polly.store(ctx, f"tts/{ctx.job.job_id}.{extension}", audio, content_type)
     return {
         **stored,
         "voice": voice,

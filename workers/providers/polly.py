@@ -14,7 +14,6 @@ request's own faults (text too long, invalid SSML, unknown voice...) → ``Perma
 from __future__ import annotations
 
 import threading
-import time
 from functools import lru_cache
 
 import boto3
@@ -23,6 +22,7 @@ from botocore.exceptions import BotoCoreError, ClientError, ConnectionClosedErro
 from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
 
 from unilingo.errors import PermanentError, Throttled, TransientError
+from unilingo import storage
 from unilingo.settings import get_settings
 from workers.providers import sent
 
@@ -90,11 +90,8 @@ def _clients(endpoint: str | None, region: str, key: str | None, secret: str | N
 
 def clients():
     settings = get_settings()
-    endpoint = settings.aws_endpoint()
-    key, secret = settings.aws_access_key_id, settings.aws_secret_access_key
-    if key is None and settings.aws_endpoint_url is None:  # the sandbox takes any credentials
-        key, secret = "sandbox", "sandbox"
-    return _clients(endpoint, settings.aws_region, key, secret, settings.aws_timeout_seconds)
+    key, secret = storage.aws_credentials(settings)
+    return _clients(settings.aws_endpoint(), settings.aws_region, key, secret, settings.aws_timeout_seconds)
 
 
 def _map(provider: str, exc: Exception, what: str) -> Exception:
@@ -191,12 +188,5 @@ def store(ctx, key: str, audio: bytes, content_type: str, bucket: str | None = N
                 s3.put_object(Bucket=bucket, Key=key, Body=audio, ContentType=content_type)
         except (ClientError, BotoCoreError) as exc:
             raise _map(STORAGE, exc, "upload to storage") from exc
-    url = s3.generate_presigned_url(
-        "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=settings.tts_url_ttl_seconds
-    )
-    return {
-        "audio_url": url,
-        "expires_at": int(time.time()) + settings.tts_url_ttl_seconds,
-        "bucket": bucket,
-        "key": key,
-    }
+    url, expires_at = storage.presigned_get(bucket, key)  # for the address phones reach storage at
+    return {"audio_url": url, "expires_at": expires_at, "bucket": bucket, "key": key}
