@@ -79,6 +79,8 @@ JOB_ERROR_CODES: dict[str, str] = {
     "ocr_failed": "the Read API could not analyse the image",
     "pdf_too_large": "the PDF is larger than MAX_PDF_BYTES",
     "pdf_too_many_pages": "the PDF has more pages than MAX_PDF_PAGES",
+    "pdf_decompressed_too_large": "the PDF's page contents inflate to more than MAX_PDF_DECOMPRESSED_BYTES",
+    "pdf_cpu_time_exceeded": "reading the PDF's text took more CPU time than MAX_PDF_CPU_SECONDS",
     "pdf_encrypted": "the PDF is encrypted",
     "pdf_corrupt": "the PDF could not be read",
     "pdf_no_text": "the PDF has no text layer (a scan: send its pages to /api/process-image)",

@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     max_text_chars: int = 50_000
     max_pdf_bytes: int = 10 * 1024 * 1024
     max_pdf_pages: int = 200
+    # What one PDF job may spend, checked as it goes: a small file can carry a content stream
+    # shared by every page, or a stream that inflates a thousandfold.
+    max_pdf_decompressed_bytes: int = 32 * 1024 * 1024  # page contents, summed over the pages
+    max_pdf_cpu_seconds: float = 30.0
     max_image_bytes: int = 10 * 1024 * 1024
     max_audio_bytes: int = 10 * 1024 * 1024
     # A recording is decoded before it is assessed; longer ones fail as audio_too_long.
