@@ -24,7 +24,7 @@ from api.deps import Caller, response_headers
 from api.errors import ApiError
 from api.responses import JSON
 from api.validation import check_file, file_params, parse_form, read_form, read_upload
-from unilingo import errors_reporting, metrics, tracing, webhooks
+from unilingo import errors_reporting, fairness, metrics, tracing, webhooks
 from unilingo.jobs import WORKLOADS, Job, JobStatus, JobType, NewJob, new_job_id
 from unilingo.messages import task_message
 
@@ -99,7 +99,10 @@ async def submit(
     errors_reporting.tag_job(job_id, job_type.value)
     with tracing.enqueueing(job_id, job_type.value, workload.queue):
         message = task_message(workload.task, workload.queue, [job_id], task_id=job_id)  # carries this span's context
-        created, stored_id = await svc.store.create(NewJob(job=job, message=message, upload=upload, idempotency_key=key))
+        weight = fairness.weight(user.tier, config.settings.tier_weights) if config.settings.fair_share else 0.0
+        created, stored_id = await svc.store.create(
+            NewJob(job=job, message=message, upload=upload, idempotency_key=key, fair_weight=weight)
+        )
     if created:
         metrics.job_submitted(job_type.value, user.user_id)
         body = accepted_body(config, job_id, JobStatus.QUEUED.value)

@@ -14,6 +14,7 @@ BENCHMARKS = [
     "bench.propagation_bench",
     "bench.recovery_bench",
     "bench.cache_bench",
+    "bench.fairness_bench",
 ]
 
 

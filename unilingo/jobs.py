@@ -19,7 +19,7 @@ from typing import Any, Callable
 import orjson
 from pydantic import BaseModel
 
-from unilingo import keys, results
+from unilingo import fairness, keys, results
 
 
 class JobType(str, enum.Enum):
@@ -177,7 +177,7 @@ def decode_job(raw: dict[bytes, bytes] | dict[str, str]) -> Job | None:
             data[name] = int(value)
         elif name == "cache_hit":
             data[name] = value == "1"
-        elif name in ("message", "idem", "lease_until"):
+        elif name in ("message", "idem", "lease_until", "fair_tag", "queue"):
             continue
         else:
             data[name] = value or None
@@ -188,14 +188,16 @@ def decode_job(raw: dict[bytes, bytes] | dict[str, str]) -> Job | None:
 
 # --- Lua: each state change is atomic --------------------------------------------------
 
-# KEYS: job, user_jobs, idem (or ""), queue list, input key (or "")
-# ARGV: job_id, created_at, ttl, index_size, message, input bytes, then field/value pairs
-_CREATE = """
+# KEYS: job, user_jobs, idem (or ""), queue list, input key (or ""), queue's fairness hash,
+#       queue's tag index
+# ARGV: job_id, created_at, ttl, index_size, message, input bytes, fair-share weight (0: first
+#       come, first served), owner, job key prefix, fairness state ttl, then field/value pairs
+_CREATE = fairness.LUA + """
 if KEYS[3] ~= '' then
   local existing = redis.call('GET', KEYS[3])
   if existing then return {0, existing} end
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 7))
+redis.call('HSET', KEYS[1], unpack(ARGV, 11))
 redis.call('HSET', KEYS[1], 'message', ARGV[5])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 if KEYS[5] ~= '' then redis.call('SET', KEYS[5], ARGV[6], 'EX', ARGV[3]) end
@@ -203,16 +205,29 @@ redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -1 - tonumber(ARGV[4]))
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 if KEYS[3] ~= '' then redis.call('SET', KEYS[3], ARGV[1], 'EX', 86400) end
-redis.call('LPUSH', KEYS[4], ARGV[5])
+local weight = tonumber(ARGV[7])
+if weight > 0 then
+  local tag = fair_tag(KEYS[6], ARGV[8], weight)
+  redis.call('HSET', KEYS[1], 'fair_tag', tag)
+  fair_push(KEYS[4], KEYS[7], ARGV[9], ARGV[1], ARGV[5], tag)
+  redis.call('EXPIRE', KEYS[6], ARGV[10])
+  redis.call('EXPIRE', KEYS[7], ARGV[10])
+else
+  redis.call('LPUSH', KEYS[4], ARGV[5])
+end
 return {1, ARGV[1]}
 """
 
-# KEYS: job, leases, events channel. ARGV: job_id, now, lease_until
+# KEYS: job, leases, events channel. ARGV: job_id, now, lease_until, fairness key prefix
 # Returns {outcome, run_token, attempts}; outcome: 'claimed' | 'terminal' | 'busy' | 'missing'
-_CLAIM = """
+# (The queue's fairness keys are named from the job's queue: like promote's queue lists, they
+# are not declared in KEYS.)
+_CLAIM = fairness.LUA + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {'missing', 0, 0} end
+local fair = redis.call('HMGET', KEYS[1], 'fair_tag', 'queue')
 if status == 'succeeded' or status == 'failed' or status == 'cancelled' then
+  fair_claimed(ARGV[4], ARGV[1], fair[2], fair[1])
   return {'terminal', 0, 0}
 end
 if status == 'running' then
@@ -225,6 +240,7 @@ redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[2], 'updated
   'lease_until', ARGV[3])
 redis.call('HDEL', KEYS[1], 'waiting')
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+fair_claimed(ARGV[4], ARGV[1], fair[2], fair[1])
 redis.call('PUBLISH', KEYS[3], 'running')
 return {'claimed', token, attempts}
 """
@@ -306,16 +322,16 @@ return 'cancelled'
 # Moves due members of a delayed set back to their queue, oldest first, at most ARGV[2].
 # A member whose job is gone or no longer queued is dropped. The stored message is pushed
 # again as it was, so the job keeps its Celery task id.
-# KEYS: delayed zset. ARGV: now, limit, job key prefix
-_PROMOTE = """
+# KEYS: delayed zset. ARGV: now, limit, job key prefix, fairness key prefix
+_PROMOTE = fairness.LUA + """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 local moved = 0
 for _, id in ipairs(due) do
   redis.call('ZREM', KEYS[1], id)
   local job = ARGV[3] .. id
-  local fields = redis.call('HMGET', job, 'status', 'message', 'queue')
+  local fields = redis.call('HMGET', job, 'status', 'message', 'queue', 'fair_tag')
   if fields[1] == 'queued' and fields[2] then
-    redis.call('LPUSH', fields[3], fields[2])
+    requeue(ARGV[4], ARGV[3], id, fields[3], fields[2], fields[4])
     moved = moved + 1
   end
 end
@@ -323,18 +339,18 @@ return moved
 """
 
 # Running jobs whose lease lapsed: their worker died. Queue them again.
-# KEYS: leases. ARGV: now, limit, job key prefix
-_REQUEUE_STALLED = """
+# KEYS: leases. ARGV: now, limit, job key prefix, fairness key prefix
+_REQUEUE_STALLED = fairness.LUA + """
 local stalled = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 local moved = 0
 for _, id in ipairs(stalled) do
   redis.call('ZREM', KEYS[1], id)
   local job = ARGV[3] .. id
-  local fields = redis.call('HMGET', job, 'status', 'message', 'queue', 'lease_until')
+  local fields = redis.call('HMGET', job, 'status', 'message', 'queue', 'lease_until', 'fair_tag')
   if fields[1] == 'running' and tonumber(fields[4] or '0') <= tonumber(ARGV[1]) and fields[2] then
     redis.call('HSET', job, 'status', 'queued', 'updated_at', ARGV[1], 'lease_until', '0')
     redis.call('HINCRBY', job, 'run_token', 1)
-    redis.call('LPUSH', fields[3], fields[2])
+    requeue(ARGV[4], ARGV[3], id, fields[3], fields[2], fields[5])
     redis.call('PUBLISH', job .. ':events', 'queued')
     moved = moved + 1
   end
@@ -395,6 +411,8 @@ class NewJob:
     message: bytes
     upload: bytes | None = None
     idempotency_key: str | None = None
+    # The owner's share of the queue (``unilingo.fairness``); 0 queues first come, first served.
+    fair_weight: float = 1.0
 
 
 class _Scripts:
@@ -438,8 +456,11 @@ def _create_call(new: NewJob, ttl: int, index_size: int):
         keys.idempotency(job.owner, new.idempotency_key) if new.idempotency_key else "",
         keys.queue_list(job.workload.queue),
         keys.job_input(job.job_id) if new.upload is not None else "",
+        keys.fair_queue(job.workload.queue),
+        keys.fair_index(job.workload.queue),
     ]
-    args = [job.job_id, job.created_at, ttl, index_size, new.message, new.upload or b"", *fields]
+    args = [job.job_id, job.created_at, ttl, index_size, new.message, new.upload or b"",
+            new.fair_weight, job.owner, keys.job(""), fairness.STATE_TTL_SECONDS, *fields]
     return keys_, args
 
 
@@ -493,7 +514,8 @@ class JobStore:
     def claim(self, job_id: str, lease_seconds: float) -> Claim:
         now = time.time()
         raw = self._s.claim(
-            keys=[keys.job(job_id), keys.leases(), keys.job_events(job_id)], args=[job_id, now, now + lease_seconds]
+            keys=[keys.job(job_id), keys.leases(), keys.job_events(job_id)],
+            args=[job_id, now, now + lease_seconds, keys.fair_queue("")],
         )
         return _decode_claim(raw)
 
@@ -541,12 +563,12 @@ class JobStore:
         now = time.time() if now is None else now
         moved = 0
         for delayed_key in self.client.smembers(keys.delayed_sets()):
-            moved += int(self._s.promote(keys=[_str(delayed_key)], args=[now, limit, keys.job("")]))
+            moved += int(self._s.promote(keys=[_str(delayed_key)], args=[now, limit, keys.job(""), keys.fair_queue("")]))
         return moved
 
     def requeue_stalled(self, limit: int = 100, now: float | None = None) -> int:
         now = time.time() if now is None else now
-        return int(self._s.requeue_stalled(keys=[keys.leases()], args=[now, limit, keys.job("")]))
+        return int(self._s.requeue_stalled(keys=[keys.leases()], args=[now, limit, keys.job(""), keys.fair_queue("")]))
 
 
 class AsyncJobStore:

@@ -115,3 +115,13 @@ def webhook(delivery_id: str) -> str:
 def webhook_dead() -> str:
     """Capped list of webhook deliveries given up after the last attempt (JSON entries)."""
     return f"{PREFIX}:webhooks:dead"
+
+
+def fair_queue(queue: str) -> str:
+    """Hash of a queue's fair share: its virtual time and each owner's last tag (``unilingo.fairness``)."""
+    return f"{PREFIX}:fair:{queue}"
+
+
+def fair_index(queue: str) -> str:
+    """Sorted set of the jobs in a queue's list, scored by their fair-share tag."""
+    return f"{fair_queue(queue)}:index"

@@ -91,6 +91,10 @@ class Settings(BaseSettings):
     job_max_attempts: int = 5
     job_timeout_seconds: int = 600  # the longest a single job may run
     user_job_index_size: int = 200
+    # Users waiting on one queue take turns (unilingo.fairness), each tier with its weight
+    # (TIER_WEIGHTS, JSON; a tier not named has weight 1). False: first come, first served.
+    fair_share: bool = True
+    tier_weights: dict[str, float] = Field(default_factory=lambda: {"free": 1.0, "premium": 3.0})
 
     # Webhooks
     webhook_secret: str = DEV_WEBHOOK_SECRET

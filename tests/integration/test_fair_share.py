@@ -1,0 +1,93 @@
+"""Fair share: users waiting on one queue take turns, in Redis, whoever queued first."""
+
+from __future__ import annotations
+
+import redis
+
+from tests.integration.test_api_support import PDF, api_factory, auth, token  # noqa: F401
+from unilingo import keys
+from unilingo.jobs import JobStore
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def next_in_line(client: redis.Redis, queue: str) -> list[str]:
+    """The queue's job ids in the order consumers will take them (kombu pops from the right)."""
+    import orjson
+
+    return [orjson.loads(m)["headers"]["id"] for m in reversed(client.lrange(queue, 0, -1))]
+
+
+async def submit(client, user: str, tier: str | None = None, pdf: bytes = PDF) -> str:
+    response = await client.post("/api/process-pdf", files={"file": ("a.pdf", pdf)}, headers=auth(user, tier=tier))
+    assert response.status_code == 202, response.text
+    return response.json()["job_id"]
+
+
+async def test_a_light_user_waits_a_few_jobs_behind_a_heavy_backlog(api_factory):
+    client = await api_factory()
+    heavy = [await submit(client, "heavy") for _ in range(30)]
+    store = JobStore(client.redis)
+    for job_id in next_in_line(client.redis, "pdf")[:5]:  # five of the heavy backlog start
+        assert store.claim(job_id, 30).claimed
+        client.redis.rpop("pdf")
+    light = [await submit(client, f"light-{i}") for i in range(5)]
+    order = next_in_line(client.redis, "pdf")
+    assert len(order) == 30 and set(order) == set(heavy[5:]) | set(light)  # KEDA sees every waiting job
+    positions = sorted(order.index(job_id) for job_id in light)
+    assert positions[-1] < 10, positions  # all five within the next ten, not behind the other 25
+    # The heavy user's own jobs keep their order.
+    assert [j for j in order if j in heavy] == heavy[5:]
+
+
+async def test_a_premium_job_starts_within_the_next_few(api_factory):
+    client = await api_factory()
+    for i in range(30):
+        await submit(client, f"free-{i % 3}")
+    premium = await submit(client, "vip", tier="premium")
+    assert next_in_line(client.redis, "pdf").index(premium) < 5
+
+
+async def test_first_come_first_served_when_fair_share_is_off(api_factory):
+    client = await api_factory(fair_share=False)
+    heavy = [await submit(client, "heavy") for _ in range(10)]
+    light = await submit(client, "light")
+    assert next_in_line(client.redis, "pdf") == [*heavy, light]
+
+
+async def test_a_deferred_job_goes_back_with_its_turn(api_factory):
+    client = await api_factory()
+    store = JobStore(client.redis)
+    first = await submit(client, "ann")
+    queued = [await submit(client, "ann") for _ in range(5)]
+    assert store.claim(first, 30).claimed
+    client.redis.rpop("pdf")
+    import time
+
+    assert store.defer(first, store.get(first).run_token, "openai", due=time.time() - 1, reason="rate")
+    assert store.promote_due() == 1
+    assert next_in_line(client.redis, "pdf") == [first, *queued]  # it had waited its turn already
+    assert client.redis.zcard(keys.fair_index("pdf")) == 6
+
+
+async def test_with_real_workers_light_users_finish_long_before_the_backlog(api_factory, redis_url, start_worker):
+    from devstack.processes import wait_until
+
+    from tests.samples import pdf_with_text
+
+    client = await api_factory()
+    pdf = pdf_with_text(["Der Hund bellt."])
+    heavy = [await submit(client, "heavy", pdf=pdf) for _ in range(80)]
+    light = [await submit(client, f"light-{i}", pdf=pdf) for i in range(5)]
+    start_worker(worker_queues="pdf")
+    store = JobStore(client.redis)
+    wait_until(lambda: all(store.get(j).status.terminal for j in heavy + light), timeout=240, interval=0.5,
+               message="the backlog drained")
+    jobs = {j: store.get(j) for j in heavy + light}
+    assert all(job.status.value == "succeeded" for job in jobs.values())
+    began = min(job.started_at for job in jobs.values())
+    drained = max(job.finished_at for job in jobs.values()) - began
+    light_done = max(jobs[j].finished_at for j in light) - began
+    assert light_done < drained / 4, (light_done, drained)
