@@ -23,6 +23,7 @@ import pytest
 
 from devstack.ports import free_port
 from devstack.postgres import cluster_folder
+from tests.e2e.stack import wait_until_serving
 from tests.samples import pdf_with_text
 from unilingo.settings import Settings
 
@@ -110,16 +111,7 @@ def test_make_run_from_a_fresh_clone_serves_the_readme_commands(clone, tmp_path)
     process = start(clone, "run", env, log)
     api = f"http://127.0.0.1:{ports['API_PORT']}"
     try:
-        deadline = time.monotonic() + BOOT_SECONDS
-        while True:
-            try:
-                if httpx.get(f"{api}/api/health/detailed", timeout=2).json().get("workers", {}).get("alive", 0) >= 1:
-                    break
-            except (httpx.HTTPError, ValueError, AttributeError):
-                pass
-            assert process.poll() is None, f"make run exited with {process.returncode}:\n{log.read_text()[-4000:]}"
-            assert time.monotonic() < deadline, f"make run did not come up:\n{log.read_text()[-4000:]}"
-            time.sleep(1)
+        wait_until_serving(api, process, log, timeout=BOOT_SECONDS)
 
         def unilingo(*args: str) -> dict:
             out = subprocess.run([str(clone / ".venv" / "bin" / "unilingo"), *args], cwd=clone, env=env,

@@ -12,7 +12,6 @@ import subprocess
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
@@ -20,6 +19,7 @@ import pytest
 
 from devstack.ports import free_port
 from sandbox.images import png_with_text
+from tests.e2e.stack import wait_until_serving
 from tests.samples import pdf_with_text, speech_like, wav_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,16 +42,7 @@ def stack(tmp_path):
     process = subprocess.Popen([sys.executable, "-m", "devstack.run"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                                start_new_session=True)
     api = f"http://127.0.0.1:{ports['API_PORT']}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            if httpx.get(f"{api}/api/health/detailed", timeout=1).json().get("workers", {}).get("alive", 0) >= 1:
-                break
-        except (httpx.HTTPError, ValueError, AttributeError):
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError((tmp_path / "stack.log").read_text()[-4000:])
-        time.sleep(0.5)
+    wait_until_serving(api, process, tmp_path / "stack.log", timeout=90)
     yield env, api
     os.killpg(process.pid, signal.SIGINT)  # Ctrl-C stops all of it
     process.wait(timeout=40)

@@ -87,7 +87,7 @@ async def test_with_real_workers_light_users_finish_long_before_the_backlog(api_
                message="the backlog drained")
     jobs = {j: store.get(j) for j in heavy + light}
     assert all(job.status.value == "succeeded" for job in jobs.values())
-    began = min(job.started_at for job in jobs.values())
-    drained = max(job.finished_at for job in jobs.values()) - began
-    light_done = max(jobs[j].finished_at for j in light) - began
-    assert light_done < drained / 4, (light_done, drained)
+    # The order the workers took them in, not seconds (those are the bench's: bench/fairness_bench.py).
+    started = sorted(jobs, key=lambda j: jobs[j].started_at)
+    ranks = sorted(started.index(j) for j in light)
+    assert ranks[-1] < 85 // 4, ranks  # all five among the first quarter to start, not after 80 jobs
