@@ -52,6 +52,7 @@ import redis.exceptions
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from api import monitoring_schemas as ms
 from api.deps import Caller, Services, bearer_token, read_guard
 from api.errors import ApiError
 from api.metrics import Cluster, read_cluster
@@ -273,7 +274,7 @@ async def _summary(svc: Services) -> dict[str, Any]:
     return summary(await _totals(svc), cluster)
 
 
-@router.get("/api/metrics", summary="JSON summary of the platform (admin)")
+@router.get("/api/metrics", response_model=ms.PlatformSummary, summary="JSON summary of the platform (admin)")
 async def metrics_summary(caller: Caller = Depends(admin_api)) -> JSON:
     return JSON(await _summary(caller.services))
 
@@ -338,13 +339,14 @@ def provider_status(provider: str, queue: str, cluster: Cluster) -> dict[str, An
     }
 
 
-@router.get("/api/ai/status", summary="OpenAI: the policy in force, budget left, breaker, queue")
+@router.get("/api/ai/status", response_model=ms.ProviderStatus, summary="OpenAI: the policy in force, budget left, breaker, queue")
 async def ai_status(caller: Caller = Depends(read_guard)) -> JSON:
     provider, queue = STATUS_SERVICES["ai"]
     return JSON(provider_status(provider, queue, await _cluster(caller.services)))
 
 
-@router.get("/api/pronunciation/status", summary="Azure Speech: the policy in force, budget left, breaker, queue")
+@router.get("/api/pronunciation/status", response_model=ms.ProviderStatus,
+            summary="Azure Speech: the policy in force, budget left, breaker, queue")
 async def pronunciation_status(caller: Caller = Depends(read_guard)) -> JSON:
     provider, queue = STATUS_SERVICES["pronunciation"]
     return JSON(provider_status(provider, queue, await _cluster(caller.services)))
@@ -448,12 +450,12 @@ def overview(records: list[dict[str, Any]], now: float) -> dict[str, Any]:
     }
 
 
-@router.get("/api/admin/users/overview", summary="User activity overview and risk levels (admin)")
+@router.get("/api/admin/users/overview", response_model=ms.UsersOverview, summary="User activity overview and risk levels (admin)")
 async def users_overview(caller: Caller = Depends(admin_api)) -> JSON:
     return JSON(overview(await read_users(caller.services), time.time()))
 
 
-@router.get("/api/admin/users/statistics", summary="Activity and risk score per user (admin)")
+@router.get("/api/admin/users/statistics", response_model=ms.UsersStatistics, summary="Activity and risk score per user (admin)")
 async def users_statistics(
     caller: Caller = Depends(admin_api),
     sort: str = Query("risk", pattern="^(risk|activity|recent)$"),

@@ -127,3 +127,19 @@ async def test_real_jobs_of_every_type_validate_against_the_document(
 def type_model(job_type: str) -> str:
     return {"flashcards": "FlashcardsJob", "lesson": "LessonJob", "pronunciation": "PronunciationJob",
             "ocr": "OcrJob", "pdf": "PdfJob", "tts": "TtsJob"}[job_type]
+
+
+async def test_status_and_admin_answers_validate_against_the_document(api_factory):  # noqa: F811
+    api = await api_factory()
+    await api.post("/api/ai/generate-flashcards", json={"content": "Activity for the admin views."}, headers=auth("maria"))
+    document = (await api.get("/openapi.json")).json()
+    admin = auth("ops", admin=True)
+    for path in ("/api/ai/status", "/api/pronunciation/status", "/api/metrics", "/api/admin/users/overview",
+                 "/api/admin/users/statistics"):
+        schema = document["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+        assert "$ref" in schema, (path, schema)  # a named model, not a free-form object
+        response = await api.get(path, headers=admin)
+        assert response.status_code == 200, (path, response.text)
+        validator = jsonschema.Draft202012Validator({**schema, "components": document["components"]})
+        errors = sorted(validator.iter_errors(response.json()), key=str)
+        assert not errors, (path, [f"{list(e.absolute_path)}: {e.message}" for e in errors[:5]])
