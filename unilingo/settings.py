@@ -99,7 +99,8 @@ class Settings(BaseSettings):
     # Webhooks
     webhook_secret: str = DEV_WEBHOOK_SECRET
     webhook_allow_private: bool = False
-    webhook_timeout_seconds: float = 5.0
+    webhook_timeout_seconds: float = 5.0  # one attempt in all: DNS, connect, send, the whole answer
+    webhook_concurrency: int = 8  # deliveries in flight at once per worker
     webhook_attempts: int = 5
 
     # Workers

@@ -1,8 +1,10 @@
 """Signed webhooks on job completion: target checks, HMAC signatures and a durable outbox.
 
-The API checks a ``webhook_url`` when a job is submitted (``check_target``); the worker that
-finishes the job puts a delivery in the outbox (``enqueue``); every worker's housekeeping
-loop sends what is due (``deliver_due``). The outbox is a Redis sorted set scored by the next
+The API checks a ``webhook_url`` when a job is submitted (``check_target``); the script that
+completes the job puts its delivery in the outbox (``unilingo.jobs``; ``enqueue`` does it by
+hand); every worker's webhook loop (``workers.housekeeping.WebhookLoop``, apart from the loop
+that renews heartbeats and promotes jobs) sends what is due (``deliver_due_async``), at most
+``webhook_concurrency`` at once, each attempt within ``webhook_timeout_seconds`` in all. The outbox is a Redis sorted set scored by the next
 attempt time, so a delivery survives restarts and is retried with exponential backoff and
 jitter up to ``webhook_attempts`` times.
 
@@ -22,6 +24,7 @@ and the connection (DNS rebinding) cannot redirect it.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import ipaddress
@@ -29,7 +32,6 @@ import logging
 import random
 import socket
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -52,7 +54,6 @@ BACKOFF_BASE_SECONDS = 2.0  # attempt n waits about base * 4**(n-1), with jitter
 BACKOFF_FACTOR = 4.0
 BACKOFF_CAP_SECONDS = 3600.0
 DEAD_LETTERS_KEPT = 1000
-SEND_THREADS = 8
 
 
 # --- target checks -------------------------------------------------------------------------
@@ -317,33 +318,41 @@ def pending(client) -> int:
     return int(client.zcard(keys.webhook_outbox()))
 
 
-def _pinned_request(target: Target, body: bytes, headers: dict[str, str], timeout: float) -> httpx.Response:
-    """POST to a checked address itself, keeping the name for Host and TLS (no rebinding).
-
-    The addresses are tried in the resolver's order until one accepts the connection.
-    """
+def _pinned_urls(target: Target) -> tuple[list[str], dict[str, str], dict[str, Any], httpx.BasicAuth | None]:
+    """The checked addresses as URLs, and the Host header, TLS name and auth that keep the name."""
     parts = urlsplit(target.url)
     host_header = f"[{target.host}]" if ":" in target.host else target.host
     default_port = 443 if target.scheme == "https" else 80
     if target.port != default_port:
         host_header = f"{host_header}:{target.port}"
     extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
-    request_headers = {**headers, "Host": host_header}
     auth = httpx.BasicAuth(parts.username or "", parts.password or "") if parts.username is not None else None
+    urls = []
+    for ip in target.addresses:
+        ip_host = f"[{ip}]" if ":" in ip else ip
+        urls.append(urlunsplit((parts.scheme, f"{ip_host}:{target.port}", parts.path or "/", parts.query, "")))
+    return urls, {"Host": host_header}, extensions, auth
+
+
+async def _pinned_request(target: Target, body: bytes, headers: dict[str, str], timeout: float) -> httpx.Response:
+    """POST to a checked address itself, keeping the name for Host and TLS (no rebinding).
+
+    The addresses are tried in the resolver's order until one accepts the connection.
+    """
+    urls, host, extensions, auth = _pinned_urls(target)
     last_error: httpx.HTTPError | None = None
-    with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False, limits=httpx.Limits(max_keepalive_connections=0)) as http:
-        for ip in target.addresses:
-            ip_host = f"[{ip}]" if ":" in ip else ip
-            pinned = urlunsplit((parts.scheme, f"{ip_host}:{target.port}", parts.path or "/", parts.query, ""))
+    async with httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False,
+                                 limits=httpx.Limits(max_keepalive_connections=0)) as http:
+        for url in urls:
             try:
-                return http.post(pinned, content=body, headers=request_headers, extensions=extensions, auth=auth)
+                return await http.post(url, content=body, headers={**headers, **host}, extensions=extensions, auth=auth)
             except httpx.ConnectError as exc:  # next address; any other failure ends the attempt
                 last_error = exc
     assert last_error is not None
     raise last_error
 
 
-def _attempt(client, settings, job_id: str, url: str, attempt: int) -> tuple[str, str]:
+async def _attempt(client, settings, job_id: str, url: str, attempt: int) -> tuple[str, str]:
     """One delivery attempt. Returns (outcome, error): outcome 'done' | 'retry' | 'gone'."""
     from unilingo.jobs import decode_job
 
@@ -351,7 +360,7 @@ def _attempt(client, settings, job_id: str, url: str, attempt: int) -> tuple[str
     if job is None:
         return "gone", "the job no longer exists"
     try:
-        target = check_target(url, allow_private=settings.webhook_allow_private)
+        target = await asyncio.to_thread(check_target, url, settings.webhook_allow_private)  # blocking DNS
     except WebhookTargetError as exc:
         return "retry", f"{exc.code}: {exc.message}"
     body = orjson.dumps(job.public())
@@ -365,7 +374,7 @@ def _attempt(client, settings, job_id: str, url: str, attempt: int) -> tuple[str
         DELIVERY_HEADER: f"{job_id}.{attempt}",
     }
     try:
-        response = _pinned_request(target, body, headers, settings.webhook_timeout_seconds)
+        response = await _pinned_request(target, body, headers, settings.webhook_timeout_seconds)
     except httpx.HTTPError as exc:
         return "retry", f"{type(exc).__name__}: {exc}"
     if 200 <= response.status_code < 300:
@@ -373,49 +382,51 @@ def _attempt(client, settings, job_id: str, url: str, attempt: int) -> tuple[str
     return "retry", f"HTTP {response.status_code}"
 
 
-_pool: ThreadPoolExecutor | None = None
+def deliver_due(client, settings, limit: int | None = None, now: float | None = None) -> int:
+    """``deliver_due_async`` for synchronous callers; returns how many attempts were made."""
+    return asyncio.run(deliver_due_async(client, settings, limit, now))
 
 
-def _executor() -> ThreadPoolExecutor:
-    global _pool
-    if _pool is None:
-        _pool = ThreadPoolExecutor(max_workers=SEND_THREADS, thread_name_prefix="unilingo-webhook")
-    return _pool
+async def deliver_due_async(client, settings, limit: int | None = None, now: float | None = None) -> int:
+    """Send the webhooks that are due, at most ``webhook_concurrency`` at once; returns how
+    many attempts were made.
 
-
-def deliver_due(client, settings, limit: int = 20, now: float | None = None) -> int:
-    """Send the webhooks that are due; returns how many attempts were made.
-
-    Safe to call from any number of workers at once: each due delivery is claimed
-    atomically by one of them. Sends run in parallel on a small thread pool, so one call
-    takes about one ``webhook_timeout_seconds`` at worst.
+    Safe to call from any number of workers at once: each due delivery is claimed atomically
+    by one of them. Each attempt, from the DNS check to the last byte of the answer, ends
+    within ``webhook_timeout_seconds``: a receiver that answers a byte at a time is cut off at
+    the deadline, not after a timeout per read.
     """
     now = time.time() if now is None else now
-    rounds = -(-max(1, limit) // SEND_THREADS)
-    lease_until = now + settings.webhook_timeout_seconds * (rounds + 1) + 10
+    concurrency = max(1, int(settings.webhook_concurrency))
+    limit = concurrency if limit is None else max(1, limit)
+    deadline = float(settings.webhook_timeout_seconds)
+    rounds = -(-limit // concurrency)
+    lease_until = now + deadline * (rounds + 1) + 10  # another worker retakes it only if this one died
     claimed = _eval(client, _CLAIM, 1, keys.webhook_outbox(), now, limit, lease_until, keys.webhook(""))
     if not claimed:
         return 0
     entries = [(_text(d), _text(j), _text(u), int(a)) for d, j, u, a in claimed]
     max_attempts = max(1, int(settings.webhook_attempts))
+    slots = asyncio.Semaphore(concurrency)
 
-    def run(entry):
+    async def run(entry):
         delivery_id, job_id, url, attempt = entry
         if attempt > max_attempts:  # a worker died mid-send on the last attempt
             return entry, "dead", "attempts exhausted"
-        try:
-            outcome, error = _attempt(client, settings, job_id, url, attempt)
-        except Exception as exc:  # never let one delivery break the loop
-            log.exception("webhook %s attempt %s crashed", delivery_id, attempt)
-            outcome, error = "retry", f"{type(exc).__name__}: {exc}"
+        async with slots:
+            try:
+                async with asyncio.timeout(deadline):
+                    outcome, error = await _attempt(client, settings, job_id, url, attempt)
+            except TimeoutError:
+                outcome, error = "retry", f"no complete answer within {deadline:g} s"
+            except Exception as exc:  # never let one delivery break the loop
+                log.exception("webhook %s attempt %s crashed", delivery_id, attempt)
+                outcome, error = "retry", f"{type(exc).__name__}: {exc}"
         if outcome == "retry" and attempt >= max_attempts:
             outcome = "dead"
         return entry, outcome, error
 
-    if len(entries) == 1:
-        results = [run(entries[0])]
-    else:
-        results = list(_executor().map(run, entries))
+    results = await asyncio.gather(*(run(entry) for entry in entries))
     for (delivery_id, job_id, url, attempt), outcome, error in results:
         settle = "done" if outcome in ("done", "gone") else outcome
         due = time.time() + backoff_seconds(attempt) if settle == "retry" else 0

@@ -1,13 +1,17 @@
 """The loop every worker's main process runs beside Celery's consumer.
 
 It queues again the jobs whose wait is over (deferred for a permit, or backing off after a
-transient error), recovers jobs whose worker died (lapsed lease), delivers due webhooks and
-announces this worker as alive. Every step is an atomic script, so any number of workers
-can run the loop at once without doing a thing twice.
+transient error), recovers jobs whose worker died (lapsed lease) and announces this worker as
+alive. Every step is an atomic script, so any number of workers can run the loop at once
+without doing a thing twice.
+
+Webhooks go out from a loop of their own (``WebhookLoop``): a receiver that answers slowly
+must never delay this one, whose announcements tell the cluster the worker is alive.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import threading
@@ -42,7 +46,6 @@ class Housekeeper(threading.Thread):
     def tick(self) -> None:
         self.store.promote_due()
         worker_metrics.jobs_recovered(self.store.requeue_stalled())
-        webhooks.deliver_due(self.client, self.settings)
         now = time.time()
         self.client.zadd(keys.workers_alive(), {self.worker_name: now})
         if now - self._announced >= 1.0:  # per queue, for unilingo_workers_alive{queue}
@@ -68,18 +71,53 @@ class Housekeeper(threading.Thread):
             pass
 
 
+class WebhookLoop(threading.Thread):
+    """Sends due webhooks (``unilingo.webhooks.deliver_due_async``) on an asyncio loop of its
+    own: at most ``webhook_concurrency`` at once, each attempt within its total deadline."""
+
+    def __init__(self):
+        super().__init__(daemon=True, name="unilingo-webhooks")
+        self.stopped = threading.Event()
+        self.settings = get_settings()
+        self.client = redis_client(self.settings)
+
+    def run(self) -> None:
+        asyncio.run(self._deliver())
+
+    async def _deliver(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                sent = await webhooks.deliver_due_async(self.client, self.settings)
+            except redis.RedisError as exc:
+                log.warning("webhooks: redis unavailable (%s); retrying", exc)
+                sent = 0
+            except Exception:
+                log.exception("webhook delivery round failed")
+                sent = 0
+            if not sent:
+                await asyncio.sleep(INTERVAL_SECONDS)
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+
 _housekeeper: Housekeeper | None = None
+_webhook_loop: WebhookLoop | None = None
 
 
 @signals.worker_ready.connect
 def _start(sender=None, **_):
-    global _housekeeper
+    global _housekeeper, _webhook_loop
     name = getattr(sender, "hostname", None) or f"worker@{socket.gethostname()}"
     _housekeeper = Housekeeper(name)
     _housekeeper.start()
+    _webhook_loop = WebhookLoop()
+    _webhook_loop.start()
 
 
 @signals.worker_shutting_down.connect
 def _stop(**_):
     if _housekeeper is not None:
         _housekeeper.stop()
+    if _webhook_loop is not None:
+        _webhook_loop.stop()

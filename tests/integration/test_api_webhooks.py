@@ -9,7 +9,7 @@ import orjson
 import pytest
 import redis
 
-from tests.integration.test_api_support import Receiver
+from tests.integration.test_api_support import Receiver, wait_until
 from unilingo import keys, webhooks
 from unilingo.jobs import Job, JobStatus, JobStore, JobType, NewJob, new_job_id
 from unilingo.messages import task_message
@@ -144,3 +144,77 @@ def test_a_delivery_for_a_job_that_expired_is_dropped(client):
         webhooks.enqueue(client, "0" * 32, receiver.url)
         assert webhooks.deliver_due(client, settings()) == 1
         assert receiver.requests == [] and webhooks.pending(client) == 0
+
+
+class DripReceiver:
+    """A receiver that answers one byte every ``interval`` seconds (the slow-loris of webhooks),
+    counting how many deliveries it holds at once."""
+
+    def __init__(self, interval: float = 0.5, drips: int = 120):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.active = self.peak = self.arrived = self.completed = 0
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with receiver.lock:
+                    receiver.arrived += 1
+                    receiver.active += 1
+                    receiver.peak = max(receiver.peak, receiver.active)
+                try:
+                    self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % drips)
+                    for _ in range(drips):
+                        time.sleep(interval)
+                        self.wfile.write(b".")
+                        self.wfile.flush()
+                    with receiver.lock:
+                        receiver.completed += 1
+                except OSError:
+                    pass  # the sender gave up on us
+                finally:
+                    with receiver.lock:
+                        receiver.active -= 1
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/slow"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_receiver_answering_a_byte_at_a_time_is_cut_off_at_the_attempts_deadline(client):
+    receiver = DripReceiver(interval=0.5, drips=120)  # a full answer would take a minute
+    try:
+        job_id = finished_job(client, receiver.url)
+        sent = threading.Thread(target=webhooks.deliver_due, args=(client, settings(webhook_timeout_seconds=2.0)))
+        sent.start()
+        # The attempt is settled (as a failure to retry) while the receiver is still dripping.
+        wait_until(lambda: client.hget(keys.webhook(job_id), "last_error"), timeout=30)
+        assert receiver.arrived == 1 and receiver.completed == 0
+        assert b"no complete answer within 2 s" in client.hget(keys.webhook(job_id), "last_error")
+        sent.join(timeout=30)
+    finally:
+        receiver.close()
+
+
+def test_deliveries_in_flight_are_bounded(client):
+    client.delete(keys.webhook_outbox())
+    receiver = DripReceiver(interval=0.2, drips=10)
+    try:
+        jobs = [finished_job(client, receiver.url) for _ in range(6)]
+        assert webhooks.deliver_due(client, settings(webhook_concurrency=2, webhook_timeout_seconds=30)) == 2
+        while webhooks.deliver_due(client, settings(webhook_concurrency=2, webhook_timeout_seconds=30)):
+            pass
+        assert receiver.arrived == len(jobs) and receiver.peak == 2
+        assert webhooks.pending(client) == 0
+    finally:
+        receiver.close()

@@ -56,3 +56,39 @@ def test_a_worker_killed_between_the_answer_and_the_completion_still_sends_exact
         wait_until(lambda: receiver.requests and client.zscore(keys.webhook_outbox(), job.job_id) is None, timeout=30)
         assert len(receiver.requests) == 1
         assert receiver.requests[0]["headers"]["Unilingo-Event"] == "job.succeeded"
+
+
+def test_a_slow_webhook_receiver_does_not_stall_the_workers_housekeeping(client, start_worker, sandbox_reset):
+    from tests.integration.test_api_webhooks import DripReceiver
+
+    store = JobStore(client)
+    receiver = DripReceiver(interval=0.5, drips=120)  # a minute for one answer
+    try:
+        before = set(client.zrange(keys.workers_alive(), 0, -1))
+        start_worker(worker_concurrency=1, worker_queues="pdf", webhook_allow_private="true", webhook_timeout_seconds=60)
+        (worker,) = set(client.zrange(keys.workers_alive(), 0, -1)) - before
+        hooked = _job(store, JobType.PDF, webhook_url=receiver.url)
+        store.succeed(hooked, store.claim(hooked, 30).run_token, {"text": "x", "pages": 1})
+        wait_until(lambda: receiver.arrived == 1, timeout=30)
+
+        # While the receiver drips, the worker still announces itself alive...
+        announced = client.zscore(keys.workers_alive(), worker)
+        wait_until(lambda: client.zscore(keys.workers_alive(), worker) > announced + 1, timeout=20)
+        # ...and queues again a job whose backoff is over (on a queue no worker here consumes,
+        # so its messages stay where the test can count them).
+        waiting = _job(store, JobType.OCR)
+        assert store.retry_later(waiting, store.claim(waiting, 30).run_token, time.time())
+        queued = lambda: sum(waiting.encode() in m for m in client.lrange(keys.queue_list("ocr"), 0, -1))  # noqa: E731
+        wait_until(lambda: queued() == 2, timeout=20)  # the first message and the promoted one
+        assert store.get(waiting).status is JobStatus.QUEUED
+        assert receiver.completed == 0  # the webhook is still being dripped to
+    finally:
+        receiver.close()
+
+
+def _job(store: JobStore, job_type: JobType, webhook_url: str | None = None) -> str:
+    now = time.time()
+    job = Job(job_id=new_job_id(), type=job_type, status=JobStatus.QUEUED, owner="alice", webhook_url=webhook_url,
+              created_at=now, updated_at=now)
+    store.create(NewJob(job=job, message=task_message(job.workload.task, job.workload.queue, [job.job_id], task_id=job.job_id)))
+    return job.job_id
