@@ -27,6 +27,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from api import quotas
 from api.config import ApiConfig
 from api.errors import ApiError
+from api.events import JobEvents
 from api.redis_conn import FastPackConnection, ScriptChannel
 from api.security import Principal
 from unilingo.connections import async_redis_client
@@ -52,6 +53,7 @@ class Services:
         self.quota: quotas.QuotaGate | None = None
         self.scripts: ScriptChannel | None = None
         self.db: AsyncConnectionPool | None = None  # saved content (PostgreSQL), opened on first use
+        self.events: JobEvents | None = None  # the SSE streams' one shared subscription
         self._stale: list[Any] = []
 
     def bind(self) -> "Services":
@@ -77,6 +79,7 @@ class Services:
                 self.redis, ttl=settings.job_ttl_seconds, index_size=settings.user_job_index_size, scripts=scripts
             )
             self.quota = quotas.QuotaGate(scripts, settings)
+            self.events = JobEvents(self.redis)
             self.db = None  # a pool belongs to its loop too
             self._loop = loop
         return self
@@ -103,11 +106,13 @@ class Services:
         if self._loop is asyncio.get_running_loop():
             if self.scripts is not None:
                 await self.scripts.aclose()
+            if self.events is not None:
+                await self.events.aclose()
             if self.redis is not None:
                 await self.redis.aclose()
             if self.db is not None:
                 await self.db.close()
-        self.redis = self.store = self.quota = self.scripts = self.db = None
+        self.redis = self.store = self.quota = self.scripts = self.db = self.events = None
         self._loop = None
         self._stale.clear()
 

@@ -19,7 +19,6 @@ import re
 import time
 from typing import Literal
 
-import anyio
 import orjson
 import redis.exceptions
 from fastapi import APIRouter, Depends, Query, Request
@@ -139,48 +138,35 @@ def _error_event(code: str, message: str) -> ServerSentEvent:
     return ServerSentEvent(data=orjson.dumps({"code": code, "message": message}).decode(), event="error")
 
 
-async def _subscribed(pubsub, channel: str) -> None:
-    """Subscribe and wait for Redis to confirm it: from then on no change can be missed."""
-    await pubsub.subscribe(channel)
-    deadline = time.monotonic() + 5.0
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise redis.exceptions.TimeoutError("no subscribe confirmation")
-        message = await pubsub.get_message(timeout=remaining)
-        if message is not None and message.get("type") == "subscribe":
-            return
-
-
 async def _stream(svc: Services, job_id: str):
-    pubsub = svc.redis.pubsub()
     deadline = time.monotonic() + STREAM_MAX_SECONDS
-    sequence = 0
-    last: bytes | None = None
+    assert svc.events is not None
     try:
-        await _subscribed(pubsub, keys.job_events(job_id))  # first subscribe, then read: no gap
-        while True:
-            job = await svc.store.get(job_id)
-            if job is None:
-                yield _error_event("job_not_found", "the job no longer exists")
-                return
-            snapshot = orjson.dumps(job.public())
-            if snapshot != last:
-                last = snapshot
-                sequence += 1
-                yield ServerSentEvent(data=snapshot.decode(), id=str(sequence), retry=2000)
-            if job.status.terminal:
-                return
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            # Any message (or the resync timeout) means: read the state again.
-            await pubsub.get_message(timeout=min(RESYNC_SECONDS, remaining))
+        # Subscribed (on the process's one shared subscription) before the first read: no gap.
+        async with svc.events.watch(keys.job_events(job_id)) as changes:
+            async for event in _events(svc, job_id, changes, deadline):
+                yield event
     except redis.exceptions.RedisError:
         yield _error_event("service_unavailable", "the job store is unreachable; reconnect shortly")
-    finally:
-        with anyio.CancelScope(shield=True):
-            try:
-                await pubsub.aclose()
-            except Exception:
-                pass
+
+
+async def _events(svc: Services, job_id: str, changes, deadline: float):
+    sequence = 0
+    last: bytes | None = None
+    while True:
+        job = await svc.store.get(job_id)
+        if job is None:
+            yield _error_event("job_not_found", "the job no longer exists")
+            return
+        snapshot = orjson.dumps(job.public())
+        if snapshot != last:
+            last = snapshot
+            sequence += 1
+            yield ServerSentEvent(data=snapshot.decode(), id=str(sequence), retry=2000)
+        if job.status.terminal:
+            return
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        # Any message (or the resync timeout) means: read the state again.
+        await changes.changed(min(RESYNC_SECONDS, remaining))

@@ -116,3 +116,42 @@ def test_a_client_leaving_an_sse_stream_frees_its_subscription(server, redis_url
             time.sleep(0.05)
         assert client.pubsub_numsub(channel)[0][1] == 0
     client.close()
+
+
+def _subscribers(client: redis.Redis) -> list[int]:
+    """The channel count of every Redis connection that holds subscriptions."""
+    return [int(c["sub"]) for c in client.client_list() if int(c.get("sub", 0)) > 0]
+
+
+async def test_sse_streams_share_one_redis_subscription_per_process(server, redis_url):
+    import asyncio
+
+    client = redis.Redis.from_url(redis_url)
+    streams = 30
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        job_ids = [(await http.post("/api/ai/generate-flashcards", json={"content": f"fact {i}"}, headers=auth())).json()["job_id"]
+                   for i in range(streams)]
+        opened: list = []
+        first_events = 0
+
+        async def follow(job_id: str) -> None:
+            nonlocal first_events
+            request = http.build_request("GET", f"/api/jobs/{job_id}/events", headers=auth())
+            response = await http.send(request, stream=True)
+            lines = response.aiter_lines()
+            opened.append((response, lines))  # kept referenced: an abandoned iterator would close the stream
+            async for line in lines:
+                if line.startswith("data:"):
+                    first_events += 1
+                    return
+
+        await asyncio.gather(*(follow(j) for j in job_ids))
+        assert first_events == streams
+        assert _subscribers(client) == [streams]  # one connection, one channel per stream
+        for response, _ in opened:
+            await response.aclose()
+        deadline = time.monotonic() + 15
+        while _subscribers(client) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert _subscribers(client) == []  # every channel unsubscribed when its stream left
+    client.close()
