@@ -366,7 +366,7 @@ def create_router(sandbox: Sandbox) -> APIRouter:
         latency_s = sandbox.scaled(real_latency(pcm))
         with sandbox.gate.admit(AZURE_SPEECH, expected_s=latency_s) as ticket:
             started = asyncio.get_running_loop().time()
-            # Recognition takes about half the audio's length: off the loop, and out of the
+            # Recognition takes up to about the audio's length: off the loop, and out of the
             # provider's latency rather than on top of it.
             activity, heard = await asyncio.to_thread(listen, pcm, request.query_params.get("language"))
             result = assess(pcm, activity, config, heard)

@@ -10,7 +10,7 @@ PocketSphinx is a small, old engine: on clear speech it gets most words, on espe
 robotic voice perhaps half (see ``sandbox/README.md``). There is no model for any other
 language in a package, so ``has_model`` is false for them and the caller falls back.
 
-Decoding takes about half the audio's duration on one busy core. ``MAX_PARALLEL`` decodes
+Decoding takes 0.5-1.3 s a second of audio on one core of a busy 2-core machine. ``MAX_PARALLEL`` decodes
 run at once, each thread with a decoder of its own (a decoder is not thread-safe, and
 loading one takes about a second), and a recording already decoded is answered from a
 small cache: load tests send the same file again and again.

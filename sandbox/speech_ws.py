@@ -269,7 +269,7 @@ async def _answer(
     seconds = len(audio.pcm) / max(1, audio.sample_rate * audio.channels * 2)
     real_s = LATENCIES[AZURE_SPEECH].clamp(2.0 + 0.5 * seconds + stable_fraction("latency", request_id))
     started = asyncio.get_running_loop().time()
-    # Recognition takes about half the audio's length: off the loop, and inside the latency.
+    # Recognition takes up to about the audio's length: off the loop, and inside the latency.
     phrase = await asyncio.to_thread(recognise, audio, config, language)
     elapsed = asyncio.get_running_loop().time() - started
     await asyncio.sleep(max(0.0, sandbox.scaled(real_s) + extra_delay_s - elapsed))
