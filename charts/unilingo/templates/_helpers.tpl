@@ -236,6 +236,8 @@ false
 {{- end }}
 - name: JWT_AUDIENCE
   value: {{ $c.jwtAudience | quote }}
+- name: JWT_ISSUER
+  value: {{ $c.jwtIssuer | quote }}
 - name: TRUSTED_PROXIES
   value: {{ $c.trustedProxies | toJson | quote }}
 - name: ADMIN_IP_ALLOWLIST
