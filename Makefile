@@ -4,10 +4,13 @@ PY := .venv/bin/python
 BOOTSTRAP := bash scripts/bootstrap.sh
 export PYTHONUNBUFFERED := 1
 
-.PHONY: run test test-unit bench dashboard redis sandbox api worker operator cluster token tools kind-up bootstrap clean
+.PHONY: run test test-unit bench dashboard redis sandbox api worker operator cluster image deploy token tools kind-up bootstrap bootstrap-node clean
 
 bootstrap:
 	@$(BOOTSTRAP)
+
+bootstrap-node:
+	@$(BOOTSTRAP) node
 
 run: bootstrap
 	@$(PY) -m devstack.run
@@ -39,8 +42,14 @@ worker: bootstrap
 operator: bootstrap
 	@$(PY) -m unilingo_operator
 
-cluster: bootstrap tools
+cluster: bootstrap-node tools
 	@$(PY) -m devstack.cluster
+
+image: bootstrap-node
+	@bash scripts/image.sh
+
+deploy: bootstrap tools
+	@bash scripts/deploy.sh
 
 token: bootstrap
 	@$(PY) -m unilingo.tokens --user "$(USER)" $(if $(filter 1,$(ADMIN)),--admin,) $(if $(TIER),--tier "$(TIER)",)

@@ -1,5 +1,5 @@
-"""A real local Kubernetes control plane: etcd, kube-apiserver and kube-controller-manager
-from ``.tools/bin``.
+"""A real local Kubernetes cluster: etcd, kube-apiserver, kube-controller-manager and (for
+``make cluster``) kube-scheduler from ``.tools/bin``, plus one node (``devstack.node``).
 
 etcd listens on loopback (plain HTTP, free ports, data under ``<workdir>/etcd``).
 kube-apiserver serves HTTPS on 127.0.0.1 with a self-signed CA, authenticates an admin
@@ -10,8 +10,12 @@ runs the standard controllers, so namespaces get their ``default`` ServiceAccoun
 ClusterRoles fill in, and Deployments/Jobs create their Pods. It authenticates with a client
 certificate of its own (user ``system:kube-controller-manager``, also in ``system:masters``)
 and one credential for all controllers: kubeadm's per-controller ServiceAccount credentials
-double its start-up time here. Nothing is mocked. There is no scheduler and no node: Pods
-stay Pending.
+double its start-up time here. Nothing is mocked. ``ControlPlane`` alone (what the
+controlplane tests use) has no scheduler and no node: Pods stay Pending. With
+``scheduler=True`` and ``advertise_address=NODE_IP`` it is the control plane of
+``devstack.node.Node``: the API server then also listens on the node's address (so pods
+reach it through the ``kubernetes`` Service, whose endpoint it keeps) and reaches the
+kubelet with the admin client certificate (logs, exec, port-forward).
 
 Usage::
 
@@ -19,7 +23,7 @@ Usage::
         cp.kubectl("get", "ns")
 
     python -m devstack.cluster [--workdir DIR] [--kubeconfig FILE] [--port N] [--reset]
-                               [--no-controller-manager]
+                               [--no-controller-manager] [--no-node]
 
 The binaries are built by ``scripts/tools.sh`` (``make tools``).
 """
@@ -45,6 +49,9 @@ import urllib.request
 from pathlib import Path
 from typing import IO, Sequence
 
+from devstack.keda import Keda, KedaError
+from devstack.node import NODE_IP, NODE_NAME, Node, NodeError, NodeNetwork
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BIN_DIR = REPO_ROOT / ".tools" / "bin"
 DEFAULT_WORKDIR = REPO_ROOT / ".run" / "cluster"
@@ -54,6 +61,8 @@ SERVICE_CIDR = "10.0.0.0/24"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 ADMIN_USER = "unilingo-admin"
 CONTROLLER_MANAGER_USER = "system:kube-controller-manager"
+SCHEDULER_USER = "system:kube-scheduler"
+NODE_USER = f"system:node:{NODE_NAME}"
 CLUSTER_NAME = "unilingo-local"
 
 _PR_SET_PDEATHSIG = 1
@@ -103,6 +112,10 @@ class _Pki:
         self.admin_crt = directory / "admin.crt"
         self.kcm_key = directory / "kcm.key"
         self.kcm_crt = directory / "kcm.crt"
+        self.scheduler_key = directory / "scheduler.key"
+        self.scheduler_crt = directory / "scheduler.crt"
+        self.node_key = directory / "node.key"
+        self.node_crt = directory / "node.crt"
         self.front_proxy_ca_key = directory / "front-proxy-ca.key"
         self.front_proxy_ca_crt = directory / "front-proxy-ca.crt"
         self.front_proxy_client_key = directory / "front-proxy-client.key"
@@ -130,10 +143,13 @@ class _Pki:
         if new_ca or not self.admin_crt.exists():
             self._leaf(self.admin_key, self.admin_crt, f"/O=system:masters/CN={ADMIN_USER}",
                        "clientAuth", "")
-        if new_ca or not self.kcm_crt.exists():
-            self._leaf(self.kcm_key, self.kcm_crt,
-                       f"/O=system:masters/CN={CONTROLLER_MANAGER_USER}",
-                       "clientAuth", "")
+        # The other components are in system:masters too: one local node, no Node
+        # authorizer to configure.
+        for key, crt, user in ((self.kcm_key, self.kcm_crt, CONTROLLER_MANAGER_USER),
+                               (self.scheduler_key, self.scheduler_crt, SCHEDULER_USER),
+                               (self.node_key, self.node_crt, NODE_USER)):
+            if new_ca or not crt.exists():
+                self._leaf(key, crt, f"/O=system:masters/CN={user}", "clientAuth", "")
         # The aggregation layer's front proxy (request-header authentication).
         new_fp_ca = not (self.front_proxy_ca_key.exists() and self.front_proxy_ca_crt.exists())
         if new_fp_ca:
@@ -216,6 +232,8 @@ class ControlPlane:
         reset: bool = False,
         etcd_fsync: bool = False,
         controller_manager: bool = True,
+        scheduler: bool = False,
+        advertise_address: str | None = None,
         extra_apiserver_args: Sequence[str] = (),
         timeout: float = 90.0,
     ):
@@ -229,6 +247,8 @@ class ControlPlane:
         self.reset = reset
         self.etcd_fsync = etcd_fsync
         self.controller_manager = controller_manager
+        self.scheduler = scheduler
+        self.advertise_address = advertise_address
         self.extra_apiserver_args = list(extra_apiserver_args)
         self.timeout = timeout
         self.pki = _Pki(self.workdir / "pki")
@@ -244,6 +264,7 @@ class ControlPlane:
         self._etcd: subprocess.Popen | None = None
         self._apiserver: subprocess.Popen | None = None
         self._kcm: subprocess.Popen | None = None
+        self._scheduler: subprocess.Popen | None = None
         self._logs: list[IO] = []
 
     # -- public API --------------------------------------------------------------------
@@ -253,6 +274,7 @@ class ControlPlane:
         t0 = time.monotonic()
         etcd_bin, apiserver_bin = self._binary("etcd"), self._binary("kube-apiserver")
         kcm_bin = self._binary("kube-controller-manager") if self.controller_manager else None
+        scheduler_bin = self._binary("kube-scheduler") if self.scheduler else None
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         self.pki.ensure()
@@ -264,6 +286,8 @@ class ControlPlane:
                                    self.pki.admin_key)
             if kcm_bin is not None:
                 self._start_controller_manager(kcm_bin, t0)
+            if scheduler_bin is not None:
+                self._start_scheduler(scheduler_bin, t0)
         except BaseException:
             self.stop()
             raise
@@ -271,9 +295,9 @@ class ControlPlane:
         return self
 
     def stop(self) -> None:
-        """Stop the controller-manager, kube-apiserver, then etcd (SIGTERM, then SIGKILL
-        after a grace period)."""
-        for attr, grace in (("_kcm", 10.0), ("_apiserver", 20.0), ("_etcd", 10.0)):
+        """Stop the scheduler, controller-manager, kube-apiserver, then etcd (SIGTERM, then
+        SIGKILL after a grace period)."""
+        for attr, grace in (("_scheduler", 10.0), ("_kcm", 10.0), ("_apiserver", 20.0), ("_etcd", 10.0)):
             proc = getattr(self, attr)
             if proc is not None:
                 _terminate(proc, grace)
@@ -286,6 +310,8 @@ class ControlPlane:
         procs = [("etcd", self._etcd), ("kube-apiserver", self._apiserver)]
         if self.controller_manager:
             procs.append(("kube-controller-manager", self._kcm))
+        if self.scheduler:
+            procs.append(("kube-scheduler", self._scheduler))
         return procs
 
     @property
@@ -364,10 +390,21 @@ class ControlPlane:
         port = self.port or self._spare_port
         self.url = f"https://127.0.0.1:{port}"
         pki = self.pki
+        if self.advertise_address:
+            # Pods reach it at the node's address through the `kubernetes` Service (whose
+            # endpoint the lease reconciler keeps); the host's clients still use loopback.
+            network = ["--bind-address=0.0.0.0", f"--advertise-address={self.advertise_address}",
+                       "--endpoint-reconciler-type=lease",
+                       f"--kubelet-client-certificate={pki.admin_crt}",
+                       f"--kubelet-client-key={pki.admin_key}",
+                       "--kubelet-preferred-address-types=InternalIP"]
+        else:
+            network = ["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+                       "--endpoint-reconciler-type=none"]  # loopback is no valid Endpoints
         argv = [
             str(binary),
             f"--etcd-servers={self.etcd_url}",
-            "--bind-address=127.0.0.1", f"--secure-port={port}", "--advertise-address=127.0.0.1",
+            f"--secure-port={port}", *network,
             f"--tls-cert-file={pki.server_crt}", f"--tls-private-key-file={pki.server_key}",
             f"--cert-dir={self.workdir / 'apiserver-certs'}",
             f"--client-ca-file={pki.ca_crt}",
@@ -383,7 +420,6 @@ class ControlPlane:
             f"--service-account-key-file={pki.sa_pub}",
             f"--service-account-signing-key-file={pki.sa_key}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--endpoint-reconciler-type=none",  # a loopback endpoint is not a valid Endpoints
             "--allow-privileged=true",
             "--profiling=false",
             "--v=1",
@@ -440,6 +476,33 @@ class ControlPlane:
                 return r.status == 200
 
         self._wait("kube-controller-manager", self._kcm, ready, t0)
+
+    def _start_scheduler(self, binary: Path, t0: float) -> None:
+        kubeconfig = self.workdir / "scheduler.kubeconfig"
+        self._write_kubeconfig(kubeconfig, SCHEDULER_USER, self.pki.scheduler_crt,
+                               self.pki.scheduler_key)
+        port = free_ports(1)[0]
+        argv = [
+            str(binary),
+            f"--kubeconfig={kubeconfig}",
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            "--bind-address=127.0.0.1", f"--secure-port={port}",
+            "--leader-elect=false",
+            "--profiling=false",
+            "--v=1",
+        ]
+        self._scheduler = self._spawn("kube-scheduler", argv)
+        insecure = ssl.create_default_context()
+        insecure.check_hostname = False
+        insecure.verify_mode = ssl.CERT_NONE
+
+        def ready() -> bool:
+            with urllib.request.urlopen(f"https://127.0.0.1:{port}/healthz", timeout=3,
+                                        context=insecure) as r:
+                return r.status == 200
+
+        self._wait("kube-scheduler", self._scheduler, ready, t0)
 
     def ssl_context(self) -> ssl.SSLContext:
         """TLS context trusting the cluster CA and presenting the admin client cert."""
@@ -508,16 +571,26 @@ def _terminate(proc: subprocess.Popen, grace: float) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m devstack.cluster",
-        description="Run etcd, kube-apiserver and kube-controller-manager locally in the "
-                    "foreground until Ctrl-C/SIGTERM.")
+        description="Run etcd, kube-apiserver, kube-controller-manager, kube-scheduler and one "
+                    "node (containerd, kubelet, kube-proxy, CoreDNS) locally in the foreground "
+                    "until Ctrl-C/SIGTERM.")
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     parser.add_argument("--kubeconfig", type=Path, default=DEFAULT_KUBECONFIG)
     parser.add_argument("--port", type=int, default=int(os.environ.get("CLUSTER_PORT", "0")),
                         help="kube-apiserver port (default: CLUSTER_PORT or a free one)")
     parser.add_argument("--reset", action="store_true", help="wipe etcd data before start")
     parser.add_argument("--no-controller-manager", action="store_true",
-                        help="run etcd and kube-apiserver only")
+                        help="run etcd and kube-apiserver only (implies --no-node)")
+    parser.add_argument("--no-node", action="store_true",
+                        help="the control plane only: no scheduler, no node, no KEDA")
+    parser.add_argument("--no-keda", action="store_true",
+                        help="no KEDA operator and metrics adapter")
     args = parser.parse_args(argv)
+    with_node = not (args.no_node or args.no_controller_manager)
+    if with_node and os.geteuid() != 0:
+        print("cluster: the node needs root (namespaces, mounts, iptables); "
+              "use --no-node for the control plane alone", file=sys.stderr)
+        return 2
 
     stop = threading.Event()
 
@@ -528,29 +601,64 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
 
     cp = ControlPlane(args.workdir, args.kubeconfig, port=args.port, reset=args.reset,
-                      controller_manager=not args.no_controller_manager)
+                      controller_manager=not args.no_controller_manager,
+                      scheduler=with_node, advertise_address=NODE_IP if with_node else None)
+    network = NodeNetwork() if with_node else None
+    node = Node(cp, Path(args.workdir) / "node") if with_node else None
+    keda = (Keda(cp, Path(args.workdir) / "keda", NODE_IP)
+            if with_node and not args.no_keda else None)
     try:
+        if network is not None:
+            network.up()
         cp.start()
-    except ControlPlaneError as e:
+        if node is not None:
+            node.start()
+        if keda is not None:
+            keda.start()
+    except (ControlPlaneError, NodeError, KedaError, OSError, subprocess.SubprocessError) as e:
         print(f"cluster: {e}", file=sys.stderr)
+        if keda is not None:
+            keda.stop()
+        if node is not None:
+            node.stop()
+        cp.stop()
+        if network is not None:
+            network.down()
         return 1
     parts = ", ".join(f"{k} {v:.1f}s" for k, v in cp.timings.items())
     print(f"cluster: kube-apiserver ready at {cp.url} in {cp.startup_seconds:.1f}s ({parts}; "
           f"etcd {cp.etcd_url}; logs in {cp.logs_dir})", flush=True)
     print(f"cluster: kubeconfig {cp.kubeconfig}", flush=True)
+    if node is not None:
+        parts = ", ".join(f"{k} {v:.1f}s" for k, v in node.timings.items())
+        print(f"cluster: node {NODE_NAME} Ready at {NODE_IP} ({parts}; containerd "
+              f"{node.socket}; logs in {node.logs_dir})", flush=True)
+    if keda is not None:
+        parts = ", ".join(f"{k} {v:.1f}s" for k, v in keda.timings.items())
+        print(f"cluster: KEDA operator and metrics adapter running ({parts})", flush=True)
     print(f"export KUBECONFIG={cp.kubeconfig}", flush=True)
     code = 0
     try:
         while not stop.wait(1.0):
             try:
                 cp.check_alive()
-            except ControlPlaneError as e:
+                if node is not None:
+                    node.check_alive()
+                if keda is not None:
+                    keda.check_alive()
+            except (ControlPlaneError, NodeError, KedaError) as e:
                 print(f"cluster: {e}", file=sys.stderr, flush=True)
                 code = 1
                 break
     finally:
         print("cluster: stopping", flush=True)
+        if keda is not None:
+            keda.stop()
+        if node is not None:
+            node.stop()
         cp.stop()
+        if network is not None:
+            network.down()
         print("cluster: stopped", flush=True)
     return code
 

@@ -3,6 +3,9 @@
 # Debian's redis-server, postgresql, chromium (headless, for the /monitoring test), the provider
 # sandbox's engines (tesseract-ocr with the app's languages, espeak-ng, sox, a font for test
 # images), and the pinned Python environment in .venv.
+# `bootstrap.sh node` also installs what the node of `make cluster` and `make image` run on:
+# Debian's containerd, runc, containernetworking-plugins, iptables, conntrack, buildah and
+# debootstrap.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -23,6 +26,13 @@ command -v sox >/dev/null 2>&1 || need_apt+=(sox)
 ls /usr/lib/*/sox/libsox_fmt_mp3.so >/dev/null 2>&1 || need_apt+=(libsox-fmt-mp3)
 ls /usr/lib/*/sox/libsox_fmt_vorbis.so >/dev/null 2>&1 || need_apt+=(libsox-fmt-base)
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need_apt+=(fonts-dejavu-core)
+if [ "${1:-}" = node ]; then
+  for pair in containerd:containerd runc:runc iptables:iptables conntrack:conntrack \
+              buildah:buildah debootstrap:debootstrap; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair#*:}")
+  done
+  [ -x /usr/lib/cni/ptp ] || need_apt+=(containernetworking-plugins)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "bootstrap: installing Debian packages: ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"

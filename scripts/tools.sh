@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Build the Go-built tools of the local stack (etcd, kube-apiserver, kube-controller-manager,
-# kubectl, helm, promtool and, when it builds, the prometheus server) from the Go module proxy.
+# Build the Go-built tools of the local stack from the Go module proxy: the control plane
+# (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, helm, promtool and,
+# when it builds, the prometheus server) and the node of `make cluster` (kubelet, kube-proxy,
+# CoreDNS, KEDA's operator and metrics adapter).
 #
 # Each binary is built once in a throwaway wrapper module into a cache outside the repo,
 #   ${UNILINGO_TOOLS_CACHE:-$HOME/.cache/unilingo-tools}/<name>-<version>/<name>
@@ -8,19 +10,24 @@
 #
 # Usage: scripts/tools.sh [--force] [--list] [TOOL...]
 #   TOOL     one or more of: kube-apiserver etcd kube-controller-manager kubectl helm
-#            promtool prometheus
+#            promtool prometheus kube-scheduler kubelet kube-proxy coredns keda-operator
+#            keda-adapter
 #            (default: all; prometheus is optional and skipped quietly if it fails)
 #   --force  rebuild even when the cached binary exists
 #   --list   print the tools, their versions and cache paths, then exit
 set -euo pipefail
 
 # ---- versions: the one place they are pinned -------------------------------------
-K8S_VERSION=v1.34.4          # k8s.io/kubernetes: kube-apiserver, kube-controller-manager, kubectl
+K8S_VERSION=v1.34.4          # k8s.io/kubernetes: kube-apiserver, kube-controller-manager, kubectl,
+                             # kube-scheduler, kubelet, kube-proxy (1.35 refuses cgroup v1 hosts)
 ETCD_VERSION=v3.6.16         # go.etcd.io/etcd/server/v3
 HELM_VERSION=v3.19.5         # helm.sh/helm/v3
 PROMETHEUS_VERSION=v0.316.0  # github.com/prometheus/prometheus (= Prometheus 3.16.0)
+COREDNS_VERSION=v1.14.7      # github.com/coredns/coredns
+KEDA_VERSION=v2.21.0         # github.com/kedacore/keda/v2: keda-operator, keda-adapter
 
-ALL_TOOLS=(kube-apiserver etcd kube-controller-manager kubectl helm promtool prometheus)
+ALL_TOOLS=(kube-apiserver etcd kube-controller-manager kubectl helm promtool prometheus
+           kube-scheduler kubelet kube-proxy coredns keda-operator keda-adapter)
 OPTIONAL_TOOLS=" prometheus "
 
 # ---- locations ----------------------------------------------------------------------
@@ -57,7 +64,7 @@ describe() {
   T_TAGS=""
   T_LDFLAGS=""
   case "$1" in
-    kube-apiserver|kube-controller-manager|kubectl)
+    kube-apiserver|kube-controller-manager|kubectl|kube-scheduler|kubelet|kube-proxy)
       T_MODULE=k8s.io/kubernetes; T_VERSION=$K8S_VERSION; T_PKG="k8s.io/kubernetes/cmd/$1"
       local v=${K8S_VERSION#v} major minor
       major=${v%%.*}; minor=${v#*.}; minor=${minor%%.*}
@@ -89,6 +96,17 @@ describe() {
       T_VERSION_CMD="--version"
       if [[ $1 == prometheus ]]; then T_TAGS="builtinassets"; fi
       ;;
+    coredns)
+      T_MODULE=github.com/coredns/coredns; T_VERSION=$COREDNS_VERSION; T_PKG=github.com/coredns/coredns
+      T_LDFLAGS="-X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION"
+      T_VERSION_CMD="-version"
+      ;;
+    keda-operator|keda-adapter)
+      T_MODULE=github.com/kedacore/keda/v2; T_VERSION=$KEDA_VERSION
+      T_PKG="github.com/kedacore/keda/v2/cmd/${1#keda-}"
+      T_LDFLAGS="-X github.com/kedacore/keda/v2/version.Version=${KEDA_VERSION#v} -X github.com/kedacore/keda/v2/version.GitCommit=$KEDA_VERSION"
+      T_VERSION_CMD="--help"  # neither has a version flag; --help proves the binary runs
+      ;;
     *) die "unknown tool '$1' (known: ${ALL_TOOLS[*]})" ;;
   esac
 }
@@ -117,6 +135,20 @@ k8s_staging_replaces() {
   done
 }
 
+module_replaces() {  # go.mod -> its `replace` lines whose target is a module version
+  awk '
+    /^replace[[:space:]]*\($/ { inblock = 1; next }
+    inblock && /^\)/ { inblock = 0; next }
+    inblock { line = $0 }
+    !inblock && /^replace[[:space:]]/ { line = $0; sub(/^replace[[:space:]]+/, "", line) }
+    line != "" {
+      split(line, parts, "=>"); target = parts[2]; gsub(/^[[:space:]]+/, "", target)
+      if (target !~ /^\./ && target !~ /^\//) print "replace " line
+      line = ""
+    }
+  ' "$1"
+}
+
 write_wrapper() {  # dir tool
   local dir=$1 tool=$2 gomod goline
   gomod="$(module_gomod "$T_MODULE" "$T_VERSION")" || die "could not download $T_MODULE@$T_VERSION"
@@ -137,6 +169,10 @@ write_wrapper() {  # dir tool
       echo "replace ("
       k8s_staging_replaces "$gomod"
       echo ")"
+    else
+      # A dependency's replace directives do not apply to the module that requires it:
+      # carry over the ones that point at another module version (not at a local path).
+      module_replaces "$gomod"
     fi
   } >"$dir/go.mod"
 }

@@ -1,0 +1,3 @@
+module unilingo.local/pause
+
+go 1.24
