@@ -71,6 +71,20 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
 
 
+def _remove_kubelet_firewall() -> None:
+    """kubelet's KUBE-FIREWALL chain (it drops martian packets to 127.0.0.0/8), which it
+    installs whatever makeIPTablesUtilChains says and kube-proxy --cleanup leaves."""
+    for tool in ("iptables", "ip6tables"):
+        if shutil.which(tool) is None:
+            continue
+        for chain in ("INPUT", "OUTPUT"):
+            while subprocess.run([tool, "-D", chain, "-j", "KUBE-FIREWALL"],
+                                 capture_output=True).returncode == 0:
+                pass
+        subprocess.run([tool, "-F", "KUBE-FIREWALL"], capture_output=True)
+        subprocess.run([tool, "-X", "KUBE-FIREWALL"], capture_output=True)
+
+
 class NodeNetwork:
     """The node's address on the host (a bridge with no ports) and the host settings the
     node changes, saved so that ``down()`` puts them back. Up before the API server starts,
@@ -198,6 +212,7 @@ class Node:
         proxy = self.cp.bin_dir / "kube-proxy"
         if proxy.exists():
             subprocess.run([str(proxy), "--cleanup"], capture_output=True, timeout=60)
+        _remove_kubelet_firewall()
         self._remove_cgroups()
         for f in self._logs:
             f.close()
@@ -347,7 +362,9 @@ stop
                     (d / f).write_text((hierarchy / f).read_text())
 
     def _remove_cgroups(self) -> None:
-        for hierarchy in self._cgroup_hierarchies():
+        # runc also mirrors the containers' cgroups into the cgroup v2 tree of a hybrid host.
+        unified = [Path("/sys/fs/cgroup/unified")] if Path("/sys/fs/cgroup/unified").is_dir() else []
+        for hierarchy in self._cgroup_hierarchies() + unified:
             root = hierarchy / CGROUP_ROOT
             if not root.is_dir():
                 continue
@@ -368,7 +385,7 @@ stop
             return [base]
         return [p for p in sorted(base.iterdir())
                 if p.is_dir() and not p.is_symlink() and (p / "tasks").exists()
-                and p.name not in ("systemd", "unified")]
+                and p.name != "unified"]
 
     def _spawn(self, name: str, argv: list[str], **kwargs) -> subprocess.Popen:
         from devstack.cluster import _die_with_parent
