@@ -48,7 +48,7 @@ cluster: bootstrap-node tools
 image: bootstrap-node
 	@bash scripts/image.sh
 
-deploy: bootstrap tools
+deploy: bootstrap-node tools
 	@bash scripts/deploy.sh
 
 token: bootstrap

@@ -12,7 +12,10 @@ kubeconfig). What makes that work like an in-cluster KEDA:
   host as from a pod;
 - the metrics adapter is registered as the ``v1beta1.external.metrics.k8s.io`` APIService
   behind a ``keda/keda-metrics-apiserver`` Service of type ExternalName ``localhost``;
-- operator and adapter share the certificates the operator generates (``--cert-dir``).
+- operator and adapter share the certificates the operator generates: its certificate
+  rotator writes them to the Secret ``keda/kedaorg-certs`` and exits, expecting its pod to
+  restart with that Secret mounted at ``--cert-dir``; here they are copied from the Secret
+  into ``--cert-dir`` and the operator is started again.
 """
 
 from __future__ import annotations
@@ -88,22 +91,31 @@ class Keda:
         env = {**os.environ, "KUBECONFIG": str(self.cp.kubeconfig), "WATCH_NAMESPACE": "",
                "KEDA_CLUSTER_OBJECT_NAMESPACE": NAMESPACE, "POD_NAMESPACE": NAMESPACE,
                "OPERATOR_NAME": "keda-operator"}
+        operator_argv = [
+            "unshare", "--mount", "--propagation", "private", "sh", "-c",
+            f'mount --bind "{resolv}" /etc/resolv.conf && exec "$0" "$@"',
+            str(operator_bin),
+            "--leader-elect=false",
+            f"--metrics-bind-address=127.0.0.1:{metrics}",
+            f"--health-probe-bind-address=127.0.0.1:{probe}",
+            f"--metrics-service-bind-address=127.0.0.1:{grpc}",
+            "--enable-cert-rotation=true", f"--cert-dir={certs}", f"--ca-dir={ca_dir}",
+            "--enable-webhook-patching=false", "--enable-apiservice-patching=false",
+            "--zap-log-level=info", "--zap-encoder=console",
+        ]
         try:
-            self._operator = self._spawn("keda-operator", [
-                "unshare", "--mount", "--propagation", "private", "sh", "-c",
-                f'mount --bind "{resolv}" /etc/resolv.conf && exec "$0" "$@"',
-                str(operator_bin),
-                "--leader-elect=false",
-                f"--metrics-bind-address=127.0.0.1:{metrics}",
-                f"--health-probe-bind-address=127.0.0.1:{probe}",
-                f"--metrics-service-bind-address=127.0.0.1:{grpc}",
-                "--enable-cert-rotation=true", f"--cert-dir={certs}", f"--ca-dir={ca_dir}",
-                "--enable-webhook-patching=false", "--enable-apiservice-patching=false",
-                "--zap-log-level=info", "--zap-encoder=console",
-            ], env)
-            self._wait("keda-operator", self._operator,
-                       lambda: (certs / "tls.crt").exists() and self._http_ok(probe, "/readyz"),
-                       t0)
+            self._copy_certs(certs)
+            self._operator = self._spawn("keda-operator", operator_argv, env)
+            deadline = t0 + self.timeout
+            while not (self._copy_certs(certs) and self._operator.poll() is None
+                       and self._probe(lambda: self._http_ok(probe, "/readyz"))):
+                if self._operator.poll() == 0 and self._copy_certs(certs):
+                    # The rotator made new certificates and exited for its "pod restart".
+                    self._operator = self._spawn("keda-operator", operator_argv, env)
+                elif self._operator.poll() is not None or time.monotonic() > deadline:
+                    self._wait("keda-operator", self._operator, lambda: False, t0)
+                time.sleep(0.5)
+            self.timings["keda-operator"] = round(time.monotonic() - t0, 2)
             self._adapter = self._spawn("keda-adapter", [
                 str(adapter_bin),
                 f"--lister-kubeconfig={self.cp.kubeconfig}",
@@ -185,6 +197,34 @@ class Keda:
             return False
         conds = json.loads(proc.stdout).get("status", {}).get("conditions", [])
         return any(c["type"] == "Available" and c["status"] == "True" for c in conds)
+
+    def _copy_certs(self, certs: Path) -> bool:
+        """The operator's certificates from its Secret into ``certs``; False while absent."""
+        import base64
+        proc = self.cp.kubectl("-n", NAMESPACE, "get", "secret", "kedaorg-certs", "-o", "json",
+                               check=False)
+        if proc.returncode != 0:
+            return False
+        data = json.loads(proc.stdout).get("data") or {}
+        if not all(data.get(k) for k in ("ca.crt", "tls.crt", "tls.key")):
+            return False
+        for name in ("ca.crt", "tls.crt", "tls.key"):
+            content = base64.b64decode(data[name])
+            path = certs / name
+            if not path.exists() or path.read_bytes() != content:
+                tmp = path.with_suffix(".tmp")
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(content)
+                os.replace(tmp, path)
+        return True
+
+    @staticmethod
+    def _probe(check) -> bool:
+        try:
+            return bool(check())
+        except (OSError, ValueError):
+            return False
 
     @staticmethod
     def _http_ok(port: int, path: str) -> bool:

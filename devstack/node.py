@@ -471,12 +471,27 @@ stop
         self._wait("coredns", ready, t0, "coredns.log", proc=self._coredns)
 
     def _wait_node_ready(self, t0: float) -> None:
+        import datetime
+        import urllib.request
+        # The Node object outlives a restart (etcd keeps it): only a Ready condition this
+        # kubelet reported counts.
+        started = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0) \
+            - datetime.timedelta(seconds=time.monotonic() - t0 + 1)
+
         def ready() -> bool:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.kubelet_healthz}/healthz",
+                                        timeout=2) as r:
+                if r.status != 200:
+                    return False
             out = self.cp.kubectl("get", "node", NODE_NAME, "-o", "json", check=False)
             if out.returncode != 0:
                 return False
-            conds = json.loads(out.stdout)["status"].get("conditions", [])
-            return any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
+            for c in json.loads(out.stdout)["status"].get("conditions", []):
+                if c["type"] == "Ready" and c["status"] == "True":
+                    beat = datetime.datetime.fromisoformat(
+                        c["lastHeartbeatTime"].replace("Z", "+00:00"))
+                    return beat >= started
+            return False
 
         self._wait("kubelet", ready, t0, "kubelet.log", interval=1.0)
 
