@@ -270,6 +270,10 @@ false
 - name: UPLOADS_BUCKET
   value: {{ $c.uploadsBucket | quote }}
 {{- end }}
+{{- if $c.storagePublicUrl }}
+- name: STORAGE_PUBLIC_URL
+  value: {{ $c.storagePublicUrl | quote }}
+{{- end }}
 - name: HOME
   value: /tmp
 {{- end }}
