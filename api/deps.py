@@ -13,9 +13,11 @@ tightest quota also go on successful answers.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import psycopg
@@ -135,6 +137,28 @@ def bearer_token(request: Request) -> str | None:
     return credentials.strip() or None
 
 
+@lru_cache(maxsize=16)
+def _networks(cidrs: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(c.strip(), strict=False) for c in cidrs if c.strip())
+
+
+def require_admin(request: Request, svc: "Services", user: Principal) -> None:
+    """Admin routes and the monitoring page: an allowed address, then the admin role.
+
+    With ``ADMIN_IP_ALLOWLIST`` (CIDRs) set, the client's address (the one the quotas use, so
+    ``X-Forwarded-For`` counts only through ``TRUSTED_PROXIES``) must be in one of them."""
+    allowlist = tuple(svc.config.settings.admin_ip_allowlist)
+    if allowlist:
+        try:
+            address = ipaddress.ip_address(svc.quota.client_ip(request))
+        except ValueError:
+            address = None
+        if address is None or not any(address in network for network in _networks(allowlist)):
+            raise ApiError(403, "ip_not_allowed", "admin endpoints are not served to this address")
+    if not user.admin:
+        raise ApiError(403, "forbidden", "this endpoint needs the admin role")
+
+
 @dataclass(slots=True)
 class Caller:
     """Who is calling, and the services to serve them with (what a protected route gets)."""
@@ -180,8 +204,8 @@ class Guard(HTTPBearer):
             headers = await svc.quota.take(quotas, request, user.user_id)
             if headers:
                 request.state.quota_headers = headers
-        if self.admin and not user.admin:
-            raise ApiError(403, "forbidden", "this endpoint needs the admin role")
+        if self.admin:
+            require_admin(request, svc, user)
         return Caller(user, svc)
 
     @staticmethod

@@ -11,6 +11,7 @@ import gc
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
 from api import errors
@@ -105,6 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(saved.router)
     app.include_router(monitoring.router)
+    app.mount("/monitoring/static", StaticFiles(directory=monitoring.STATIC), name="monitoring-static")
     return app
 
 

@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.metrics import Cluster, QueueState, _job_id_of, cluster_families
-from api.routes import monitoring as mon
+from api import monitoring as mon
 from unilingo import metrics as m
 from unilingo.limiter import BreakerState, ProviderStatus
 from unilingo.messages import task_message
@@ -239,9 +239,9 @@ def test_summary_adds_up_the_cluster_totals():
 
 def test_quantile_interpolates_like_histogram_quantile():
     bounds = (0.1, 0.2, 0.4)
-    assert abs(mon._quantile(0.5, [0, 10, 0, 0], bounds) - 0.15) < 1e-9
-    assert mon._quantile(0.99, [0, 0, 0, 5], bounds) == 0.4  # +Inf bucket: the highest finite bound
-    assert mon._quantile(0.5, [0, 0, 0, 0], bounds) is None
+    assert abs(mon.histogram_quantile(0.5, [0, 10, 0, 0], bounds) - 0.15) < 1e-9
+    assert mon.histogram_quantile(0.99, [0, 0, 0, 5], bounds) == 0.4  # +Inf bucket: the highest finite bound
+    assert mon.histogram_quantile(0.5, [0, 0, 0, 0], bounds) is None
 
 
 def test_risk_score():

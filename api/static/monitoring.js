@@ -1,69 +1,6 @@
-"""``/monitoring``: one self-refreshing page, readable at a glance.
-
-No framework and nothing loaded from elsewhere: the style and the script are inline (the
-script under a per-response CSP nonce), and every figure is written with ``textContent``, so
-nothing from the data (user ids included) is ever parsed as HTML.
-"""
-
-from __future__ import annotations
-
-import html
-
-REFRESH_SECONDS = 5
-
-_STYLE = """
-:root { --bg:#0f1419; --panel:#172029; --line:#26323d; --text:#e6edf3; --muted:#8b98a5;
-        --ok:#2ea043; --warn:#d29922; --bad:#f85149; --accent:#58a6ff; }
-* { box-sizing: border-box; }
-body { margin:0; background:var(--bg); color:var(--text);
-       font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif; }
-header { display:flex; align-items:center; justify-content:space-between; padding:14px 24px;
-         border-bottom:1px solid var(--line); }
-h1 { font-size:18px; margin:0; font-weight:600; }
-h1 span { color:var(--muted); font-weight:400; }
-h2 { font-size:13px; text-transform:uppercase; letter-spacing:.06em; color:var(--muted); margin:22px 0 8px; }
-main { padding:8px 24px 24px; }
-.meta { color:var(--muted); font-size:12px; display:flex; gap:14px; align-items:center; }
-.meta form { margin:0; }
-.meta button { background:none; border:1px solid var(--line); color:var(--muted); border-radius:6px;
-               padding:3px 8px; cursor:pointer; }
-.dot { display:inline-block; width:8px; height:8px; border-radius:50%; background:var(--muted); margin-right:6px; }
-.dot.live { background:var(--ok); } .dot.stale { background:var(--bad); }
-.tiles { display:grid; grid-template-columns:repeat(auto-fill,minmax(165px,1fr)); gap:10px; }
-.tile { background:var(--panel); border:1px solid var(--line); border-radius:8px; padding:10px 12px; }
-.tile .label { color:var(--muted); font-size:12px; }
-.tile .value { font-size:26px; font-weight:600; margin-top:2px; font-variant-numeric:tabular-nums; }
-.tile .sub { color:var(--muted); font-size:12px; }
-.grid2 { display:grid; grid-template-columns:1fr 1fr; gap:18px; }
-@media (max-width: 1100px) { .grid2 { grid-template-columns:1fr; } }
-table { width:100%; border-collapse:collapse; background:var(--panel); border:1px solid var(--line);
-        border-radius:8px; overflow:hidden; font-variant-numeric:tabular-nums; }
-th, td { padding:6px 10px; text-align:right; border-bottom:1px solid var(--line); white-space:nowrap; }
-th { color:var(--muted); font-weight:500; font-size:12px; background:#131b23; }
-th:first-child, td:first-child { text-align:left; }
-tr:last-child td { border-bottom:none; }
-.badge { display:inline-block; padding:1px 8px; border-radius:10px; font-size:12px; font-weight:600; }
-.b-ok { background:rgba(46,160,67,.18); color:#56d364; }
-.b-warn { background:rgba(210,153,34,.2); color:#e3b341; }
-.b-bad { background:rgba(248,81,73,.2); color:#ff7b72; }
-.bar { height:6px; background:#0b1016; border-radius:3px; overflow:hidden; min-width:80px; }
-.bar i { display:block; height:100%; background:var(--accent); }
-.bad { color:#ff7b72; } .warn { color:#e3b341; } .ok { color:#56d364; }
-.muted { color:var(--muted); }
-.error { background:rgba(248,81,73,.15); border:1px solid var(--bad); padding:8px 12px; border-radius:8px;
-         margin-top:12px; display:none; }
-.card { max-width:520px; margin:12vh auto; background:var(--panel); border:1px solid var(--line);
-        border-radius:10px; padding:24px; }
-.card input { width:100%; padding:8px; margin:10px 0; background:#0b1016; color:var(--text);
-              border:1px solid var(--line); border-radius:6px; font-family:monospace; }
-.card button { background:var(--accent); color:#0b1016; border:0; border-radius:6px; padding:8px 14px;
-               font-weight:600; cursor:pointer; }
-"""
-
-_SCRIPT = """
 (function () {
   "use strict";
-  var REFRESH = %(refresh)d * 1000;
+  var REFRESH = Number(document.body.getAttribute("data-refresh")) * 1000;
   var previous = null;
   var $ = function (id) { return document.getElementById(id); };
   function set(id, text, cls) {
@@ -72,7 +9,7 @@ _SCRIPT = """
     if (cls !== undefined) el.className = "value " + cls;
   }
   function num(n) { return n === null || n === undefined ? "–" : Number(n).toLocaleString("en-US"); }
-  function pct(x) { return x === null || x === undefined ? "–" : (100 * x).toFixed(x < 0.1 ? 2 : 1) + " %%"; }
+  function pct(x) { return x === null || x === undefined ? "–" : (100 * x).toFixed(x < 0.1 ? 2 : 1) + " %"; }
   function ms(x) { return x === null || x === undefined ? "–" : (x >= 1000 ? (x / 1000).toFixed(2) + " s" : x.toFixed(1) + " ms"); }
   function secs(x) {
     if (x === null || x === undefined) return "–";
@@ -90,7 +27,7 @@ _SCRIPT = """
   }
   function bar(row, fraction) {
     var td = document.createElement("td"); var outer = document.createElement("div"); outer.className = "bar";
-    var inner = document.createElement("i"); inner.style.width = Math.max(0, Math.min(100, 100 * fraction)) + "%%";
+    var inner = document.createElement("i"); inner.style.width = Math.max(0, Math.min(100, 100 * fraction)) + "%";
     if (fraction >= 0.9) inner.style.background = "#f85149"; else if (fraction >= 0.7) inner.style.background = "#d29922";
     outer.appendChild(inner); td.appendChild(outer); row.appendChild(td);
   }
@@ -203,69 +140,3 @@ _SCRIPT = """
   }
   tick();
 })();
-"""
-
-
-def _tile(key: str, label: str, sub: bool = True) -> str:
-    sub_html = f'<div class="sub" id="t-{key}-sub">&nbsp;</div>' if sub else ""
-    return f'<div class="tile"><div class="label">{label}</div><div class="value" id="t-{key}">…</div>{sub_html}</div>'
-
-
-def _table(body_id: str, headers: list[str]) -> str:
-    head = "".join(f"<th>{h}</th>" for h in headers)
-    return f'<table><thead><tr>{head}</tr></thead><tbody id="{body_id}"></tbody></table>'
-
-
-def dashboard(nonce: str, user_id: str) -> str:
-    tiles_api = "".join([
-        _tile("requests", "API requests", sub=False), _tile("rps", "Requests / s", sub=False),
-        _tile("errors", "Error rate (5xx)"), _tile("latency", "p95 response time"),
-        _tile("waiting", "Jobs waiting"), _tile("oldest", "Oldest waiting job", sub=False),
-        _tile("workers", "Live workers", sub=False), _tile("breakers", "Circuit breakers"),
-        _tile("jobs", "Jobs succeeded"), _tile("failed", "Jobs failed"),
-        _tile("quota", "Quota rejections (429)"), _tile("cache", "Cache hit rate"),
-        _tile("users", "Active users (1 h)"), _tile("risk", "High-risk users"),
-    ])
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Unilingo · monitoring</title><style>{_STYLE}</style></head>
-<body data-loaded="0">
-<header><h1>Unilingo <span>live monitoring</span></h1>
-<div class="meta"><span><span class="dot" id="live"></span><span id="updated">loading…</span></span>
-<span>auto-refresh every {REFRESH_SECONDS} s</span><span>signed in as {html.escape(user_id)}</span>
-<form method="post" action="/monitoring/sign-out"><button type="submit">sign out</button></form></div></header>
-<main>
-<div class="error" id="error"></div>
-<h2>At a glance</h2>
-<div class="tiles">{tiles_api}</div>
-<div class="grid2">
-<section><h2>Queues</h2>{_table("queues", ["queue", "waiting", "", "oldest", "workers"])}</section>
-<section><h2>Jobs by type</h2>{_table("jobtypes", ["type", "submitted", "succeeded", "failed", "deferred",
-                                                   "retried", "cancelled", "avg wait", "avg run"])}</section>
-</div>
-<h2>Providers (policy in force, rolling minute)</h2>
-{_table("providers", ["provider", "breaker", "in flight", "requests / min", "tokens / min", "calls", "errors",
-                      "429s", "avg latency", "tokens used", "deferred", "paused", "revision"])}
-<h2>Users at risk</h2>
-{_table("risky", ["user", "submitted", "failed", "quota hits", "risk"])}
-</main>
-<script nonce="{nonce}">{_SCRIPT % {"refresh": REFRESH_SECONDS}}</script>
-</body></html>"""
-
-
-def sign_in(message: str) -> str:
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Unilingo · monitoring · sign in</title><style>{_STYLE}</style></head>
-<body><div class="card"><h1>Unilingo monitoring</h1>
-<p class="muted">{html.escape(message)}. Paste an admin access token (<code>make token USER=you ADMIN=1</code> on
-the local stack). It is kept in an HttpOnly cookie for this page only.</p>
-<form method="post" action="/monitoring"><input name="token" type="password" autocomplete="off"
-placeholder="eyJhbGciOi…" required><button type="submit">Sign in</button></form></div></body></html>"""
-
-
-def refused(message: str) -> str:
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Unilingo · monitoring</title><style>{_STYLE}</style></head>
-<body><div class="card"><h1>Not allowed</h1><p>{html.escape(message)}.</p>
-<form method="post" action="/monitoring/sign-out"><button type="submit">Use another token</button></form>
-</div></body></html>"""
