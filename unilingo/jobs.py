@@ -268,17 +268,22 @@ return 1
 # that dies at any point leaves either a finished job whose webhook is queued, or a running
 # job whose lease lapses and which runs again; a refused (stale) completion writes nothing.
 # KEYS: job, leases, events channel, cluster counters, webhook outbox, webhook delivery
-# ARGV: job_id, run_token, now, status, delivery ttl, activity key prefix, then field/value pairs
+# ARGV: job_id, run_token, now, status, delivery ttl, activity key prefix, activity ttl, then
+#       field/value pairs
 _FINISH = """
 local f = redis.call('HMGET', KEYS[1], 'status', 'run_token', 'type', 'owner', 'webhook_url')
 if f[1] ~= 'running' or f[2] ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[1], 'status', ARGV[4], 'updated_at', ARGV[3], 'finished_at', ARGV[3],
   'lease_until', '0')
-if #ARGV > 6 then redis.call('HSET', KEYS[1], unpack(ARGV, 7)) end
+if #ARGV > 7 then redis.call('HSET', KEYS[1], unpack(ARGV, 8)) end
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('HINCRBYFLOAT', KEYS[4], 'jobs:' .. f[3] .. ':' .. ARGV[4], 1)
-if ARGV[4] == 'failed' and f[4] and redis.call('EXISTS', ARGV[6] .. f[4]) == 1 then
-  redis.call('HINCRBY', ARGV[6] .. f[4], 'failed', 1)  -- the owner's failure share (risk score)
+if ARGV[4] == 'failed' and f[4] then
+  -- the owner's failure share (risk score); the API's activity flush may not have made the
+  -- record yet, so a new one gets the activity records' lifetime here
+  local activity = ARGV[6] .. f[4]
+  redis.call('HINCRBY', activity, 'failed', 1)
+  if redis.call('TTL', activity) < 0 then redis.call('EXPIRE', activity, ARGV[7]) end
 end
 if f[5] and f[5] ~= '' then
   redis.call('HSET', KEYS[6], 'job_id', ARGV[1], 'url', f[5], 'attempts', 0, 'created_at', ARGV[3])
@@ -465,13 +470,15 @@ def _create_call(new: NewJob, ttl: int, index_size: int):
 
 
 WEBHOOK_DELIVERY_TTL = 7 * 24 * 3600  # a pending delivery is kept this long at most
+ACTIVITY_TTL_SECONDS = 24 * 3600  # a user's activity record expires a day after their last activity
 
 
 def _finish_args(job_id: str, run_token: int, status: JobStatus, **fields: Any):
     return (
         [keys.job(job_id), keys.leases(), keys.job_events(job_id), keys.stats("counters"),
          keys.webhook_outbox(), keys.webhook(job_id)],
-        [job_id, run_token, time.time(), status.value, WEBHOOK_DELIVERY_TTL, keys.activity(""), *_flatten(fields)],
+        [job_id, run_token, time.time(), status.value, WEBHOOK_DELIVERY_TTL, keys.activity(""), ACTIVITY_TTL_SECONDS,
+         *_flatten(fields)],
     )
 
 

@@ -42,7 +42,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, valu
 from prometheus_client import multiprocess as _multiprocess
 
 from unilingo import keys
-from unilingo.jobs import WORKLOADS, JobType
+from unilingo.jobs import ACTIVITY_TTL_SECONDS, WORKLOADS, JobType
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +238,6 @@ def breaker_value(state: str) -> int:
 # Cluster totals in Redis: buffered here, flushed in one round trip.
 # ---------------------------------------------------------------------------------------------
 
-ACTIVITY_TTL_SECONDS = 24 * 3600  # a user's record expires a day after their last activity
 ACTIVITY_MAX_USERS = 5000  # users tracked at most (the least recently active are dropped)
 ACTIVITY_MINUTES = 60  # per-minute submission counts kept (burstiness)
 USERS_PER_FLUSH_CALL = 50  # users per flush script call from the API (about a millisecond of Redis each)
