@@ -232,11 +232,12 @@ def test_release_frees_the_slot(store, limiter, clock):
     assert limiter.status("storage").in_flight == 2
 
 
-def _race(url: str, seconds: float, state, lock) -> int:
-    """Take and give back storage permits as fast as possible; count holders in ``state``."""
+def _race(url: str, enough: int, state, lock, seconds: float = 30.0) -> int:
+    """Take and give back storage permits as fast as possible until ``enough`` were granted
+    (however busy the machine: a count, not a time); count holders in ``state``."""
     limiter = Limiter(redis.Redis.from_url(url))
     deadline, grants = time.monotonic() + seconds, 0
-    while time.monotonic() < deadline:
+    while grants < enough and time.monotonic() < deadline:
         decision = limiter.acquire("storage")
         if not decision.granted:
             continue
@@ -257,7 +258,7 @@ def test_threads_racing_for_five_slots_never_hold_more_than_five(store, redis_ur
     grants = [0] * 16
 
     def run(i):
-        grants[i] = _race(redis_url, 0.6, state, lock)
+        grants[i] = _race(redis_url, 8, state, lock)
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(16)]
     for thread in threads:
@@ -268,7 +269,7 @@ def test_threads_racing_for_five_slots_never_hold_more_than_five(store, redis_ur
     assert sum(grants) > 100
 
 
-def _race_process(url, seconds, shared, lock, results):
+def _race_process(url, enough, shared, lock, results):
     class View:  # the list interface _race expects, over shared memory
         def __getitem__(self, i):
             return shared[i]
@@ -279,7 +280,7 @@ def _race_process(url, seconds, shared, lock, results):
     grants = [0] * 4
 
     def run(i):
-        grants[i] = _race(url, seconds, View(), lock)
+        grants[i] = _race(url, enough, View(), lock)
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(grants))]
     for thread in threads:
@@ -293,10 +294,10 @@ def test_processes_racing_for_five_slots_never_hold_more_than_five(store, redis_
     store.write(policy("storage", maxInFlight=5))
     ctx = multiprocessing.get_context("fork")
     shared, lock, results = ctx.Array("i", [0, 0]), ctx.Lock(), ctx.Queue()
-    processes = [ctx.Process(target=_race_process, args=(redis_url, 1.0, shared, lock, results)) for _ in range(3)]
+    processes = [ctx.Process(target=_race_process, args=(redis_url, 5, shared, lock, results)) for _ in range(3)]
     for process in processes:
         process.start()
-    grants = sum(results.get(timeout=30) for _ in processes)
+    grants = sum(results.get(timeout=60) for _ in processes)
     for process in processes:
         process.join(timeout=10)
     assert shared[1] == 5  # 12 racers in 3 processes: the cap is reached and never passed
