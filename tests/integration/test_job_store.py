@@ -51,11 +51,11 @@ def test_idempotency_key_returns_the_same_job(store):
 
 def test_only_the_current_lease_holder_finishes_a_job(store):
     job_id = make_job(store)
-    first = store.claim(job_id, lease_seconds=0.2)
+    first = store.claim(job_id, lease_seconds=2)
     assert first.claimed and first.attempts == 1
-    assert store.claim(job_id, lease_seconds=0.2).outcome == "busy"  # a duplicate delivery
-    time.sleep(0.3)
-    assert store.requeue_stalled() == 1  # the holder stopped heartbeating: it died
+    assert store.claim(job_id, lease_seconds=2).outcome == "busy"  # a duplicate delivery
+    # The holder stopped heartbeating (it died): the stalled check, 2.5 s later, takes the job back.
+    assert store.requeue_stalled(now=time.time() + 2.5) == 1
     assert store.get(job_id).status is JobStatus.QUEUED
     assert store.client.llen("pdf") == 2  # the original message and the requeued one
     second = store.claim(job_id, lease_seconds=5)
