@@ -63,3 +63,54 @@ def sandbox_reset_stats(sandbox) -> dict:
     import httpx
 
     return httpx.get(f"{sandbox.url}/_sandbox/stats").json()
+
+
+def photo_of_text(text: str, fmt: str, exif_orientation: int | None = None) -> bytes:
+    """A printed line of text photographed as phones store it: HEIC, WEBP, or a sideways JPEG."""
+    import io
+
+    from PIL import Image
+
+    from sandbox.images import png_with_text
+
+    image = Image.open(io.BytesIO(png_with_text(640, 200, text))).convert("RGB")
+    out = io.BytesIO()
+    if fmt == "HEIC":
+        from pillow_heif import from_pillow
+
+        from_pillow(image).save(out, quality=90)
+    elif exif_orientation:
+        # The camera stored the picture turned; its EXIF says how to turn it back upright.
+        exif = Image.Exif()
+        exif[0x0112] = exif_orientation
+        image.transpose(Image.Transpose.ROTATE_90).save(out, "JPEG", quality=92, exif=exif.tobytes())
+    else:
+        image.save(out, fmt, quality=90)
+    return out.getvalue()
+
+
+async def test_heic_webp_and_sideways_jpeg_photos_are_read(
+    api_factory, start_worker, sandbox_reset, redis_url  # noqa: F811
+):
+    api = await api_factory(max_image_bytes=2_000_000)
+    start_worker(worker_queues="ocr", azure_vision_poll_seconds="0.05")
+    photos = {
+        "heic": photo_of_text("Guten Morgen", "HEIC"),
+        "webp": photo_of_text("Buenos dias", "WEBP"),
+        "jpeg": photo_of_text("Bonjour Paris", "JPEG", exif_orientation=6),
+    }
+    job_ids = {}
+    for name, data in photos.items():
+        response = await api.post("/api/process-image", headers=auth("phone-user"), data={"language": "de"},
+                                  files={"image": (f"IMG_0001.{name}", data)})
+        assert response.status_code == 202, (name, response.text)
+        job_ids[name] = response.json()["job_id"]
+    store = JobStore(redis.Redis.from_url(redis_url))
+    jobs = wait_until(lambda: finished(store, job_ids), timeout=120)
+    expected = {"heic": "Guten Morgen", "webp": "Buenos dias", "jpeg": "Bonjour Paris"}
+    for name, job in jobs.items():
+        assert job.status.value == "succeeded", (name, job.error)
+        assert job.result["text"].strip() == expected[name], (name, job.result["text"])
+        image = job.result["image"]
+        assert image["converted"] is True and (image["width"], image["height"]) == (640, 200), (name, image)
+    assert {job.result["image"]["source_format"] for job in jobs.values()} == {"heif", "webp", "jpeg"}
