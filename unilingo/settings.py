@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     # How long the API waits on Redis before answering 503: its commands take a millisecond,
     # so a second means Redis is stalled or gone, and the client should hear so at once.
     # A request's whole body must arrive within this; a client trickling it is cut off (408).
-    request_body_timeout_seconds: float = 30.0
+    request_body_timeout_seconds: float = 60.0  # 10 MB at ~1.5 Mbit/s, a slow phone network
     redis_connect_timeout_seconds: float = 1.0
     redis_socket_timeout_seconds: float = 1.0
     trusted_proxies: list[str] = Field(default_factory=list)  # CIDRs allowed to set X-Forwarded-For
