@@ -4,7 +4,7 @@ PY := .venv/bin/python
 BOOTSTRAP := bash scripts/bootstrap.sh
 export PYTHONUNBUFFERED := 1
 
-.PHONY: run test test-unit bench dashboard redis sandbox api worker operator cluster image deploy token tools kind-up bootstrap bootstrap-node clean
+.PHONY: run test test-kube test-unit bench dashboard redis sandbox api worker operator cluster image deploy token tools kind-up bootstrap bootstrap-node clean
 
 bootstrap:
 	@$(BOOTSTRAP)
@@ -17,6 +17,9 @@ run: bootstrap
 
 test: bootstrap tools
 	@$(PY) -m pytest -q -p no:cacheprovider tests
+
+test-kube: bootstrap
+	@UNILINGO_KUBE_TESTS=1 $(PY) -m pytest -q -p no:cacheprovider tests/kube
 
 test-unit: bootstrap
 	@$(PY) -m pytest -q -p no:cacheprovider tests/unit
