@@ -29,7 +29,9 @@ def _not_implemented(response) -> bool:
 
 def test_no_server_errors(redis_url):
     # Quotas off: thousands of requests from one address would otherwise meet them.
-    app = create_app(make_settings(redis_url, quota_ip="off", quota_user_ai="off", quota_user_pronunciation="off"))
+    # A slow answer from a busy test machine's Redis is not what this test looks for: a long Redis timeout.
+    app = create_app(make_settings(redis_url, quota_ip="off", quota_user_ai="off", quota_user_pronunciation="off",
+                                   redis_socket_timeout_seconds=10))
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     failures: list[str] = []
     operations = [result.ok() for result in schema.get_all_operations()]

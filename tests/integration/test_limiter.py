@@ -232,12 +232,13 @@ def test_release_frees_the_slot(store, limiter, clock):
     assert limiter.status("storage").in_flight == 2
 
 
-def _race(url: str, enough: int, state, lock, seconds: float = 30.0) -> int:
-    """Take and give back storage permits as fast as possible until ``enough`` were granted
-    (however busy the machine: a count, not a time); count holders in ``state``."""
+def _race(url: str, enough: int, state, lock, seconds: float = 30.0, cap: int = 5) -> int:
+    """Take and give back storage permits as fast as possible until ``enough`` were granted and
+    the cap was reached at least once (however busy the machine: counts, not a time); count
+    holders in ``state``."""
     limiter = Limiter(redis.Redis.from_url(url))
     deadline, grants = time.monotonic() + seconds, 0
-    while grants < enough and time.monotonic() < deadline:
+    while (grants < enough or state[1] < cap) and time.monotonic() < deadline:
         decision = limiter.acquire("storage")
         if not decision.granted:
             continue
