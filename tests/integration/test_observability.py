@@ -220,7 +220,9 @@ def drive_load(stack: Stack, http: httpx.Client, sandbox_url: str) -> None:
 
 
 def terminal(http: httpx.Client, job_id: str, user: str) -> str:
-    return http.get(f"/api/jobs/{job_id}", headers=auth(user)).json()["status"]
+    """The job's status; a passing 503 (Redis slow on a busy machine) reads as not yet ended."""
+    body = http.get(f"/api/jobs/{job_id}", headers=auth(user)).json()
+    return body.get("status") or f"unknown ({body.get('error', {}).get('code')})"
 
 
 @contextlib.contextmanager
