@@ -59,7 +59,7 @@ from PIL import Image  # noqa: E402  (matplotlib's own dependency)
 from devstack.redis import RedisServer  # noqa: E402
 from sandbox.images import png_with_text  # noqa: E402
 from tests.integration.conftest import start_sandbox  # noqa: E402
-from tests.integration.test_api_support import auth  # noqa: E402
+from tests.support.api import auth  # noqa: E402
 from tests.integration.test_observability import (  # noqa: E402
     DASHBOARD, PROMETHEUS, Stack, dashboard_variables, drive_load, fill, run_stack,
 )

@@ -9,6 +9,7 @@ import redis
 
 from devstack.ports import free_port
 from devstack.processes import Service, wait_until  # noqa: F401  (tests import it from here)
+from tests.support.api import open_api
 from unilingo import keys
 
 
@@ -79,3 +80,34 @@ def start_worker(redis_url, sandbox, tmp_path):
     for service in started:
         service.stop()
     client.close()
+
+
+# --- in-process API apps (tests.support.api) --------------------------------------------------
+
+
+@pytest.fixture
+async def api(redis_url):
+    client, lifespan = await open_api(redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+        client.redis.close()
+        await lifespan.__aexit__(None, None, None)
+
+
+@pytest.fixture
+async def api_factory(redis_url):
+    """Apps with other settings: ``client = await api_factory(quota_ip="3/1m")``."""
+    opened = []
+
+    async def build(**overrides):
+        client, lifespan = await open_api(overrides.pop("redis_url", redis_url), **overrides)
+        opened.append((client, lifespan))
+        return client
+
+    yield build
+    for client, lifespan in opened:
+        await client.aclose()
+        client.redis.close()
+        await lifespan.__aexit__(None, None, None)

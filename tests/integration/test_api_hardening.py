@@ -9,8 +9,8 @@ import time
 import httpx
 import pytest
 
-from tests.integration.test_api_support import ApiProcess, api, auth, token, wait_until  # noqa: F401
-
+from tests.support.api import ApiProcess, auth, token
+from devstack.processes import wait_until
 UPLOAD = "/api/process-pdf"
 BOUNDARY = "unilingo-test-boundary"
 

@@ -11,7 +11,7 @@ import orjson
 import pytest
 import redis
 
-from tests.integration.test_api_support import PDF, api, api_factory, auth, token  # noqa: F401
+from tests.support.api import PDF, auth, token
 from unilingo import keys
 from unilingo.jobs import JobStore
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.integration.test_api_support import api, auth  # noqa: F401
+from tests.support.api import auth
 from unilingo.jobs import Job, JobStatus, JobStore, JobType, NewJob, new_job_id
 from unilingo.messages import task_message
 

@@ -16,8 +16,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
 from api.main import create_app
-from tests.integration.test_api_support import auth, make_settings
-
+from tests.support.api import auth, make_settings
 pytestmark = pytest.mark.integration
 
 EXAMPLES = 25  # per operation and mode; about 30 s in all

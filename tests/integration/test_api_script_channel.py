@@ -14,8 +14,7 @@ import redis.exceptions
 
 from api.redis_conn import ScriptChannel
 from devstack.redis import RedisServer
-from tests.integration.test_api_support import api_factory, auth  # noqa: F401
-
+from tests.support.api import auth
 pytestmark = pytest.mark.integration
 
 ECHO = "return {ARGV[1], tonumber(ARGV[2]), {KEYS[1], redis.call('INCR', KEYS[1])}}"

@@ -11,7 +11,7 @@ import orjson
 import pytest
 import redis
 
-from tests.integration.test_api_support import PDF, ApiProcess, auth
+from tests.support.api import PDF, ApiProcess, auth
 from unilingo import keys
 from unilingo.jobs import JobStore
 

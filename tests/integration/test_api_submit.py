@@ -7,7 +7,7 @@ import base64
 import orjson
 import pytest
 
-from tests.integration.test_api_support import PDF, PNG, WAV, api, api_factory, auth  # noqa: F401
+from tests.support.api import PDF, PNG, WAV, auth
 from unilingo import keys
 from unilingo.jobs import WORKLOADS, JobType, Workload
 

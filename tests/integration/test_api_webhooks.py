@@ -9,7 +9,8 @@ import orjson
 import pytest
 import redis
 
-from tests.integration.test_api_support import Receiver, wait_until
+from tests.support.api import Receiver
+from devstack.processes import wait_until
 from unilingo import keys, webhooks
 from unilingo.jobs import Job, JobStatus, JobStore, JobType, NewJob, new_job_id
 from unilingo.messages import task_message

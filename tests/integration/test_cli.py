@@ -10,8 +10,7 @@ import sys
 import pytest
 
 from devstack.ports import free_port
-from tests.integration.test_api_support import SECRET, ApiProcess, token
-
+from tests.support.api import SECRET, ApiProcess, token
 pytestmark = pytest.mark.integration
 
 

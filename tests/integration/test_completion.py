@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from tests.integration.conftest import wait_until
-from tests.integration.test_api_support import Receiver
+from tests.support.api import Receiver
 from tests.integration.test_pipeline import finished
 from tests.integration.test_policy_system import fault, sandbox_stats
 from unilingo import keys

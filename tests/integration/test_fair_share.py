@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import redis
 
-from tests.integration.test_api_support import PDF, api_factory, auth, token  # noqa: F401
+from tests.support.api import PDF, auth
 from unilingo import keys
 from unilingo.jobs import JobStore
 

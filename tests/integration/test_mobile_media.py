@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 import redis
 
-from tests.integration.test_api_support import api_factory, auth, wait_until  # noqa: F401
+from tests.support.api import auth
+from devstack.processes import wait_until
 from tests.samples import PHONE_AUDIO, encode_audio, spoken_wav, wav_bytes
 from unilingo.jobs import JobStore
 

@@ -26,7 +26,7 @@ import redis
 
 from devstack.processes import Service
 from tests.integration.conftest import worker_env
-from tests.integration.test_api_support import ApiProcess, api_factory, auth, token  # noqa: F401
+from tests.support.api import ApiProcess, auth, token
 from tests.samples import pdf_with_text
 from unilingo import keys
 from unilingo.limiter import Limiter

@@ -50,7 +50,7 @@ from devstack.ports import free_port, wait_for_port
 from devstack.processes import Service, wait_until
 from tests.integration.conftest import worker_env
 from sandbox.images import png_with_text
-from tests.integration.test_api_support import ApiProcess, auth
+from tests.support.api import ApiProcess, auth
 from tests.samples import pdf_with_text, speech_like, wav_bytes
 from unilingo import keys
 from unilingo import metrics as m

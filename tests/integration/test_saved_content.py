@@ -16,7 +16,8 @@ import orjson
 import pytest
 import redis
 
-from tests.integration.test_api_support import api, api_factory, auth, wait_until  # noqa: F401
+from tests.support.api import auth
+from devstack.processes import wait_until
 from tests.integration.test_persistence import database_url  # noqa: F401
 from unilingo import keys, persistence
 from unilingo.jobs import Job, JobStatus, JobStore, JobType

@@ -18,7 +18,8 @@ import pytest
 import redis
 
 from sandbox.images import png_with_text
-from tests.integration.test_api_support import api_factory, auth, wait_until  # noqa: F401
+from tests.support.api import auth
+from devstack.processes import wait_until
 from tests.samples import pdf_with_text, spoken_wav
 from unilingo.errors import JOB_ERROR_CODES
 from unilingo.jobs import JobStore

@@ -1,4 +1,5 @@
-"""Fixtures and helpers shared by the API integration tests (imported by each ``test_api_*``).
+"""Helpers for the API tests: in-process apps (behind the ``api`` and ``api_factory`` fixtures of
+tests/integration/conftest.py), real API processes, tokens, a webhook receiver.
 
 The app runs in-process (httpx + ASGITransport) with its lifespan, on the real Redis of
 ``tests/conftest.py``; tests that need a real server start ``python -m api`` with uvicorn.
@@ -15,11 +16,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
-import pytest
 import redis
 
 from devstack.ports import free_port, wait_for_port
-from devstack.processes import wait_until  # noqa: F401  (API tests import it from here)
 from unilingo.settings import Settings
 from unilingo.tokens import mint
 
@@ -73,34 +72,6 @@ async def open_api(redis_url: str, **overrides):
     client.app = app
     client.redis = redis.Redis.from_url(redis_url, socket_connect_timeout=1)
     return client, lifespan
-
-
-@pytest.fixture
-async def api(redis_url):
-    client, lifespan = await open_api(redis_url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
-        client.redis.close()
-        await lifespan.__aexit__(None, None, None)
-
-
-@pytest.fixture
-async def api_factory(redis_url):
-    """Apps with other settings: ``client = await api_factory(quota_ip="3/1m")``."""
-    opened = []
-
-    async def build(**overrides):
-        client, lifespan = await open_api(overrides.pop("redis_url", redis_url), **overrides)
-        opened.append((client, lifespan))
-        return client
-
-    yield build
-    for client, lifespan in opened:
-        await client.aclose()
-        client.redis.close()
-        await lifespan.__aexit__(None, None, None)
 
 
 # --- a real server -------------------------------------------------------------------------
