@@ -24,7 +24,7 @@ from devstack.ports import free_port
 from devstack.postgres import PostgresServer
 from devstack.processes import Service, wait_until
 from devstack.redis import RedisServer
-from tests.integration.test_pipeline import finished, submit
+from tests.support.jobs import finished, submit
 from unilingo import persistence
 from unilingo.jobs import Job, JobStatus, JobStore, JobType
 

@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from tests.integration.conftest import wait_until
-from tests.integration.test_pipeline import finished, submit
+from tests.support.jobs import finished, submit
 from tests.integration.test_policy_system import fault, sandbox_stats, set_policy
 from unilingo.jobs import JobStatus, JobStore, JobType
 from unilingo.limiter import Limiter

@@ -10,22 +10,8 @@ import redis
 
 from tests.integration.conftest import wait_until
 from tests.samples import pdf_with_text
-from unilingo.jobs import Job, JobStatus, JobStore, JobType, NewJob, new_job_id
-from unilingo.messages import task_message
-
-
-def submit(store: JobStore, job_type: JobType, params: dict | None = None, upload: bytes | None = None, owner="alice") -> str:
-    now = time.time()
-    job = Job(job_id=new_job_id(), type=job_type, status=JobStatus.QUEUED, owner=owner, params=params or {},
-              created_at=now, updated_at=now)
-    message = task_message(job.workload.task, job.workload.queue, [job.job_id], task_id=job.job_id)
-    store.create(NewJob(job=job, message=message, upload=upload))
-    return job.job_id
-
-
-def finished(store: JobStore, job_ids: list[str]):
-    jobs = [store.get(j) for j in job_ids]
-    return jobs if all(j.status.terminal for j in jobs) else None
+from tests.support.jobs import finished, submit
+from unilingo.jobs import JobStatus, JobStore, JobType
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import redis
 from devstack.ports import free_port
 from devstack.processes import Service
 from tests.integration.conftest import wait_until
-from tests.integration.test_pipeline import finished, submit
+from tests.support.jobs import finished, submit
 from unilingo.jobs import JobStatus, JobStore, JobType
 from unilingo.policy import PolicyStore, ProviderPolicy, default_policy
 from unilingo.tokens import mint

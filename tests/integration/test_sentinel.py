@@ -10,7 +10,7 @@ import pytest
 from devstack.ports import free_port, wait_for_port
 from devstack.processes import Service
 from tests.integration.conftest import wait_until
-from tests.integration.test_pipeline import finished, submit
+from tests.support.jobs import finished, submit
 from tests.samples import pdf_with_text
 from unilingo.connections import redis_client
 from unilingo.jobs import JobStatus, JobStore, JobType
