@@ -12,7 +12,7 @@ import redis
 from tests.integration.conftest import wait_until
 from tests.support.api import Receiver
 from tests.support.jobs import finished
-from tests.integration.test_policy_system import fault, sandbox_stats
+from tests.support.sandbox import fault, sandbox_stats
 from unilingo import keys
 from unilingo.jobs import Job, JobStatus, JobStore, JobType, NewJob, new_job_id
 from unilingo.messages import task_message

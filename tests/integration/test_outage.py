@@ -15,7 +15,7 @@ import redis
 
 from tests.integration.conftest import wait_until
 from tests.support.jobs import finished, submit
-from tests.integration.test_policy_system import fault, sandbox_stats, set_policy
+from tests.support.sandbox import fault, sandbox_stats, set_policy
 from unilingo.jobs import JobStatus, JobStore, JobType
 from unilingo.limiter import Limiter
 

@@ -17,27 +17,9 @@ from devstack.ports import free_port
 from devstack.processes import Service
 from tests.integration.conftest import wait_until
 from tests.support.jobs import finished, submit
+from tests.support.sandbox import fault, sandbox_stats, set_policy
 from unilingo.jobs import JobStatus, JobStore, JobType
-from unilingo.policy import PolicyStore, ProviderPolicy, default_policy
 from unilingo.tokens import mint
-
-
-def set_policy(client: redis.Redis, provider: str, **changes) -> int:
-    document = default_policy(provider).model_dump(by_alias=True)
-    for name, value in changes.items():
-        if isinstance(value, dict):
-            document[name] = {**document[name], **value}
-        else:
-            document[name] = value
-    return PolicyStore(client).write(ProviderPolicy.model_validate(document))
-
-
-def sandbox_stats(sandbox, provider: str) -> dict:
-    return httpx.get(f"{sandbox.url}/_sandbox/stats").json()[provider]
-
-
-def fault(sandbox, **body) -> None:
-    httpx.post(f"{sandbox.url}/_sandbox/faults", json=body).raise_for_status()
 
 
 @pytest.fixture
