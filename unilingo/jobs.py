@@ -364,6 +364,30 @@ return moved
 """
 
 
+# Queued jobs whose message left the list without the job being claimed: a consumer that died
+# between popping the message and recording it (kombu's Redis transport does the two apart).
+# The queue's tag index names the jobs whose message should be in the list; the lowest tags
+# are the ones popped first. Such a job, queued for over the grace period and no longer in the
+# list, is queued again with its turn. A message still held by a live worker is delivered twice
+# at worst, and the claim lets only one run through. Index entries of jobs no longer queued go.
+# KEYS: queue list, queue's tag index. ARGV: job key prefix, now, grace seconds, how many
+_RESCUE_LOST = fairness.LUA + """
+local moved = 0
+for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, tonumber(ARGV[4]) - 1)) do
+  local f = redis.call('HMGET', ARGV[1] .. id, 'status', 'message', 'updated_at', 'fair_tag')
+  if f[1] ~= 'queued' or not f[2] then
+    redis.call('ZREM', KEYS[2], id)
+  elseif tonumber(f[3] or '0') < tonumber(ARGV[2]) - tonumber(ARGV[3])
+      and not redis.call('LPOS', KEYS[1], f[2]) then
+    redis.call('ZREM', KEYS[2], id)
+    fair_push(KEYS[1], KEYS[2], ARGV[1], id, f[2], tonumber(f[4] or '0'))
+    moved = moved + 1
+  end
+end
+return moved
+"""
+
+
 # A running job given back unfinished by a worker that is leaving: queued again at the head of
 # its queue, its attempt not counted, and the leaving run fenced out (new run token).
 # KEYS: job, leases, events channel. ARGV: job_id, run_token, now
@@ -434,6 +458,7 @@ class _Scripts:
         self.cancel = client.register_script(_CANCEL)
         self.promote = client.register_script(_PROMOTE)
         self.requeue_stalled = client.register_script(_REQUEUE_STALLED)
+        self.rescue_lost = client.register_script(_RESCUE_LOST)
 
 
 # What a new job's record holds (the fields that a run fills in come later), in model order.
@@ -572,6 +597,12 @@ class JobStore:
         for delayed_key in self.client.smembers(keys.delayed_sets()):
             moved += int(self._s.promote(keys=[_str(delayed_key)], args=[now, limit, keys.job(""), keys.fair_queue("")]))
         return moved
+
+    def rescue_lost(self, queue: str, grace_seconds: float = 60.0, limit: int = 20, now: float | None = None) -> int:
+        """Queue again the jobs whose message was taken off ``queue`` but never claimed."""
+        now = time.time() if now is None else now
+        return int(self._s.rescue_lost(keys=[keys.queue_list(queue), keys.fair_index(queue)],
+                                       args=[keys.job(""), now, grace_seconds, limit]))
 
     def requeue_stalled(self, limit: int = 100, now: float | None = None) -> int:
         now = time.time() if now is None else now

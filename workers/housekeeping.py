@@ -1,8 +1,8 @@
 """The loop every worker's main process runs beside Celery's consumer.
 
 It queues again the jobs whose wait is over (deferred for a permit, or backing off after a
-transient error), recovers jobs whose worker died (lapsed lease) and announces this worker as
-alive. Every step is an atomic script, so any number of workers can run the loop at once
+transient error), recovers jobs whose worker died (lapsed lease) or whose message a dying
+consumer took off the queue before claiming the job, and announces this worker as alive. Every step is an atomic script, so any number of workers can run the loop at once
 without doing a thing twice.
 
 Webhooks go out from a loop of their own (``WebhookLoop``): a receiver that answers slowly
@@ -29,6 +29,7 @@ from workers import metrics as worker_metrics  # also connects the worker's metr
 log = logging.getLogger(__name__)
 
 INTERVAL_SECONDS = 0.25
+RESCUE_SECONDS = 10.0  # how often the queues are checked for messages taken but never claimed
 
 
 class Housekeeper(threading.Thread):
@@ -42,11 +43,16 @@ class Housekeeper(threading.Thread):
         self.store = JobStore(self.client, ttl=settings.job_ttl_seconds)
         self.queues = settings.queues()
         self._announced = 0.0
+        self._rescued = 0.0
 
     def tick(self) -> None:
         self.store.promote_due()
         worker_metrics.jobs_recovered(self.store.requeue_stalled())
         now = time.time()
+        if now - self._rescued >= RESCUE_SECONDS:
+            for queue in self.queues:
+                worker_metrics.jobs_recovered(self.store.rescue_lost(queue), "message_lost")
+            self._rescued = now
         self.client.zadd(keys.workers_alive(), {self.worker_name: now})
         if now - self._announced >= 1.0:  # per queue, for unilingo_workers_alive{queue}
             worker_metrics.heartbeat(self.client, self.worker_name, self.queues, now)

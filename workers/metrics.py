@@ -237,9 +237,10 @@ def permit(provider: str, decision) -> None:
     metrics.permit(provider, "granted" if decision.granted else str(getattr(decision.reason, "value", decision.reason)))
 
 
-def jobs_recovered(count: int) -> None:
-    """Running jobs whose lease lapsed (their worker died), queued again by housekeeping."""
-    metrics.jobs_recovered("lease_expired", count)
+def jobs_recovered(count: int, reason: str = "lease_expired") -> None:
+    """Jobs queued again by housekeeping: their worker died (``lease_expired``), or their
+    message left the queue with a dying consumer before the job was claimed (``message_lost``)."""
+    metrics.jobs_recovered(reason, count)
 
 
 def heartbeat(client, worker_name: str, queues: list[str], now: float) -> None:

@@ -91,3 +91,29 @@ async def test_with_real_workers_light_users_finish_long_before_the_backlog(api_
     started = sorted(jobs, key=lambda j: jobs[j].started_at)
     ranks = sorted(started.index(j) for j in light)
     assert ranks[-1] < 85 // 4, ranks  # all five among the first quarter to start, not after 80 jobs
+
+
+async def test_a_message_a_dying_consumer_took_is_queued_again(api_factory, redis_url, start_worker):
+    """kombu pops a message, then records it as unacked: a consumer killed in between loses it.
+
+    Housekeeping finds the job still queued, its message in no list, and queues it again.
+    """
+    import time as clock
+
+    from tests.samples import pdf_with_text
+
+    client = await api_factory()
+    pdf = pdf_with_text(["Die Katze schläft."])
+    ids = [await submit(client, "ann", pdf=pdf) for _ in range(3)]
+    client.redis.rpop("pdf")  # the consumer that took the next message died with it
+    store = JobStore(client.redis)
+    assert store.rescue_lost("pdf", grace_seconds=60) == 0  # within the grace: a consumer may be claiming it
+    assert store.rescue_lost("pdf", grace_seconds=60, now=clock.time() + 61) == 1
+    assert store.rescue_lost("pdf", grace_seconds=60, now=clock.time() + 61) == 0  # once, not again
+    assert sorted(next_in_line(client.redis, "pdf")) == sorted(ids)
+    start_worker(worker_queues="pdf")
+    from devstack.processes import wait_until
+
+    jobs = wait_until(lambda: (js := [store.get(j) for j in ids]) and all(j.status.terminal for j in js) and js,
+                      timeout=60, message="the three jobs ran")
+    assert [job.status.value for job in jobs] == ["succeeded"] * 3 and all(job.attempts == 1 for job in jobs)
