@@ -6,7 +6,7 @@ import zlib
 
 import pytest
 
-from tests.samples import pdf_with_text
+from tests.samples import pdf_from_objects, pdf_with_text
 from unilingo.errors import PermanentError
 from unilingo.settings import get_settings
 from workers.handlers import pdf
@@ -37,17 +37,7 @@ def _pdf(page_count: int, contents: bytes, filtered: bool) -> bytes:
           f"/Resources << /Font << /F1 {font} 0 R >> >> >>".encode() for _ in range(page_count)),
         b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
     ]
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    for offset in offsets:
-        out += b"%010d 00000 n \n" % offset
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    return bytes(out)
+    return pdf_from_objects(objects)
 
 
 def shared_stream_pdf(pages: int = 200, stream_bytes: int = 5 * 1024 * 1024) -> bytes:
