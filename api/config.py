@@ -28,7 +28,7 @@ class ApiConfig:
     json_body_cap: int  # every other request body
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "ApiConfig":
+    def from_settings(cls, settings: Settings) -> ApiConfig:
         caps = {path: getattr(settings, name) + MULTIPART_OVERHEAD for path, name in UPLOAD_PATHS.items()}
         # A JSON string may escape each character as \\uXXXX (twice for a surrogate pair).
         longest_text = max(settings.max_text_chars, settings.max_tts_chars)

@@ -58,15 +58,18 @@ class Services:
         self.events: JobEvents | None = None  # the SSE streams' one shared subscription
         self._stale: list[Any] = []
 
-    def bind(self) -> "Services":
+    def bind(self) -> Services:
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             if self.redis is not None:
                 # A client belongs to the loop that opened it; keep a few alive, unused.
                 self._stale = [*self._stale[-7:], (self.redis, self.scripts)]
             settings = self.config.settings
-            timeouts = {"socket_connect_timeout": settings.redis_connect_timeout_seconds,
-                        "socket_timeout": settings.redis_socket_timeout_seconds, "health_check_interval": 30}
+            timeouts = {
+                "socket_connect_timeout": settings.redis_connect_timeout_seconds,
+                "socket_timeout": settings.redis_socket_timeout_seconds,
+                "health_check_interval": 30,
+            }
             self.scripts = None
             if settings.redis_sentinels:
                 self.redis = async_redis_client(settings, **timeouts)
@@ -94,15 +97,22 @@ class Services:
             raise ApiError(501, "not_implemented", "saved content needs a database (DATABASE_URL) on this deployment")
         if self.db is None:
             timeout = self.config.settings.database_connect_timeout_seconds
-            self.db = AsyncConnectionPool(url, min_size=1, max_size=4, open=False, timeout=timeout,
-                                          kwargs={"autocommit": True, "connect_timeout": max(1, int(timeout))})
+            self.db = AsyncConnectionPool(
+                url,
+                min_size=1,
+                max_size=4,
+                open=False,
+                timeout=timeout,
+                kwargs={"autocommit": True, "connect_timeout": max(1, int(timeout))},
+            )
             await self.db.open(wait=False)
         try:
             async with self.db.connection() as conn:
                 yield conn
         except (PoolTimeout, psycopg.OperationalError) as exc:
-            raise ApiError(503, "service_unavailable", "the database is unreachable; retry shortly",
-                           headers={"Retry-After": "1"}) from exc
+            raise ApiError(
+                503, "service_unavailable", "the database is unreachable; retry shortly", headers={"Retry-After": "1"}
+            ) from exc
 
     async def aclose(self) -> None:
         if self._loop is asyncio.get_running_loop():
@@ -142,7 +152,7 @@ def _networks(cidrs: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress
     return tuple(ipaddress.ip_network(c.strip(), strict=False) for c in cidrs if c.strip())
 
 
-def require_admin(request: Request, svc: "Services", user: Principal) -> None:
+def require_admin(request: Request, svc: Services, user: Principal) -> None:
     """Admin routes and the monitoring page: an allowed address, then the admin role.
 
     With ``ADMIN_IP_ALLOWLIST`` (CIDRs) set, the client's address (the one the quotas use, so

@@ -180,13 +180,17 @@ def validation_details(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for err in errors:
         message = str(err.get("msg", "invalid"))
         if message.startswith("Value error, "):
-            message = message[len("Value error, "):]
-        details.append({"field": _field(err.get("loc", ())), "message": message, "type": str(err.get("type", "invalid"))})
+            message = message[len("Value error, ") :]
+        details.append(
+            {"field": _field(err.get("loc", ())), "message": message, "type": str(err.get("type", "invalid"))}
+        )
     return details
 
 
 async def api_error_handler(request: Request, exc: ApiError) -> JSON:
-    return error_response(exc.status_code, exc.code, exc.message, headers=_with_quota(request, exc.headers), details=exc.details)
+    return error_response(
+        exc.status_code, exc.code, exc.message, headers=_with_quota(request, exc.headers), details=exc.details
+    )
 
 
 async def http_error_handler(request: Request, exc: StarletteHTTPException) -> JSON:
@@ -210,7 +214,9 @@ async def validation_error_handler(request: Request, exc: RequestValidationError
 
 async def redis_error_handler(request: Request, exc: Exception) -> JSON:
     log.warning("redis unavailable during %s %s: %s", request.method, request.url.path, exc)
-    return error_response(503, "service_unavailable", "the job store is unreachable; retry shortly", headers={"Retry-After": "1"})
+    return error_response(
+        503, "service_unavailable", "the job store is unreachable; retry shortly", headers={"Retry-After": "1"}
+    )
 
 
 async def unhandled_error_handler(request: Request, exc: Exception) -> JSON:
@@ -237,9 +243,13 @@ def document_signed_in_errors(app: FastAPI) -> None:
                     continue
                 responses = operation.setdefault("responses", {})
                 for status, entry in _responses(*SIGNED_IN_STATUSES).items():
-                    responses.setdefault(str(status), {
-                        "description": entry["description"], "content": {"application/json": {"schema": ref}},
-                    })
+                    responses.setdefault(
+                        str(status),
+                        {
+                            "description": entry["description"],
+                            "content": {"application/json": {"schema": ref}},
+                        },
+                    )
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]

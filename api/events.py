@@ -30,7 +30,7 @@ CONFIRM_SECONDS = 5.0
 class Listener:
     """One stream's view of its channel: ``await changed(timeout)`` after each read of the job."""
 
-    def __init__(self, hub: "JobEvents"):
+    def __init__(self, hub: JobEvents):
         self._hub = hub
         self._event = asyncio.Event()
 
@@ -143,7 +143,9 @@ class JobEvents:
             raise
         except Exception as exc:
             log.warning("job events: the shared subscription failed (%s); streams are told", exc)
-            self.failure = exc if isinstance(exc, redis.exceptions.RedisError) else redis.exceptions.ConnectionError(str(exc))
+            self.failure = (
+                exc if isinstance(exc, redis.exceptions.RedisError) else redis.exceptions.ConnectionError(str(exc))
+            )
             for confirmation in self._confirmations.values():
                 if not confirmation.done():
                     confirmation.set_exception(self.failure)

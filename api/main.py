@@ -97,8 +97,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.verifier = TokenVerifier(settings)
 
     errors.install(app)
-    app.add_middleware(BodyLimit, caps=config.body_caps, default=config.json_body_cap,
-                       body_timeout=settings.request_body_timeout_seconds)
+    app.add_middleware(
+        BodyLimit,
+        caps=config.body_caps,
+        default=config.json_body_cap,
+        body_timeout=settings.request_body_timeout_seconds,
+    )
     app.add_middleware(MetricsMiddleware)  # outermost: sees every answer, 413s included
 
     app.include_router(health.router)

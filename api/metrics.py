@@ -68,7 +68,7 @@ class Cluster:
     providers: dict[str, ProviderStatus] = field(default_factory=dict)
 
 
-_limiters: "weakref.WeakKeyDictionary[Any, AsyncLimiter]" = weakref.WeakKeyDictionary()
+_limiters: weakref.WeakKeyDictionary[Any, AsyncLimiter] = weakref.WeakKeyDictionary()
 
 
 def limiter_for(client, margin_seconds: float = WINDOW_MARGIN_SECONDS) -> AsyncLimiter:
@@ -113,7 +113,7 @@ async def read_cluster(client, margin_seconds: float = WINDOW_MARGIN_SECONDS) ->
     cluster = Cluster(read_at=now)
     tails: dict[str, str] = {}
     for index, queue in enumerate(QUEUES):
-        depth, tail, alive = replies[3 * index: 3 * index + 3]
+        depth, tail, alive = replies[3 * index : 3 * index + 3]
         cluster.queues[queue] = QueueState(depth=int(depth), workers_alive=int(alive))
         job_id = _job_id_of(tail) if int(depth) else None
         if job_id:
@@ -183,7 +183,7 @@ async def render(client=None, margin_seconds: float = WINDOW_MARGIN_SECONDS) -> 
     if client is not None:
         try:
             cluster = await asyncio.wait_for(read_cluster(client, margin_seconds), timeout=5)
-        except (redis.exceptions.RedisError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, redis.exceptions.RedisError, OSError) as exc:
             log.warning("metrics: the cluster state could not be read from Redis (%s)", type(exc).__name__)
             cluster = None
         registry = CollectorRegistry(auto_describe=False)
@@ -271,7 +271,9 @@ class MetricsMiddleware:
             method = scope["method"] if scope["method"] in _METHODS else "other"
             counter = self._counters.get((method, template, status))
             if counter is None:
-                counter = self._counters[(method, template, status)] = m.HTTP_REQUESTS.labels(method, template, str(status))
+                counter = self._counters[(method, template, status)] = m.HTTP_REQUESTS.labels(
+                    method, template, str(status)
+                )
             histogram = self._histograms.get((method, template))
             if histogram is None:
                 histogram = self._histograms[(method, template)] = m.HTTP_DURATION.labels(method, template)

@@ -50,7 +50,9 @@ class BodyLimit:
                     return
                 if declared > cap:
                     response = error_response(
-                        413, "payload_too_large", f"the request body is {declared} bytes; the limit here is {cap} bytes",
+                        413,
+                        "payload_too_large",
+                        f"the request body is {declared} bytes; the limit here is {cap} bytes",
                         headers={"Connection": "close"},
                     )
                     await response(scope, receive, send)
@@ -70,12 +72,18 @@ class BodyLimit:
                 with anyio.fail_after(max(0.0, deadline - anyio.current_time())):
                     message = await receive()
             except TimeoutError:
-                raise ApiError(408, "request_timeout", f"the request body did not arrive within {self.body_timeout:g} s",
-                               headers={"Connection": "close"}) from None
+                raise ApiError(
+                    408,
+                    "request_timeout",
+                    f"the request body did not arrive within {self.body_timeout:g} s",
+                    headers={"Connection": "close"},
+                ) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > cap:
-                    raise ApiError(413, "payload_too_large", f"the request body is larger than the limit of {cap} bytes")
+                    raise ApiError(
+                        413, "payload_too_large", f"the request body is larger than the limit of {cap} bytes"
+                    )
                 complete = not message.get("more_body", False)
             elif message["type"] == "http.disconnect":
                 route = getattr(scope.get("route"), "path", None) or "unmatched"

@@ -15,7 +15,7 @@ minute over the last hour / 20)`` (burstiness). ``high`` from 60, ``medium`` fro
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import redis.exceptions
@@ -40,7 +40,7 @@ SCORING = {
 
 
 def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _text(value: Any) -> str:
@@ -80,7 +80,9 @@ async def cluster_state(svc: Services) -> Cluster:
     try:
         return await read_cluster(svc.redis, svc.config.settings.provider_window_margin_seconds)
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-        raise ApiError(503, "service_unavailable", "Redis is unreachable; retry shortly", headers={"Retry-After": "5"}) from None
+        raise ApiError(
+            503, "service_unavailable", "Redis is unreachable; retry shortly", headers={"Retry-After": "5"}
+        ) from None
 
 
 async def cluster_totals(svc: Services) -> dict[str, float]:
@@ -154,7 +156,9 @@ def summary(totals: dict[str, float], cluster: Cluster) -> dict[str, Any]:
         "errors": classes["5xx"],
         "client_errors": classes["4xx"],
         "error_rate": _ratio(classes["5xx"], total_requests),
-        "average_response_ms": round(1000 * totals.get("http_seconds", 0) / total_requests, 2) if total_requests else None,
+        "average_response_ms": round(1000 * totals.get("http_seconds", 0) / total_requests, 2)
+        if total_requests
+        else None,
         "p50_ms": ms(0.5),
         "p95_ms": ms(0.95),
         "p99_ms": ms(0.99),
@@ -178,14 +182,22 @@ def summary(totals: dict[str, float], cluster: Cluster) -> dict[str, Any]:
         by_type[job_type] = row
     sums = {key: sum(row[key] for row in by_type.values()) for key in ("submitted", "started", *m.JOB_OUTCOMES)}
     ended = sums["succeeded"] + sums["failed"]
-    jobs = {**sums, "failure_rate": _ratio(sums["failed"], ended), "recovered": int(totals.get("recovered", 0)),
-            "by_type": by_type}
+    jobs = {
+        **sums,
+        "failure_rate": _ratio(sums["failed"], ended),
+        "recovered": int(totals.get("recovered", 0)),
+        "by_type": by_type,
+    }
 
     services = {provider: _provider_block(provider, totals, cluster) for provider in PROVIDERS}
     hits = sum(int(totals.get(f"cache:{t}:hit", 0)) for t in m.JOB_TYPES)
     misses = sum(int(totals.get(f"cache:{t}:miss", 0)) for t in m.JOB_TYPES)
     queues = {
-        queue: {"depth": s.depth, "oldest_age_seconds": round(s.oldest_age_seconds, 1), "workers_alive": s.workers_alive}
+        queue: {
+            "depth": s.depth,
+            "oldest_age_seconds": round(s.oldest_age_seconds, 1),
+            "workers_alive": s.workers_alive,
+        }
         for queue, s in cluster.queues.items()
     }
     return {
@@ -214,7 +226,11 @@ def provider_status(provider: str, queue: str, cluster: Cluster) -> dict[str, An
         health = "suspended"
     elif status.breaker.value == "open":
         health = "unavailable"
-    elif status.breaker.value == "half_open" or status.paused_for > 0 or (state and state.depth and not state.workers_alive):
+    elif (
+        status.breaker.value == "half_open"
+        or status.paused_for > 0
+        or (state and state.depth and not state.workers_alive)
+    ):
         health = "degraded"
     else:
         health = "operational"
@@ -296,8 +312,11 @@ def user_record(user_id: str, raw: dict, now: float) -> dict[str, Any] | None:
         "burstiness": round(burst_part, 3),
         "risk_score": score,
         "risk_level": "high" if score >= 60 else "medium" if score >= 30 else "low",
-        "risk_factors": {"quota_pressure": round(quota_part, 3), "failure_share": round(failure_part, 3),
-                         "burstiness": round(burst_part, 3)},
+        "risk_factors": {
+            "quota_pressure": round(quota_part, 3),
+            "failure_share": round(failure_part, 3),
+            "burstiness": round(burst_part, 3),
+        },
         "first_seen": _iso(float(fields["first_seen"])) if "first_seen" in fields else None,
         "last_seen": _iso(float(fields["last_seen"])) if "last_seen" in fields else None,
     }
@@ -312,7 +331,7 @@ async def read_users(svc: Services, user_id: str | None = None) -> list[dict[str
         ids = [_text(u) for u in await client.zrevrange(keys.activity_users(), 0, m.ACTIVITY_MAX_USERS - 1)]
     records = []
     for start in range(0, len(ids), 500):
-        chunk = ids[start: start + 500]
+        chunk = ids[start : start + 500]
         pipe = client.pipeline(transaction=False)
         for uid in chunk:
             pipe.hgetall(keys.activity(uid))
@@ -352,8 +371,11 @@ def overview(records: list[dict[str, Any]], now: float) -> dict[str, Any]:
         "risk_levels": levels,
         "top_by_activity": [brief(r) for r in sorted(records, key=lambda r: (-r["submitted"], r["user_id"]))[:10]],
         "top_by_risk": [brief(r) for r in sorted(records, key=risk_sort)[:10]],
-        "retention": {"max_users": m.ACTIVITY_MAX_USERS, "ttl_seconds": m.ACTIVITY_TTL_SECONDS,
-                      "burst_window_minutes": m.ACTIVITY_MINUTES},
+        "retention": {
+            "max_users": m.ACTIVITY_MAX_USERS,
+            "ttl_seconds": m.ACTIVITY_TTL_SECONDS,
+            "burst_window_minutes": m.ACTIVITY_MINUTES,
+        },
     }
 
 
@@ -363,6 +385,11 @@ def statistics(records: list[dict[str, Any]], sort: str, limit: int) -> dict[str
     elif sort == "activity":
         records.sort(key=lambda r: (-r["submitted"], r["user_id"]))
     else:
-        records.sort(key=lambda r: (r["last_seen"] or ""), reverse=True)
-    return {"generated_at": _iso(time.time()), "sort": sort, "total_users": len(records), "scoring": SCORING,
-            "users": records[:limit]}
+        records.sort(key=lambda r: r["last_seen"] or "", reverse=True)
+    return {
+        "generated_at": _iso(time.time()),
+        "sort": sort,
+        "total_users": len(records),
+        "scoring": SCORING,
+        "users": records[:limit],
+    }

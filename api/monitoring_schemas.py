@@ -106,7 +106,9 @@ class PlatformSummary(BaseModel):
     generated_at: str
     requests: dict[str, Any]
     jobs: dict[str, Any]
-    services: dict[str, dict[str, Any]] = Field(description="Per provider: calls by outcome, errors, latency, permits, breaker")
+    services: dict[str, dict[str, Any]] = Field(
+        description="Per provider: calls by outcome, errors, latency, permits, breaker"
+    )
     breakers: dict[str, str]
     queues: dict[str, dict[str, Any]]
     queue_sizes: dict[str, int]

@@ -70,7 +70,9 @@ class QuotaGate:
         plan = self._plans.get(names)
         if plan is None:
             plan = self._plans[names] = [
-                (name, QUOTAS[name][1], QUOTAS[name][2], rate) for name in names if (rate := self.rates[name]) is not None
+                (name, QUOTAS[name][1], QUOTAS[name][2], rate)
+                for name in names
+                if (rate := self.rates[name]) is not None
             ]
         return plan
 
@@ -78,7 +80,9 @@ class QuotaGate:
         plan = self._plan(names)
         if not plan:
             return None
-        hits = [(name, scope, self.client_ip(request) if per == "ip" else user_id, rate) for name, scope, per, rate in plan]
+        hits = [
+            (name, scope, self.client_ip(request) if per == "ip" else user_id, rate) for name, scope, per, rate in plan
+        ]
         results = await self._hit_all(hits)
         refused = [(hit, result) for hit, result in zip(hits, results) if not result.allowed]
         if refused:

@@ -28,6 +28,7 @@ sockets and Sentinel keep redis-py (``ScriptChannel.from_pool`` answers None).
 from __future__ import annotations
 
 import asyncio
+import builtins
 import hashlib
 from collections import deque
 from typing import Any
@@ -180,7 +181,7 @@ class ScriptChannel:
         self._connecting: asyncio.Task | None = None
 
     @classmethod
-    def from_pool(cls, pool: aioredis.ConnectionPool) -> "ScriptChannel | None":
+    def from_pool(cls, pool: aioredis.ConnectionPool) -> ScriptChannel | None:
         """The channel for a redis-py pool's server, or None if it is not plain TCP."""
         if not issubclass(pool.connection_class, aioredis.Connection) or issubclass(
             pool.connection_class, aioredis.SSLConnection
@@ -207,7 +208,7 @@ class ScriptChannel:
             protocol = await self._connect()
         return await protocol.send(pack(args))
 
-    def register_script(self, script: str | bytes) -> "ChannelScript":
+    def register_script(self, script: str | bytes) -> ChannelScript:
         return ChannelScript(self, script)
 
     async def _connect(self) -> _Protocol:
@@ -232,7 +233,7 @@ class ScriptChannel:
                 loop.create_connection(lambda: _Protocol(loop, self.address, self.timeout), self.host, self.port),
                 self.connect_timeout,
             )
-        except asyncio.TimeoutError:
+        except builtins.TimeoutError:
             raise TimeoutError(f"Timeout connecting to {self.address}") from None
         except OSError as exc:
             raise ConnectionError(f"Error {exc.errno} connecting to {self.address}. {exc.strerror or exc}.") from None

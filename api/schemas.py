@@ -30,8 +30,7 @@ WebhookUrl = Annotated[
     Field(
         min_length=1,
         max_length=2048,
-        description="Called (signed, with retries) when the job succeeds or fails; "
-        "https or http to a public address",
+        description="Called (signed, with retries) when the job succeeds or fails; https or http to a public address",
     ),
     AfterValidator(check_unicode),
 ]
@@ -189,8 +188,17 @@ def _multipart(required: list[str], properties: dict[str, Any]) -> dict[str, Any
             "required": True,
             "content": {
                 "multipart/form-data": {
-                    "schema": {"type": "object", "required": required, "properties": properties, "additionalProperties": False},
-                    "encoding": {name: {"contentType": "application/octet-stream"} for name, p in properties.items() if p.get("format") == "binary"},
+                    "schema": {
+                        "type": "object",
+                        "required": required,
+                        "properties": properties,
+                        "additionalProperties": False,
+                    },
+                    "encoding": {
+                        name: {"contentType": "application/octet-stream"}
+                        for name, p in properties.items()
+                        if p.get("format") == "binary"
+                    },
                 }
             },
         }
@@ -204,7 +212,10 @@ _FILE = {"type": "string", "format": "binary"}
 PRONUNCIATION_BODY = _multipart(
     ["audio", "reference_text", "language"],
     {
-        "audio": {**_FILE, "description": "M4A/AAC, WEBM or OGG (Opus, Vorbis), MP3, FLAC or WAV at any sample rate and channel count, recognised by its bytes; at most MAX_AUDIO_BYTES (10 MiB) and MAX_AUDIO_SECONDS (120 s)"},
+        "audio": {
+            **_FILE,
+            "description": "M4A/AAC, WEBM or OGG (Opus, Vorbis), MP3, FLAC or WAV at any sample rate and channel count, recognised by its bytes; at most MAX_AUDIO_BYTES (10 MiB) and MAX_AUDIO_SECONDS (120 s)",
+        },
         "reference_text": {"type": "string", "minLength": 1, "description": "What the speaker was asked to say"},
         "language": _LANGUAGE_SCHEMA,
         "webhook_url": _WEBHOOK_SCHEMA,
@@ -213,7 +224,10 @@ PRONUNCIATION_BODY = _multipart(
 IMAGE_BODY = _multipart(
     ["image"],
     {
-        "image": {**_FILE, "description": "JPEG (EXIF orientation honoured), PNG, HEIC/HEIF, WEBP, GIF, BMP or TIFF, recognised by its bytes; at most MAX_IMAGE_BYTES (10 MiB) and MAX_IMAGE_PIXELS (50 million)"},
+        "image": {
+            **_FILE,
+            "description": "JPEG (EXIF orientation honoured), PNG, HEIC/HEIF, WEBP, GIF, BMP or TIFF, recognised by its bytes; at most MAX_IMAGE_BYTES (10 MiB) and MAX_IMAGE_PIXELS (50 million)",
+        },
         "language": _LANGUAGE_SCHEMA,
         "webhook_url": _WEBHOOK_SCHEMA,
     },

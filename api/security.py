@@ -171,7 +171,12 @@ class TokenVerifier:
             try:
                 key = await anyio.to_thread.run_sync(self.jwks.get_signing_key, kid)
             except PyJWKClientConnectionError:
-                raise ApiError(503, "auth_unavailable", "the signing keys cannot be fetched; retry shortly", headers={"Retry-After": "5"}) from None
+                raise ApiError(
+                    503,
+                    "auth_unavailable",
+                    "the signing keys cannot be fetched; retry shortly",
+                    headers={"Retry-After": "5"},
+                ) from None
             except (PyJWKClientError, jwt.PyJWKSetError):
                 raise unauthorized("invalid_token", "the token's signing key is unknown") from None
         if key.algorithm_name != alg:

@@ -59,8 +59,25 @@ _AUDIO = {
 
 # ISO base media brands that carry audio (M4A and the generic MP4/3GP brands phones record).
 _MP4_AUDIO_BRANDS = {
-    b"M4A ", b"M4B ", b"M4P ", b"mp41", b"mp42", b"isom", b"iso2", b"iso4", b"iso5", b"iso6",
-    b"dash", b"3gp4", b"3gp5", b"3gp6", b"3g2a", b"MSNV", b"qt  ", b"F4A ", b"avc1",
+    b"M4A ",
+    b"M4B ",
+    b"M4P ",
+    b"mp41",
+    b"mp42",
+    b"isom",
+    b"iso2",
+    b"iso4",
+    b"iso5",
+    b"iso6",
+    b"dash",
+    b"3gp4",
+    b"3gp5",
+    b"3gp6",
+    b"3g2a",
+    b"MSNV",
+    b"qt  ",
+    b"F4A ",
+    b"avc1",
 }
 
 
@@ -229,20 +246,26 @@ def parse_form(form: FormData, model, file_field: str):
     if upload is None:
         errors.append({"type": "missing", "loc": ("body", file_field), "msg": "Field required"})
     elif not isinstance(upload, UploadFile):
-        errors.append({"type": "file_expected", "loc": ("body", file_field), "msg": "must be a file part (with a filename)"})
+        errors.append(
+            {"type": "file_expected", "loc": ("body", file_field), "msg": "must be a file part (with a filename)"}
+        )
     fields: dict[str, str] = {}
     for name, value in form.multi_items():
         if name == file_field:
             continue
         if isinstance(value, UploadFile):
-            errors.append({"type": "string_expected", "loc": ("body", name), "msg": "unexpected file; only one file is accepted"})
+            errors.append(
+                {"type": "string_expected", "loc": ("body", name), "msg": "unexpected file; only one file is accepted"}
+            )
         else:
             fields[name] = value
     parsed = None
     try:
         parsed = model.model_validate(fields)
     except ValidationError as exc:
-        errors.extend({**err, "loc": ("body", *err["loc"])} for err in exc.errors(include_url=False, include_context=False))
+        errors.extend(
+            {**err, "loc": ("body", *err["loc"])} for err in exc.errors(include_url=False, include_context=False)
+        )
     if errors:
         raise RequestValidationError(errors)
     return parsed, upload

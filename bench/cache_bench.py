@@ -43,16 +43,25 @@ def workload(seed: int = 7) -> list[str]:
             original = rng.choice(texts)
             texts.append("  " + original.upper().replace(" ", "  ") + " ")  # the same request, retyped
         else:
-            texts.append(f"Lesson {i}: the {rng.choice(['dog', 'cat', 'bird'])} sleeps on the {rng.choice(['sofa', 'bed', 'roof'])}.")
+            texts.append(
+                f"Lesson {i}: the {rng.choice(['dog', 'cat', 'bird'])} sleeps on the {rng.choice(['sofa', 'bed', 'roof'])}."
+            )
     return texts
 
 
 def run_side(cache_enabled: bool, work: Path) -> dict:
     redis_server = RedisServer(workdir=work / f"redis-{cache_enabled}", appendonly=False).start()
     sandbox_port = free_port()
-    env = {"REDIS_URL": redis_server.url, "SANDBOX_PORT": str(sandbox_port), "SANDBOX_AWS_PORT": str(free_port()),
-           "SANDBOX_LATENCY_SCALE": "0.01", "CACHE_ENABLED": str(cache_enabled).lower(), "WORKER_QUEUES": "ai",
-           "WORKER_CONCURRENCY": "4", "WORKER_LOG_LEVEL": "WARNING"}
+    env = {
+        "REDIS_URL": redis_server.url,
+        "SANDBOX_PORT": str(sandbox_port),
+        "SANDBOX_AWS_PORT": str(free_port()),
+        "SANDBOX_LATENCY_SCALE": "0.01",
+        "CACHE_ENABLED": str(cache_enabled).lower(),
+        "WORKER_QUEUES": "ai",
+        "WORKER_CONCURRENCY": "4",
+        "WORKER_LOG_LEVEL": "WARNING",
+    }
     sandbox = Service.python("sandbox", "sandbox", env=env, port=sandbox_port, log_dir=work).start()
     worker = Service.python("worker", "workers", env=env, log_dir=work).start()
     client = redis.Redis.from_url(redis_server.url)
@@ -86,13 +95,29 @@ def persistence_rate(work: Path) -> tuple[float, int]:
         conn = persistence.connect(server.url)
         persistence.migrate(conn)
         now = time.time()
-        lesson = {"title": "Im Restaurant", "objectives": ["bestellen"], "sections": ["Dialog"],
-                  "vocabulary": [{"term": f"Wort {k}", "translation": f"word {k}", "example": "Ein Beispiel."} for k in range(8)],
-                  "exercises": [{"prompt": "?", "answer": "!"}]}
+        lesson = {
+            "title": "Im Restaurant",
+            "objectives": ["bestellen"],
+            "sections": ["Dialog"],
+            "vocabulary": [
+                {"term": f"Wort {k}", "translation": f"word {k}", "example": "Ein Beispiel."} for k in range(8)
+            ],
+            "exercises": [{"prompt": "?", "answer": "!"}],
+        }
         rates = []
         for _ in range(3):
-            jobs = [Job(job_id=f"bench-{random.getrandbits(64):x}", type=JobType.LESSON, status=JobStatus.SUCCEEDED,
-                        owner=f"user-{i % 20}", params={"topic": "food"}, created_at=now, updated_at=now) for i in range(300)]
+            jobs = [
+                Job(
+                    job_id=f"bench-{random.getrandbits(64):x}",
+                    type=JobType.LESSON,
+                    status=JobStatus.SUCCEEDED,
+                    owner=f"user-{i % 20}",
+                    params={"topic": "food"},
+                    created_at=now,
+                    updated_at=now,
+                )
+                for i in range(300)
+            ]
             start = time.perf_counter()
             for job in jobs:
                 persistence.write(conn, job, lesson, {"openai": 1200})

@@ -136,10 +136,14 @@ def main() -> None:
     app.worker_main(
         [
             "worker",
-            "--queues", QUEUE,
-            "--concurrency", os.environ.get("WORKER_CONCURRENCY", "2"),
-            "--hostname", f"bench-celery@{socket.gethostname()}-{os.getpid()}",
-            "--loglevel", os.environ.get("WORKER_LOG_LEVEL", "WARNING"),
+            "--queues",
+            QUEUE,
+            "--concurrency",
+            os.environ.get("WORKER_CONCURRENCY", "2"),
+            "--hostname",
+            f"bench-celery@{socket.gethostname()}-{os.getpid()}",
+            "--loglevel",
+            os.environ.get("WORKER_LOG_LEVEL", "WARNING"),
             "--without-gossip",
             "--without-mingle",
         ]

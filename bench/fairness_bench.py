@@ -33,8 +33,15 @@ QUOTA_PER_MINUTE = 50  # OpenAI's quota as Unilingo v1 ran it; the sandbox enfor
 
 def queue(store: JobStore, owner: str, fair: bool, text: str) -> str:
     now = time.time()
-    job = Job(job_id=new_job_id(), type=JobType.FLASHCARDS, status=JobStatus.QUEUED, owner=owner,
-              params={"content": text, "count": 3}, created_at=now, updated_at=now)
+    job = Job(
+        job_id=new_job_id(),
+        type=JobType.FLASHCARDS,
+        status=JobStatus.QUEUED,
+        owner=owner,
+        params={"content": text, "count": 3},
+        created_at=now,
+        updated_at=now,
+    )
     message = task_message(job.workload.task, job.workload.queue, [job.job_id], task_id=job.job_id)
     store.create(NewJob(job=job, message=message, fair_weight=1.0 if fair else 0.0))
     return job.job_id
@@ -43,9 +50,17 @@ def queue(store: JobStore, owner: str, fair: bool, text: str) -> str:
 def run_side(fair: bool, work: Path) -> dict:
     redis_server = RedisServer(workdir=work / f"redis-{fair}", appendonly=False).start()
     sandbox_port = free_port()
-    env = {"REDIS_URL": redis_server.url, "SANDBOX_PORT": str(sandbox_port), "SANDBOX_AWS_PORT": str(free_port()),
-           "SANDBOX_LATENCY_SCALE": "0.05", "CACHE_ENABLED": "false", "WORKER_QUEUES": "ai",
-           "WORKER_CONCURRENCY": "4", "WORKER_LOG_LEVEL": "WARNING", "WORKER_METRICS_PORT": "0"}
+    env = {
+        "REDIS_URL": redis_server.url,
+        "SANDBOX_PORT": str(sandbox_port),
+        "SANDBOX_AWS_PORT": str(free_port()),
+        "SANDBOX_LATENCY_SCALE": "0.05",
+        "CACHE_ENABLED": "false",
+        "WORKER_QUEUES": "ai",
+        "WORKER_CONCURRENCY": "4",
+        "WORKER_LOG_LEVEL": "WARNING",
+        "WORKER_METRICS_PORT": "0",
+    }
     sandbox = Service.python("sandbox", "sandbox", env=env, port=sandbox_port, log_dir=work).start()
     client = redis.Redis.from_url(redis_server.url)
     store = JobStore(client)
@@ -56,7 +71,9 @@ def run_side(fair: bool, work: Path) -> dict:
         try:
             jobs: list[Job] = wait_until(
                 lambda: (js := [store.get(j) for j in heavy + light]) and all(j.status.terminal for j in js) and js,
-                timeout=900, interval=0.5, message="the backlog drained",
+                timeout=900,
+                interval=0.5,
+                message="the backlog drained",
             )
         finally:
             worker.stop()

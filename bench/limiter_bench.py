@@ -99,12 +99,14 @@ def _measure(case: Case, admin: redis.Redis, loop: asyncio.AbstractEventLoop, op
     if case.setup:
         case.setup()
     if case.is_async:
+
         async def run(n: int, offset: int) -> None:
             for i in range(n):
                 await case.op(offset + i)
 
         go = lambda n, offset: loop.run_until_complete(run(n, offset))  # noqa: E731
     else:
+
         def go(n: int, offset: int) -> None:
             for i in range(n):
                 case.op(offset + i)
@@ -144,7 +146,10 @@ def build_cases(url: str, loop: asyncio.AbstractEventLoop) -> list[Case]:
     # A permit workload that admits every call yet runs every check: rate, burst, tokens,
     # in flight, breaker; release reconciles tokens.
     roomy = ProviderPolicy(
-        provider="openai", requests_per_minute=1_000_000, burst=500_000, tokens_per_minute=100_000_000,
+        provider="openai",
+        requests_per_minute=1_000_000,
+        burst=500_000,
+        tokens_per_minute=100_000_000,
         max_in_flight=100_000,
     )
     roomy_item = limits.parse("1000000/minute")
@@ -167,35 +172,84 @@ def build_cases(url: str, loop: asyncio.AbstractEventLoop) -> list[Case]:
 
     fifty = limits.parse("50/minute")
     return [
-        Case("client quota, admitted (100/15m, 200 clients)", "limits moving window",
-             lambda i: moving.hit(ip_item, "ip", str(i % SUBJECTS))),
-        Case("client quota, admitted (100/15m, 200 clients)", "unilingo ClientQuota.hit",
-             lambda i: quota.hit("ip", str(i % SUBJECTS), IP_QUOTA)),
-        Case("client quota, admitted, asyncio", "limits.aio moving window",
-             lambda i: async_moving.hit(ip_item, "ip", str(i % SUBJECTS)), is_async=True),
-        Case("client quota, admitted, asyncio", "unilingo AsyncClientQuota.hit",
-             lambda i: async_quota.hit("ip", str(i % SUBJECTS), IP_QUOTA), is_async=True),
+        Case(
+            "client quota, admitted (100/15m, 200 clients)",
+            "limits moving window",
+            lambda i: moving.hit(ip_item, "ip", str(i % SUBJECTS)),
+        ),
+        Case(
+            "client quota, admitted (100/15m, 200 clients)",
+            "unilingo ClientQuota.hit",
+            lambda i: quota.hit("ip", str(i % SUBJECTS), IP_QUOTA),
+        ),
+        Case(
+            "client quota, admitted, asyncio",
+            "limits.aio moving window",
+            lambda i: async_moving.hit(ip_item, "ip", str(i % SUBJECTS)),
+            is_async=True,
+        ),
+        Case(
+            "client quota, admitted, asyncio",
+            "unilingo AsyncClientQuota.hit",
+            lambda i: async_quota.hit("ip", str(i % SUBJECTS), IP_QUOTA),
+            is_async=True,
+        ),
         # What the API does per AI submission: the IP quota and the user's AI quota. `limits`
         # needs a call per quota (and on a refusal by the second the first is already spent);
         # ours takes both in one script, all or nothing.
-        Case("IP + user quota per submission (two quotas)", "limits moving window, two hits",
-             lambda i: moving.hit(ip_item, "ip", f"s{i % SUBJECTS}") and moving.hit(user_item, "user", f"s{i % SUBJECTS}")),
-        Case("IP + user quota per submission (two quotas)", "unilingo ClientQuota.hit_all",
-             lambda i: quota.hit_all([("ip", f"s{i % SUBJECTS}", IP_QUOTA), ("user_ai", f"s{i % SUBJECTS}", USER_QUOTA)])),
-        Case("client quota, refused (one client over quota)", "limits moving window",
-             lambda i: moving.hit(ip_item, "ip", "greedy"), setup=spend_quota),
-        Case("client quota, refused (one client over quota)", "unilingo ClientQuota.hit",
-             lambda i: quota.hit("ip", "greedy", IP_QUOTA), setup=spend_quota),
-        Case("provider permit, admitted", "limits moving window (rate only)",
-             lambda i: moving.hit(roomy_item, "openai")),
-        Case("provider permit, admitted", "unilingo acquire (all checks), slot kept",
-             lambda i: limiter.acquire("openai", tokens=1000, holder="bench"), setup=lambda: store.write(roomy)),
-        Case("provider permit, admitted", "unilingo acquire + release (all checks)",
-             permit_cycle, setup=lambda: store.write(roomy)),
-        Case("provider permit, refused (rate spent, default openai policy)", "limits moving window (rate only)",
-             lambda i: moving.hit(fifty, "openai"), setup=spend_openai),
-        Case("provider permit, refused (rate spent, default openai policy)", "unilingo acquire",
-             lambda i: limiter.acquire("openai"), setup=spend_openai),
+        Case(
+            "IP + user quota per submission (two quotas)",
+            "limits moving window, two hits",
+            lambda i: (
+                moving.hit(ip_item, "ip", f"s{i % SUBJECTS}") and moving.hit(user_item, "user", f"s{i % SUBJECTS}")
+            ),
+        ),
+        Case(
+            "IP + user quota per submission (two quotas)",
+            "unilingo ClientQuota.hit_all",
+            lambda i: quota.hit_all(
+                [("ip", f"s{i % SUBJECTS}", IP_QUOTA), ("user_ai", f"s{i % SUBJECTS}", USER_QUOTA)]
+            ),
+        ),
+        Case(
+            "client quota, refused (one client over quota)",
+            "limits moving window",
+            lambda i: moving.hit(ip_item, "ip", "greedy"),
+            setup=spend_quota,
+        ),
+        Case(
+            "client quota, refused (one client over quota)",
+            "unilingo ClientQuota.hit",
+            lambda i: quota.hit("ip", "greedy", IP_QUOTA),
+            setup=spend_quota,
+        ),
+        Case(
+            "provider permit, admitted", "limits moving window (rate only)", lambda i: moving.hit(roomy_item, "openai")
+        ),
+        Case(
+            "provider permit, admitted",
+            "unilingo acquire (all checks), slot kept",
+            lambda i: limiter.acquire("openai", tokens=1000, holder="bench"),
+            setup=lambda: store.write(roomy),
+        ),
+        Case(
+            "provider permit, admitted",
+            "unilingo acquire + release (all checks)",
+            permit_cycle,
+            setup=lambda: store.write(roomy),
+        ),
+        Case(
+            "provider permit, refused (rate spent, default openai policy)",
+            "limits moving window (rate only)",
+            lambda i: moving.hit(fifty, "openai"),
+            setup=spend_openai,
+        ),
+        Case(
+            "provider permit, refused (rate spent, default openai policy)",
+            "unilingo acquire",
+            lambda i: limiter.acquire("openai"),
+            setup=spend_openai,
+        ),
     ]
 
 
@@ -253,7 +307,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=int(os.environ.get("LIMITER_BENCH_ROUNDS", "15")))
     parser.add_argument(
-        "--ops", type=int, default=int(os.environ.get("LIMITER_BENCH_OPS", "1000")),
+        "--ops",
+        type=int,
+        default=int(os.environ.get("LIMITER_BENCH_OPS", "1000")),
         help="decisions per round per implementation",
     )
     parser.add_argument("--out", type=Path, default=RESULTS)

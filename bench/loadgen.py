@@ -38,7 +38,7 @@ from urllib.parse import urlsplit
 class _Connection(asyncio.Protocol):
     """One keep-alive connection: at most one request in flight."""
 
-    def __init__(self, gen: "Generator"):
+    def __init__(self, gen: Generator):
         self.gen = gen
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
@@ -64,7 +64,7 @@ class _Connection(asyncio.Protocol):
         length_at = head.find(b"\r\ncontent-length:")
         if length_at >= 0:
             line_end = head.find(b"\r\n", length_at + 2)
-            length = int(head[length_at + 17: line_end if line_end >= 0 else len(head)])
+            length = int(head[length_at + 17 : line_end if line_end >= 0 else len(head)])
             if len(buffer) - body_start < length:
                 return
             consumed = body_start + length
@@ -205,7 +205,10 @@ class Generator:
             await self.done
         elapsed = time.perf_counter() - start
         return {
-            "sent": total, "elapsed_s": elapsed, "statuses": self.statuses, "latencies_ms": self.latencies,
+            "sent": total,
+            "elapsed_s": elapsed,
+            "statuses": self.statuses,
+            "latencies_ms": self.latencies,
             "cpu_s": time.process_time() - cpu,
         }
 
@@ -225,7 +228,8 @@ def build_requests(url: str, tokens: list[str], body: bytes) -> tuple[str, int, 
             "Content-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n"
             "\r\n"
-        ).encode("latin-1") + body
+        ).encode("latin-1")
+        + body
         for token in tokens
     ]
     return host, port, requests
@@ -257,7 +261,9 @@ def main() -> None:
         uvloop.install()
     except ImportError:
         pass
-    result = asyncio.run(run(args.url, args.rate, args.duration, tokens, json.loads(args.body), args.connections, args.warm))
+    result = asyncio.run(
+        run(args.url, args.rate, args.duration, tokens, json.loads(args.body), args.connections, args.warm)
+    )
     # One line of some 100-300 KB. With PYTHONUNBUFFERED set, sys.stdout writes it with a single
     # write(2), which a pipe may take only in part (the rest was silently lost): write it all.
     sys.stdout.flush()
@@ -265,7 +271,7 @@ def main() -> None:
     os.set_blocking(fd, True)
     pending = memoryview(json.dumps(result).encode() + b"\n")
     while pending:
-        pending = pending[os.write(fd, pending):]
+        pending = pending[os.write(fd, pending) :]
 
 
 if __name__ == "__main__":

@@ -73,17 +73,25 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def manifest(rpm: int) -> str:
-    return yaml.safe_dump({
-        "apiVersion": "unilingo.io/v1alpha1", "kind": "UnilingoProviderPolicy",
-        "metadata": {"name": "openai", "namespace": "default"},
-        "spec": {"provider": "openai", "requestsPerMinute": rpm},
-    })
+    return yaml.safe_dump(
+        {
+            "apiVersion": "unilingo.io/v1alpha1",
+            "kind": "UnilingoProviderPolicy",
+            "metadata": {"name": "openai", "namespace": "default"},
+            "spec": {"provider": "openai", "requestsPerMinute": rpm},
+        }
+    )
 
 
 class Watcher:
     def __init__(self, redis_url: str):
-        self.process = subprocess.Popen([sys.executable, "-c", WATCHER, redis_url, str(POLL_MS)], cwd=ROOT,
-                                        stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", WATCHER, redis_url, str(POLL_MS)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
         assert json.loads(self.process.stdout.readline())["ready"]
         self.latest: dict | None = None
 
@@ -117,9 +125,17 @@ def run(workdir: Path) -> dict:
             except OSError:
                 return False
 
-        operator = Service.python("operator", "unilingo_operator", log_dir=workdir, ready=healthy, env={
-            "KUBECONFIG": str(plane.kubeconfig), "REDIS_URL": redis_server.url, "OPERATOR_HEALTH_PORT": str(port),
-        }).start(timeout=60)
+        operator = Service.python(
+            "operator",
+            "unilingo_operator",
+            log_dir=workdir,
+            ready=healthy,
+            env={
+                "KUBECONFIG": str(plane.kubeconfig),
+                "REDIS_URL": redis_server.url,
+                "OPERATOR_HEALTH_PORT": str(port),
+            },
+        ).start(timeout=60)
         watchers = [Watcher(redis_server.url) for _ in range(WORKERS)]
         kubectl = [str(plane.bin_dir / "kubectl"), "--kubeconfig", str(plane.kubeconfig), "apply", "-f", "-"]
 
@@ -134,8 +150,12 @@ def run(workdir: Path) -> dict:
             returned = time.monotonic()
             seen = [watcher.wait_for(rpm) for watcher in watchers]
             time.sleep(0.05)
-            return {"command": returned - started, "first": min(seen) - returned, "all": max(seen) - returned,
-                    "from_start": max(seen) - started}
+            return {
+                "command": returned - started,
+                "first": min(seen) - returned,
+                "all": max(seen) - returned,
+                "from_start": max(seen) - started,
+            }
 
         def with_kubectl(rpm: int) -> None:
             subprocess.run(kubectl, input=manifest(rpm), text=True, check=True, capture_output=True)
@@ -145,8 +165,11 @@ def run(workdir: Path) -> dict:
 
         def with_api(rpm: int) -> None:
             request = urllib.request.Request(
-                url, method="PATCH", data=json.dumps({"spec": {"requestsPerMinute": rpm}}).encode(),
-                headers={"Content-Type": "application/merge-patch+json"})
+                url,
+                method="PATCH",
+                data=json.dumps({"spec": {"requestsPerMinute": rpm}}).encode(),
+                headers={"Content-Type": "application/merge-patch+json"},
+            )
             with urllib.request.urlopen(request, context=context, timeout=30) as response:
                 response.read()
 
@@ -165,51 +188,58 @@ def run(workdir: Path) -> dict:
 def report(rows: list[dict], api_rows: list[dict]) -> str:
     def line(label: str, key: str, source: list[dict] = rows) -> str:
         values = [row[key] * 1000 for row in source]
-        cells = [percentile(values, 0.5), percentile(values, 0.95), percentile(values, 0.99), max(values),
-                 statistics.fmean(values)]
+        cells = [
+            percentile(values, 0.5),
+            percentile(values, 0.95),
+            percentile(values, 0.99),
+            max(values),
+            statistics.fmean(values),
+        ]
         return f"| {label} | " + " | ".join(f"{v:.0f}" for v in cells) + " |"
 
     p99_all = percentile([row["all"] for row in rows], 0.99)
     verdict = "met" if p99_all <= 1.0 else "NOT met"
-    return "\n".join([
-        "# Policy propagation (kubectl apply → every worker enforcing)",
-        "",
-        f"{len(rows)} changes of an openai `UnilingoProviderPolicy` (requestsPerMinute 101…{100 + len(rows)}) "
-        f"applied with `kubectl apply` against the local kube-apiserver; the operator (`python -m "
-        f"unilingo_operator`, one process) writes each to Redis as a new revision; {WORKERS} separate worker "
-        f"processes ask the limiter every {POLL_MS} ms. Times in milliseconds from the `kubectl apply` command "
-        f"returning (the last row: from the command starting).",
-        "",
-        "| interval | p50 | p95 | p99 | max | mean |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
-        line("apply returned → first worker enforces", "first"),
-        line(f"apply returned → all {WORKERS} workers enforce", "all"),
-        line("`kubectl apply` itself (process start → exit)", "command"),
-        line(f"apply started → all {WORKERS} workers enforce", "from_start"),
-        "",
-        f"The same {len(api_rows)} changes again as one HTTP merge-patch each (no kubectl process: what a "
-        "controller or CI client pays), from the API server's response:",
-        "",
-        "| interval | p50 | p95 | p99 | max | mean |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
-        line("PATCH answered → first worker enforces", "first", api_rows),
-        line(f"PATCH answered → all {WORKERS} workers enforce", "all", api_rows),
-        line("PATCH round trip", "command", api_rows),
-        line(f"PATCH sent → all {WORKERS} workers enforce", "from_start", api_rows),
-        "",
-        f"Target p99 ≤ 1000 ms for every worker: **{verdict}** (p99 {p99_all * 1000:.0f} ms). A restart-based "
-        "config change (new ConfigMap, rolling restart of every worker Deployment) takes minutes.",
-        "",
-        f"Polling every {POLL_MS} ms adds up to {POLL_MS} ms (≈{POLL_MS // 2} ms on average) to each figure; the "
-        "limiter itself has no cache, so the next decision after the write is the new one. `kubectl apply` can "
-        "return after the operator has already written (the process still has to print and exit, on a busy "
-        "machine that takes a while), so values near zero or below are possible; the PATCH table measures "
-        "from the API server's answer instead.",
-        "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
-        f"{time.strftime('%Y-%m-%d')}.",
-        "",
-    ])
+    return "\n".join(
+        [
+            "# Policy propagation (kubectl apply → every worker enforcing)",
+            "",
+            f"{len(rows)} changes of an openai `UnilingoProviderPolicy` (requestsPerMinute 101…{100 + len(rows)}) "
+            f"applied with `kubectl apply` against the local kube-apiserver; the operator (`python -m "
+            f"unilingo_operator`, one process) writes each to Redis as a new revision; {WORKERS} separate worker "
+            f"processes ask the limiter every {POLL_MS} ms. Times in milliseconds from the `kubectl apply` command "
+            f"returning (the last row: from the command starting).",
+            "",
+            "| interval | p50 | p95 | p99 | max | mean |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+            line("apply returned → first worker enforces", "first"),
+            line(f"apply returned → all {WORKERS} workers enforce", "all"),
+            line("`kubectl apply` itself (process start → exit)", "command"),
+            line(f"apply started → all {WORKERS} workers enforce", "from_start"),
+            "",
+            f"The same {len(api_rows)} changes again as one HTTP merge-patch each (no kubectl process: what a "
+            "controller or CI client pays), from the API server's response:",
+            "",
+            "| interval | p50 | p95 | p99 | max | mean |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+            line("PATCH answered → first worker enforces", "first", api_rows),
+            line(f"PATCH answered → all {WORKERS} workers enforce", "all", api_rows),
+            line("PATCH round trip", "command", api_rows),
+            line(f"PATCH sent → all {WORKERS} workers enforce", "from_start", api_rows),
+            "",
+            f"Target p99 ≤ 1000 ms for every worker: **{verdict}** (p99 {p99_all * 1000:.0f} ms). A restart-based "
+            "config change (new ConfigMap, rolling restart of every worker Deployment) takes minutes.",
+            "",
+            f"Polling every {POLL_MS} ms adds up to {POLL_MS} ms (≈{POLL_MS // 2} ms on average) to each figure; the "
+            "limiter itself has no cache, so the next decision after the write is the new one. `kubectl apply` can "
+            "return after the operator has already written (the process still has to print and exit, on a busy "
+            "machine that takes a while), so values near zero or below are possible; the PATCH table measures "
+            "from the API server's answer instead.",
+            "",
+            f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
+            f"{time.strftime('%Y-%m-%d')}.",
+            "",
+        ]
+    )
 
 
 def main() -> None:

@@ -95,13 +95,23 @@ def window_counts(stats: dict, start: int, end: int) -> tuple[dict[int, int], di
 
 def job_params(i: int) -> dict:
     # Distinct content per job: the response cache must not answer any of them.
-    return {"content": f"Fact number {i}: water boils at {90 + i % 10} degrees at some altitude; ice melts at 0.", "count": CARDS}
+    return {
+        "content": f"Fact number {i}: water boils at {90 + i % 10} degrees at some altitude; ice melts at 0.",
+        "count": CARDS,
+    }
 
 
 def submit(store: JobStore, params: dict) -> str:
     now = time.time()
-    job = Job(job_id=new_job_id(), type=JobType.FLASHCARDS, status=JobStatus.QUEUED, owner="quota-bench",
-              params=params, created_at=now, updated_at=now)
+    job = Job(
+        job_id=new_job_id(),
+        type=JobType.FLASHCARDS,
+        status=JobStatus.QUEUED,
+        owner="quota-bench",
+        params=params,
+        created_at=now,
+        updated_at=now,
+    )
     message = task_message(job.workload.task, job.workload.queue, [job.job_id], task_id=job.job_id)
     store.create(NewJob(job=job, message=message))
     return job.job_id
@@ -114,14 +124,24 @@ class Bench:
         self.client = redis.Redis.from_url(self.redis.url)
         self.sandbox_port = free_port()
         self.sandbox = Service.python(
-            "sandbox", "sandbox", port=self.sandbox_port, log_dir=work,
-            env={"SANDBOX_PORT": str(self.sandbox_port), "SANDBOX_AWS_PORT": str(free_port()),
-                 "SANDBOX_LATENCY_SCALE": str(LATENCY_SCALE), "SANDBOX_LOG_LEVEL": "warning"},
+            "sandbox",
+            "sandbox",
+            port=self.sandbox_port,
+            log_dir=work,
+            env={
+                "SANDBOX_PORT": str(self.sandbox_port),
+                "SANDBOX_AWS_PORT": str(free_port()),
+                "SANDBOX_LATENCY_SCALE": str(LATENCY_SCALE),
+                "SANDBOX_LOG_LEVEL": "warning",
+            },
         ).start()
         self.sandbox_url = f"http://127.0.0.1:{self.sandbox_port}"
         self.env = {
-            "REDIS_URL": self.redis.url, "SANDBOX_PORT": str(self.sandbox_port), "WORKER_LOG_LEVEL": "WARNING",
-            "WORKER_CONCURRENCY": str(CONCURRENCY), "CACHE_ENABLED": "false",
+            "REDIS_URL": self.redis.url,
+            "SANDBOX_PORT": str(self.sandbox_port),
+            "WORKER_LOG_LEVEL": "WARNING",
+            "WORKER_CONCURRENCY": str(CONCURRENCY),
+            "CACHE_ENABLED": "false",
         }
 
     def close(self) -> None:
@@ -144,7 +164,9 @@ class Bench:
         deadline = time.monotonic() + 90
         while read() < count:
             if time.monotonic() > deadline or any(not s.alive() for s in services):
-                raise RuntimeError(f"{module} workers did not become ready:\n" + "\n".join(s.log()[-2000:] for s in services))
+                raise RuntimeError(
+                    f"{module} workers did not become ready:\n" + "\n".join(s.log()[-2000:] for s in services)
+                )
             time.sleep(0.2)
         time.sleep(1.0)  # pool children warm up (SDK clients built) before the clock starts
         return services
@@ -162,8 +184,10 @@ class Bench:
         backlog = math.ceil(RPM * MINUTES * 1.3) + 20
         window = round(MINUTES * 60)
         if side == "ours":
-            setup = f"{WORKERS} × `python -m workers` (concurrency {CONCURRENCY}); shared permits: " \
-                    f"{RPM}/min, burst {POLICY.burst}, {POLICY.max_in_flight} in flight"
+            setup = (
+                f"{WORKERS} × `python -m workers` (concurrency {CONCURRENCY}); shared permits: "
+                f"{RPM}/min, burst {POLICY.burst}, {POLICY.max_in_flight} in flight"
+            )
             services = self.start_workers(WORKERS, "workers", WORKER_QUEUES="ai")
             store = JobStore(self.client)
             start = time.time()
@@ -177,8 +201,10 @@ class Bench:
                 "celery-2of4": (WORKERS // 2, RPM / WORKERS),
             }[side]
             rate_limit = f"{per_worker:g}/m"
-            setup = f"{workers} × Celery worker (concurrency {CONCURRENCY}), `rate_limit=\"{rate_limit}\"` per worker, " \
-                    f"autoretry on 429 (backoff, 5 retries)"
+            setup = (
+                f'{workers} × Celery worker (concurrency {CONCURRENCY}), `rate_limit="{rate_limit}"` per worker, '
+                f"autoretry on 429 (backoff, 5 retries)"
+            )
             services = self.start_workers(workers, "bench.celery_rate_limit", BENCH_RATE_LIMIT=rate_limit)
             baseline.app.conf.broker_url = self.redis.url
             start = time.time()
@@ -201,15 +227,22 @@ class Bench:
             failed = sum(1 for e in self.client.lrange(baseline.FAILED, 0, -1) if float(e.split()[0]) < end)
         self.kill(services)
         if not stats["per_second"]:  # nothing reached the provider: the run is broken, not slow
-            raise RuntimeError(f"{side}: no request reached the sandbox in {window} s; worker log:\n"
-                               + services[0].log()[-3000:])
+            raise RuntimeError(
+                f"{side}: no request reached the sandbox in {window} s; worker log:\n" + services[0].log()[-3000:]
+            )
         first = int(start)
         sent, accepted = window_counts(stats, first, first + window)
         return SideResult(
-            side=side, setup=setup, accepted=sum(accepted.values()), sent=sum(sent.values()),
+            side=side,
+            setup=setup,
+            accepted=sum(accepted.values()),
+            sent=sum(sent.values()),
             rejected_429=sum(sent.values()) - sum(accepted.values()),
-            max_sent_60s=rolling_max(sent, first, first + window), max_accepted_60s=rolling_max(accepted, first, first + window),
-            completed=completed, failed=failed, backlog=backlog,
+            max_sent_60s=rolling_max(sent, first, first + window),
+            max_accepted_60s=rolling_max(accepted, first, first + window),
+            completed=completed,
+            failed=failed,
+            backlog=backlog,
         )
 
 
@@ -260,10 +293,10 @@ def table(results: list[SideResult], elapsed: float) -> list[str]:
         "per worker, knows nothing of the other workers or of the provider's window, and a retried task spends a "
         "token again. With `quota / workers` it only fits the quota while exactly that many workers run; "
         "with the whole quota per worker it sends N times the quota and lives on 429s and backoff.",
-        "- \"accepted\" is the sandbox's requests minus its 429s, per second. It stamps a request when it arrives "
+        '- "accepted" is the sandbox\'s requests minus its 429s, per second. It stamps a request when it arrives '
         "and a 429 when it refuses it, which can fall in the next second, so a 60 s sum of the buckets can show one "
         "more than the provider's own window ever held.",
-        "- \"jobs completed\" counts jobs finished inside the window; the rest of the backlog was still waiting "
+        '- "jobs completed" counts jobs finished inside the window; the rest of the backlog was still waiting '
         "(none is lost: ours waits in Redis, Celery's in its queue or its retry countdowns).",
         "- 2 shared cores; one run per side: read the figures as indicative.",
         "",

@@ -72,8 +72,15 @@ LEASE_S, HEARTBEAT_S = DEFAULTS.job_lease_seconds, DEFAULTS.job_heartbeat_second
 
 def submit(store: JobStore, job_type: JobType, params: dict | None = None, upload: bytes | None = None) -> str:
     now = time.time()
-    job = Job(job_id=new_job_id(), type=job_type, status=JobStatus.QUEUED, owner="recovery-bench",
-              params=params or {}, created_at=now, updated_at=now)
+    job = Job(
+        job_id=new_job_id(),
+        type=job_type,
+        status=JobStatus.QUEUED,
+        owner="recovery-bench",
+        params=params or {},
+        created_at=now,
+        updated_at=now,
+    )
     message = task_message(job.workload.task, job.workload.queue, [job.job_id], task_id=job.job_id)
     store.create(NewJob(job=job, message=message, upload=upload))
     return job.job_id
@@ -158,15 +165,29 @@ class Track:
         self.client = redis.Redis.from_url(self.url)
         port = free_port()
         self.sandbox = Service.python(
-            f"sandbox-{self.name}", "sandbox", port=port, log_dir=self.work,
-            env={"SANDBOX_PORT": str(port), "SANDBOX_AWS_PORT": str(free_port()),
-                 "SANDBOX_LATENCY_SCALE": str(LATENCY_SCALE), "SANDBOX_LOG_LEVEL": "warning"},
+            f"sandbox-{self.name}",
+            "sandbox",
+            port=port,
+            log_dir=self.work,
+            env={
+                "SANDBOX_PORT": str(port),
+                "SANDBOX_AWS_PORT": str(free_port()),
+                "SANDBOX_LATENCY_SCALE": str(LATENCY_SCALE),
+                "SANDBOX_LOG_LEVEL": "warning",
+            },
         ).start()
         sandbox_url = f"http://127.0.0.1:{port}"
-        httpx.post(f"{sandbox_url}/_sandbox/faults",
-                   json={"provider": "openai", "mode": "slow", "delay_s": SLOW_S, "duration_s": 7200}).raise_for_status()
-        self.env = {"REDIS_URL": self.url, "SANDBOX_PORT": str(port), "WORKER_LOG_LEVEL": "WARNING",
-                    "CACHE_ENABLED": "false", "WORKER_CONCURRENCY": "2"}
+        httpx.post(
+            f"{sandbox_url}/_sandbox/faults",
+            json={"provider": "openai", "mode": "slow", "delay_s": SLOW_S, "duration_s": 7200},
+        ).raise_for_status()
+        self.env = {
+            "REDIS_URL": self.url,
+            "SANDBOX_PORT": str(port),
+            "WORKER_LOG_LEVEL": "WARNING",
+            "CACHE_ENABLED": "false",
+            "WORKER_CONCURRENCY": "2",
+        }
         self.pdf = pdf_with_text([f"Seite {n}: Der Hund schläft, die Katze spielt." for n in range(30)])
         self.seq = 0
         self.sender = Celery(f"sender-{self.name}", broker=self.url, set_as_current=False)
@@ -179,7 +200,9 @@ class Track:
         if parts == 1:
             return {"content": f"Recovery fact {self.seq}: the Danube flows through ten countries.", "count": 3}
         # Each part just under the handler's 6,000-character chunk: one call per part.
-        paragraph = " ".join(f"Sentence {n} of part {{p}} in job {self.seq}: rivers carry water to the sea." for n in range(75))
+        paragraph = " ".join(
+            f"Sentence {n} of part {{p}} in job {self.seq}: rivers carry water to the sea." for n in range(75)
+        )
         return {"content": "\n".join(paragraph.format(p=p)[:5900] for p in range(parts)), "count": parts}
 
     # ------------------------------------------------------------------ processes
@@ -196,10 +219,14 @@ class Track:
             if self.sweep_s:
                 env["BENCH_RESTORE_SWEEP_S"] = str(self.sweep_s)
             ready = lambda: self.client.scard(baseline.READY) >= n  # noqa: E731
-        services = [Service.python(f"{self.name}-{i}", module, env={**self.env, **env}, log_dir=self.work).start()
-                    for i in range(n)]
+        services = [
+            Service.python(f"{self.name}-{i}", module, env={**self.env, **env}, log_dir=self.work).start()
+            for i in range(n)
+        ]
         if not wait(ready, 120, 0.2):
-            raise RuntimeError(f"{self.name}: workers did not become ready:\n" + "\n".join(s.log()[-2000:] for s in services))
+            raise RuntimeError(
+                f"{self.name}: workers did not become ready:\n" + "\n".join(s.log()[-2000:] for s in services)
+            )
         time.sleep(1.0)
         return services
 
@@ -243,7 +270,11 @@ class Track:
         if not wait(lambda: all(self.client.hget(keys.job(j), "status") == b"running" for j in cards), 60):
             raise RuntimeError("the flashcards jobs never all ran at once")
         killed_at = self._kill(doomed)
-        wait(lambda: all(self.client.hget(keys.job(j), "status") in (b"succeeded", b"failed") for j in ids), LEASE_S + 120, 0.2)
+        wait(
+            lambda: all(self.client.hget(keys.job(j), "status") in (b"succeeded", b"failed") for j in ids),
+            LEASE_S + 120,
+            0.2,
+        )
         time.sleep(0.5)
         log.stop()
         per_job, lost, multi = [], 0, 0
@@ -272,13 +303,20 @@ class Track:
         interrupted = {j for t, j, p in starts if t < killed_at and p in doomed_pids and j not in done_before}
         wait(lambda: {j for _, j, _ in self.entries(baseline.DONE)} >= set(ids), CELERY_VISIBILITY_S + 180, 0.2)
         starts = self.entries(baseline.STARTS)
-        per_job = [min((t for t, j, _ in starts if j == job_id and t >= killed_at), default=float("inf")) - killed_at
-                   for job_id in interrupted]
+        per_job = [
+            min((t for t, j, _ in starts if j == job_id and t >= killed_at), default=float("inf")) - killed_at
+            for job_id in interrupted
+        ]
         done = defaultdict(int)
         for _, j, _ in self.entries(baseline.DONE):
             done[j] += 1
-        return Rep(len(per_job), max(per_job, default=float("nan")), sum(1 for j in ids if done[j] == 0),
-                   sum(1 for j in ids if done[j] > 1), per_job)
+        return Rep(
+            len(per_job),
+            max(per_job, default=float("nan")),
+            sum(1 for j in ids if done[j] == 0),
+            sum(1 for j in ids if done[j] > 1),
+            per_job,
+        )
 
     # ------------------------------------------------------------------ a long healthy job
 
@@ -312,8 +350,11 @@ class Track:
             for n in range(self.repeats):
                 self.reps.append(self.once())
                 r = self.reps[-1]
-                print(f"{self.name} {n + 1}: interrupted {r.interrupted}, recovery {r.recovery_s:.1f} s, lost {r.lost}, "
-                      f"more than one write {r.multi_writes}", flush=True)
+                print(
+                    f"{self.name} {n + 1}: interrupted {r.interrupted}, recovery {r.recovery_s:.1f} s, lost {r.lost}, "
+                    f"more than one write {r.multi_writes}",
+                    flush=True,
+                )
             if self.long_job:
                 self.long = self.long_run()
                 print(f"{self.name} long job: {self.long}", flush=True)
@@ -326,8 +367,10 @@ def cells(track: Track) -> str:
     times = [r.recovery_s for r in track.reps if r.interrupted]
     median = f"{statistics.median(times):.1f}" if times else "—"
     worst = f"{max(times):.1f}" if times else "—"
-    return (f"{len(track.reps)} | {sum(r.interrupted for r in track.reps)} | {median} | {worst} "
-            f"| {sum(r.lost for r in track.reps)} | {sum(r.multi_writes for r in track.reps)}")
+    return (
+        f"{len(track.reps)} | {sum(r.interrupted for r in track.reps)} | {median} | {worst} "
+        f"| {sum(r.lost for r in track.reps)} | {sum(r.multi_writes for r in track.reps)}"
+    )
 
 
 def main() -> None:
@@ -356,7 +399,9 @@ def main() -> None:
         server.stop()
     failed = [t for t in tracks if t.error]
     if failed:
-        raise RuntimeError("recovery benchmark failed: " + "; ".join(f"{t.name}: {t.error.splitlines()[-1]}" for t in failed))
+        raise RuntimeError(
+            "recovery benchmark failed: " + "; ".join(f"{t.name}: {t.error.splitlines()[-1]}" for t in failed)
+        )
     ours, celery, swept = tracks
 
     def runs(track: Track) -> str:
@@ -393,14 +438,16 @@ def main() -> None:
         f"Per run, seconds from the kill to the last interrupted job running again: ours {runs(ours)}; Celery, default "
         f"sweep {runs(celery)}; Celery, 1 s sweep {runs(swept)}.",
         "",
-        f"## A healthy job longer than Celery's visibility timeout",
+        "## A healthy job longer than Celery's visibility timeout",
         "",
         f"One flashcards job over {LONG_PARTS} content parts ({LONG_PARTS} calls of ~{SLOW_S + 0.5:g} s), one worker, "
         f"no kill, watched for {OBSERVE_S:g} s.",
         "",
         "| side | first execution took s | executions started | result writes |",
         "|---|---:|---:|---:|",
-        long_row(f"ours (lease {LEASE_S:g} s renewed every {HEARTBEAT_S:g} s; visibility {configured_visibility:g} s)", ours),
+        long_row(
+            f"ours (lease {LEASE_S:g} s renewed every {HEARTBEAT_S:g} s; visibility {configured_visibility:g} s)", ours
+        ),
         long_row(f"Celery alone, `visibility_timeout` {CELERY_VISIBILITY_S:g} s, sweep every 1 s", swept),
         "",
         "Notes:",
@@ -418,7 +465,7 @@ def main() -> None:
         "kombu also only looks for expired messages every `unacked_restore_interval` (10 s) × "
         "`unacked_restore_throttle` (10), unless tuned.",
         "- The workers' own claim refuses a job whose record says `running` under a live lease, so \"our app with the "
-        "lease disabled\" cannot be measured without code changes outside the benchmark; the baseline is the plain "
+        'lease disabled" cannot be measured without code changes outside the benchmark; the baseline is the plain '
         "Celery app in `bench/celery_rate_limit.py`, which runs the same flashcards handler (acks_late, prefetch 1).",
         "- 2 shared cores; read the figures as indicative.",
         "",

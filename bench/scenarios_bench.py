@@ -152,9 +152,14 @@ def create_v1_app() -> FastAPI:
             try:
                 response = await ai.chat.completions.create(
                     model="gpt-4o-mini",
-                    messages=[{"role": "user", "content": f"Write exactly {body.count} flashcards from:\n\n{body.content}"}],
+                    messages=[
+                        {"role": "user", "content": f"Write exactly {body.count} flashcards from:\n\n{body.content}"}
+                    ],
                     max_tokens=800,
-                    response_format={"type": "json_schema", "json_schema": {"name": "flashcards", "schema": _strict_schema(CardSet), "strict": True}},
+                    response_format={
+                        "type": "json_schema",
+                        "json_schema": {"name": "flashcards", "schema": _strict_schema(CardSet), "strict": True},
+                    },
                 )
             except openai.RateLimitError:
                 openai_breaker.failure()
@@ -168,16 +173,28 @@ def create_v1_app() -> FastAPI:
     @app.post("/v1/pronunciation")
     async def pronunciation(request: Request):
         audio = await request.body()
-        header = base64.b64encode(json.dumps(
-            {"ReferenceText": request.headers["x-reference-text"], "GradingSystem": "HundredMark", "Granularity": "Phoneme"}
-        ).encode()).decode()
+        header = base64.b64encode(
+            json.dumps(
+                {
+                    "ReferenceText": request.headers["x-reference-text"],
+                    "GradingSystem": "HundredMark",
+                    "Granularity": "Phoneme",
+                }
+            ).encode()
+        ).decode()
         async with speech_slots:
             if not speech_breaker.allow():
                 return refused(503, "Speech service temporarily unavailable (circuit open). Try again later.")
             try:
-                r = await speech.post(speech_url, content=audio, headers={
-                    "Ocp-Apim-Subscription-Key": "sandbox", "Pronunciation-Assessment": header,
-                    "Content-Type": "audio/wav; codecs=audio/pcm; samplerate=16000"})
+                r = await speech.post(
+                    speech_url,
+                    content=audio,
+                    headers={
+                        "Ocp-Apim-Subscription-Key": "sandbox",
+                        "Pronunciation-Assessment": header,
+                        "Content-Type": "audio/wav; codecs=audio/pcm; samplerate=16000",
+                    },
+                )
             except httpx.HTTPError as exc:
                 speech_breaker.failure()
                 return refused(502, f"Speech provider unreachable: {exc}")
@@ -257,7 +274,10 @@ class Outcome:
 
 async def fire(url: str, offsets: list[float], body_for, headers_for=None) -> list[Outcome]:
     start = time.time() + 0.5
-    async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=500, max_keepalive_connections=100)) as client:
+    async with httpx.AsyncClient(
+        timeout=600, limits=httpx.Limits(max_connections=500, max_keepalive_connections=100)
+    ) as client:
+
         async def one(i: int, offset: float) -> Outcome:
             await asyncio.sleep(max(0.0, start + offset - time.time()))
             sent = time.time()
@@ -312,7 +332,9 @@ def _permit_caller(redis_url: str, speech_url: str, indexes: list[int], start: f
     limiter = Limiter(redis.Redis.from_url(redis_url, max_connections=PERMIT_CONNECTIONS))
     audio = recordings()
     http = httpx.Client(timeout=120, limits=httpx.Limits(max_connections=PERMIT_CONNECTIONS))
-    header = base64.b64encode(json.dumps({"ReferenceText": REFERENCE, "GradingSystem": "HundredMark", "Granularity": "Phoneme"}).encode()).decode()
+    header = base64.b64encode(
+        json.dumps({"ReferenceText": REFERENCE, "GradingSystem": "HundredMark", "Granularity": "Phoneme"}).encode()
+    ).decode()
 
     def one(i: int) -> None:
         time.sleep(max(0.0, start - time.time()))
@@ -324,14 +346,22 @@ def _permit_caller(redis_url: str, speech_url: str, indexes: list[int], start: f
                 time.sleep(decision.retry_after)  # the job would wait in Redis this long
                 continue
             try:
-                r = http.post(speech_url + SPEECH_PATH, content=audio[i], headers={
-                    "Ocp-Apim-Subscription-Key": "sandbox", "Pronunciation-Assessment": header,
-                    "Content-Type": "audio/wav; codecs=audio/pcm; samplerate=16000"})
+                r = http.post(
+                    speech_url + SPEECH_PATH,
+                    content=audio[i],
+                    headers={
+                        "Ocp-Apim-Subscription-Key": "sandbox",
+                        "Pronunciation-Assessment": header,
+                        "Content-Type": "audio/wav; codecs=audio/pcm; samplerate=16000",
+                    },
+                )
             except httpx.HTTPError:
                 limiter.release("azure-speech", decision.lease_id, "failure")
                 continue
             if r.status_code == 429:
-                limiter.release("azure-speech", decision.lease_id, "throttled", retry_after=float(r.headers.get("retry-after", 1)))
+                limiter.release(
+                    "azure-speech", decision.lease_id, "throttled", retry_after=float(r.headers.get("retry-after", 1))
+                )
                 continue
             limiter.release("azure-speech", decision.lease_id, "failure" if r.status_code >= 500 else "success")
             if r.status_code >= 500:
@@ -357,7 +387,10 @@ def speech_via_permits(redis_url: str, speech_url: str) -> list[Outcome]:
     rows = [out.get(timeout=300) for _ in range(S3_REQUESTS)]
     for p in procs:
         p.join()
-    return [Outcome(i, 0.0, start, status, float("nan"), None, elapsed if status == 200 else None) for i, elapsed, status, _ in sorted(rows)]
+    return [
+        Outcome(i, 0.0, start, status, float("nan"), None, elapsed if status == 200 else None)
+        for i, elapsed, status, _ in sorted(rows)
+    ]
 
 
 def speech_via_jobs(api_url: str, client: redis.Redis) -> list[Outcome]:
@@ -369,12 +402,16 @@ def speech_via_jobs(api_url: str, client: redis.Redis) -> list[Outcome]:
     async def go() -> list[Outcome]:
         start = time.time() + 0.5
         async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=100)) as http:
+
             async def one(i: int) -> Outcome:
                 await asyncio.sleep(max(0.0, start - time.time()))
                 sent = time.time()
-                r = await http.post(f"{api_url}/api/pronunciation-assess", headers={"Authorization": f"Bearer {tokens[i]}"},
-                                    data={"reference_text": REFERENCE, "language": "en-US"},
-                                    files={"audio": (f"r{i}.wav", audio[i], "audio/wav")})
+                r = await http.post(
+                    f"{api_url}/api/pronunciation-assess",
+                    headers={"Authorization": f"Bearer {tokens[i]}"},
+                    data={"reference_text": REFERENCE, "language": "en-US"},
+                    files={"audio": (f"r{i}.wav", audio[i], "audio/wav")},
+                )
                 job_id = r.json().get("job_id") if r.status_code == 202 else None
                 return Outcome(i, 0.0, sent, r.status_code, time.time() - sent, job_id)
 
@@ -389,8 +426,10 @@ def speech_via_jobs(api_url: str, client: redis.Redis) -> list[Outcome]:
 def broken(outcomes: list[Outcome], what: str) -> None:
     """Not one result: the run is broken (a crashed worker), not slow; fail loudly."""
     if outcomes and not any(o.result_s is not None for o in outcomes):
-        raise RuntimeError(f"{what}: not one of {len(outcomes)} requests got a result (statuses "
-                           f"{sorted({o.status for o in outcomes})}); see the service logs")
+        raise RuntimeError(
+            f"{what}: not one of {len(outcomes)} requests got a result (statuses "
+            f"{sorted({o.status for o in outcomes})}); see the service logs"
+        )
 
 
 # ============================================================================ the benchmark
@@ -450,22 +489,61 @@ def main() -> None:
         return service
 
     sandbox_env = {"SANDBOX_AWS_PORT": str(free_port()), "SANDBOX_LOG_LEVEL": "warning"}
-    start(Service.python("sandbox-ai", "sandbox", port=ai_port, log_dir=work,
-                         env={**sandbox_env, "SANDBOX_PORT": str(ai_port), "SANDBOX_LATENCY_SCALE": str(AI_LATENCY_SCALE)}))
-    start(Service.python("sandbox-speech", "sandbox", port=speech_port, log_dir=work,
-                         env={"SANDBOX_AWS_PORT": str(free_port()), "SANDBOX_LOG_LEVEL": "warning",
-                              "SANDBOX_PORT": str(speech_port), "SANDBOX_LATENCY_SCALE": str(SPEECH_LATENCY_SCALE)}))
+    start(
+        Service.python(
+            "sandbox-ai",
+            "sandbox",
+            port=ai_port,
+            log_dir=work,
+            env={**sandbox_env, "SANDBOX_PORT": str(ai_port), "SANDBOX_LATENCY_SCALE": str(AI_LATENCY_SCALE)},
+        )
+    )
+    start(
+        Service.python(
+            "sandbox-speech",
+            "sandbox",
+            port=speech_port,
+            log_dir=work,
+            env={
+                "SANDBOX_AWS_PORT": str(free_port()),
+                "SANDBOX_LOG_LEVEL": "warning",
+                "SANDBOX_PORT": str(speech_port),
+                "SANDBOX_LATENCY_SCALE": str(SPEECH_LATENCY_SCALE),
+            },
+        )
+    )
     v1_ports = [free_port(), free_port()]
     v1_env = {"SANDBOX_PORT": str(ai_port), "V1_SPEECH_URL": speech_url}
     for n, port in enumerate(v1_ports):
-        start(Service.python(f"v1-{n}", "bench.scenarios_bench", "serve-v1", port=port, log_dir=work,
-                             env={**v1_env, "V1_PORT": str(port)}))
+        start(
+            Service.python(
+                f"v1-{n}",
+                "bench.scenarios_bench",
+                "serve-v1",
+                port=port,
+                log_dir=work,
+                env={**v1_env, "V1_PORT": str(port)},
+            )
+        )
     v1_urls = [f"http://127.0.0.1:{p}" for p in v1_ports]
     common = {"REDIS_URL": redis_server.url, "WORKER_LOG_LEVEL": "WARNING", "CACHE_ENABLED": "false"}
     # Generous client quotas: the scenarios are about the provider, not the API's own limits.
-    start(Service.python("api", "api", port=api_port, log_dir=work,
-                         env={**common, "API_PORT": str(api_port), "SANDBOX_PORT": str(ai_port),
-                              "QUOTA_IP": "100000/1m", "QUOTA_USER_AI": "100000/1h", "QUOTA_USER_PRONUNCIATION": "100000/1h"}))
+    start(
+        Service.python(
+            "api",
+            "api",
+            port=api_port,
+            log_dir=work,
+            env={
+                **common,
+                "API_PORT": str(api_port),
+                "SANDBOX_PORT": str(ai_port),
+                "QUOTA_IP": "100000/1m",
+                "QUOTA_USER_AI": "100000/1h",
+                "QUOTA_USER_PRONUNCIATION": "100000/1h",
+            },
+        )
+    )
     from unilingo.tokens import mint
 
     ai_policy = default_policy("openai")
@@ -475,8 +553,11 @@ def main() -> None:
         offsets = scenario1_offsets()
         reset(ai_url)
         v1 = asyncio.run(fire(f"{v1_urls[0]}/v1/generate-flashcards", offsets, flashcards_body))
-        v1_row = Row("v1: inline, one sequential queue, in-memory breaker (5 failures → open 60 s)", v1,
-                     sandbox_stats(ai_url, "openai"))
+        v1_row = Row(
+            "v1: inline, one sequential queue, in-memory breaker (5 failures → open 60 s)",
+            v1,
+            sandbox_stats(ai_url, "openai"),
+        )
         v1_events = httpx.get(f"{v1_urls[0]}/v1/status").json()["openai_breaker"]
         v1_start = min(o.sent_at for o in v1)
         print(f"scenario 1 v1: failed {v1_row.failed}/{len(v1)}", flush=True)
@@ -485,16 +566,28 @@ def main() -> None:
         reset(ai_url)
         alive_before = client.zcard(keys.workers_alive())
         for n in range(2):
-            start(Service.python(f"ai-worker-{n}", "workers", log_dir=work,
-                                 env={**common, "SANDBOX_PORT": str(ai_port), "WORKER_QUEUES": "ai", "WORKER_CONCURRENCY": "3"}))
+            start(
+                Service.python(
+                    f"ai-worker-{n}",
+                    "workers",
+                    log_dir=work,
+                    env={**common, "SANDBOX_PORT": str(ai_port), "WORKER_QUEUES": "ai", "WORKER_CONCURRENCY": "3"},
+                )
+            )
         deadline = time.monotonic() + 90
         while client.zcard(keys.workers_alive()) < alive_before + 2 and time.monotonic() < deadline:
             time.sleep(0.2)
         time.sleep(1.0)
         reset(ai_url)
         tokens = [mint(f"s1-user-{i}") for i in range(len(offsets))]
-        v2 = asyncio.run(fire(f"{api_url}/api/ai/generate-flashcards", offsets, lambda i: flashcards_body(1000 + i),
-                              headers_for=lambda i: {"Authorization": f"Bearer {tokens[i]}"}))
+        v2 = asyncio.run(
+            fire(
+                f"{api_url}/api/ai/generate-flashcards",
+                offsets,
+                lambda i: flashcards_body(1000 + i),
+                headers_for=lambda i: {"Authorization": f"Bearer {tokens[i]}"},
+            )
+        )
         wait_for_jobs(client, v2)
         broken(v2, "scenario 1, v2")
         from unilingo.limiter import Limiter
@@ -541,53 +634,94 @@ def main() -> None:
             reset(speech_url)
             return _fire_split(urls, audio)
 
-        v1_one = Row("v1: inline, semaphore of 20 (one instance)", speech_fire(v1_urls[:1]), sandbox_stats(speech_url, "azure-speech"))
-        v1_two = Row("v1: two instances, each its own semaphore of 20 (requests alternate)", speech_fire(v1_urls),
-                     sandbox_stats(speech_url, "azure-speech"))
+        v1_one = Row(
+            "v1: inline, semaphore of 20 (one instance)",
+            speech_fire(v1_urls[:1]),
+            sandbox_stats(speech_url, "azure-speech"),
+        )
+        v1_two = Row(
+            "v1: two instances, each its own semaphore of 20 (requests alternate)",
+            speech_fire(v1_urls),
+            sandbox_stats(speech_url, "azure-speech"),
+        )
         print(f"scenario 3 v1: failed {v1_one.failed} / two instances {v1_two.failed}", flush=True)
         reset(speech_url)
         speech_policy = default_policy("azure-speech")
         via = os.environ.get("BENCH_SPEECH_VIA", "auto")  # auto | jobs | permits
         available = WORKLOADS[JobType.PRONUNCIATION].available
         v2_rows = []
-        v2_rows.append(Row(
-            f"v2 permits alone, no job queue: {PERMIT_PROCESSES} processes (a thread per request) call the REST "
-            f"endpoint through `Limiter` (cap {speech_policy.max_in_flight} in flight)",
-            speech_via_permits(redis_server.url, speech_url), sandbox_stats(speech_url, "azure-speech")))
+        v2_rows.append(
+            Row(
+                f"v2 permits alone, no job queue: {PERMIT_PROCESSES} processes (a thread per request) call the REST "
+                f"endpoint through `Limiter` (cap {speech_policy.max_in_flight} in flight)",
+                speech_via_permits(redis_server.url, speech_url),
+                sandbox_stats(speech_url, "azure-speech"),
+            )
+        )
         permits_note = (
-            "\"v2 permits alone\" calls the sandbox's Azure Speech REST endpoint directly through the shared permits "
+            '"v2 permits alone" calls the sandbox\'s Azure Speech REST endpoint directly through the shared permits '
             f"(`unilingo.limiter.Limiter`, the `azure-speech` policy: {speech_policy.max_in_flight} in flight) from "
             f"{PERMIT_PROCESSES} processes; a caller refused a permit sleeps the `retry_after` it is given, as a deferred "
-            "job would wait. It has no 202 (answer: —); its result times run from t = 0.")
+            "job would wait. It has no 202 (answer: —); its result times run from t = 0."
+        )
         if via == "jobs" or (via == "auto" and available):
             alive_before = client.zcard(keys.workers_alive())
             for n in range(2):
-                start(Service.python(f"speech-worker-{n}", "workers", log_dir=work,
-                                     env={**common, "SANDBOX_PORT": str(speech_port), "WORKER_QUEUES": "speech",
-                                          "WORKER_CONCURRENCY": "13"}))
+                start(
+                    Service.python(
+                        f"speech-worker-{n}",
+                        "workers",
+                        log_dir=work,
+                        env={
+                            **common,
+                            "SANDBOX_PORT": str(speech_port),
+                            "WORKER_QUEUES": "speech",
+                            "WORKER_CONCURRENCY": "13",
+                        },
+                    )
+                )
             deadline = time.monotonic() + 120
             while client.zcard(keys.workers_alive()) < alive_before + 2 and time.monotonic() < deadline:
                 time.sleep(0.2)
             time.sleep(2.0)
             reset(speech_url)
-            v2_rows.append(Row(
-                f"v2: 202 + job through the API; 2 speech workers × 13 (Speech SDK), shared cap of {speech_policy.max_in_flight} in flight",
-                speech_via_jobs(api_url, client), sandbox_stats(speech_url, "azure-speech")))
-            how = "v2 is measured both through the API and speech workers (the real job path) and with the permits alone. " + permits_note
+            v2_rows.append(
+                Row(
+                    f"v2: 202 + job through the API; 2 speech workers × 13 (Speech SDK), shared cap of {speech_policy.max_in_flight} in flight",
+                    speech_via_jobs(api_url, client),
+                    sandbox_stats(speech_url, "azure-speech"),
+                )
+            )
+            how = (
+                "v2 is measured both through the API and speech workers (the real job path) and with the permits alone. "
+                + permits_note
+            )
         else:
-            why = ("**Pronunciation jobs are not available yet** (`WORKLOADS[PRONUNCIATION].available` is False), so v2 "
-                   "is measured with the permits alone. " if not available else "Permits alone (`BENCH_SPEECH_VIA=permits`). ")
+            why = (
+                "**Pronunciation jobs are not available yet** (`WORKLOADS[PRONUNCIATION].available` is False), so v2 "
+                "is measured with the permits alone. "
+                if not available
+                else "Permits alone (`BENCH_SPEECH_VIA=permits`). "
+            )
             how = why + permits_note
         v2_speech = v2_rows[-1]
         rest_calls = sorted(v1_one.results())[:20]  # the first 20 did not wait for a slot
         run_times = [o.run_s for o in v2_speech.outcomes if o.run_s is not None]
         call_note = (
-            f"- One call, as the provider serves it: a REST call took a median {statistics.median(rest_calls):.2f} s "
-            "(v1's first 20, which did not wait)"
-            + (f"; a speech job, from its claim to its result through the Speech SDK's websocket session (what the "
-               f"speech workers use), a median {statistics.median(run_times):.2f} s. The difference between the v2 job "
-               "row and the others is mostly that path, not the queue." if run_times else ".")
-        ) if rest_calls else ""
+            (
+                f"- One call, as the provider serves it: a REST call took a median {statistics.median(rest_calls):.2f} s "
+                "(v1's first 20, which did not wait)"
+                + (
+                    f"; a speech job, from its claim to its result through the Speech SDK's websocket session (what the "
+                    f"speech workers use), a median {statistics.median(run_times):.2f} s. The difference between the v2 job "
+                    "row and the others is mostly that path, not the queue."
+                    if run_times
+                    else "."
+                )
+            )
+            if rest_calls
+            else ""
+        )
         print(f"scenario 3 v2: failed {v2_speech.failed}", flush=True)
         lines += [
             "## Scenario 3: Azure Speech overload",
@@ -601,7 +735,7 @@ def main() -> None:
             row_line(v1_two),
             *(row_line(r) for r in v2_rows),
             "",
-            "- Unilingo v1's report: \"User 1-20: average 5 seconds; user 21-25: wait 5 s + their processing time\". One v1 "
+            '- Unilingo v1\'s report: "User 1-20: average 5 seconds; user 21-25: wait 5 s + their processing time". One v1 '
             "instance keeps the cap; two instances (any autoscaling) each count only their own calls, so the provider "
             "sees up to 25 at once and refuses the excess. v2's cap is one counter in Redis for every process.",
             call_note,
@@ -622,11 +756,15 @@ def _fire_split(urls: list[str], audio: list[bytes]) -> list[Outcome]:
     async def go() -> list[Outcome]:
         start = time.time() + 0.5
         async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=100)) as http:
+
             async def one(i: int) -> Outcome:
                 await asyncio.sleep(max(0.0, start - time.time()))
                 sent = time.time()
-                r = await http.post(f"{urls[i % len(urls)]}/v1/pronunciation", content=audio[i],
-                                    headers={"x-reference-text": REFERENCE, "content-type": "audio/wav"})
+                r = await http.post(
+                    f"{urls[i % len(urls)]}/v1/pronunciation",
+                    content=audio[i],
+                    headers={"x-reference-text": REFERENCE, "content-type": "audio/wav"},
+                )
                 answered = time.time() - sent
                 return Outcome(i, 0.0, sent, r.status_code, answered, None, answered if r.status_code == 200 else None)
 

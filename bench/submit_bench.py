@@ -79,9 +79,22 @@ def cpu_seconds(pids: list[int]) -> float:
 
 def load(url: str, rate: float, tokens_file: str, duration: float = STEP_SECONDS) -> dict:
     out = subprocess.run(
-        [sys.executable, "-m", "bench.loadgen", "--url", url, "--rate", str(rate), "--duration", str(duration),
-         "--tokens", tokens_file],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-m",
+            "bench.loadgen",
+            "--url",
+            url,
+            "--rate",
+            str(rate),
+            "--duration",
+            str(duration),
+            "--tokens",
+            tokens_file,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -90,11 +103,15 @@ async def v1_scenario(url: str, users: int, token: str | None) -> list[float]:
     """``users`` requests at t=0; the time each waits for its answer (202 or result)."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with httpx.AsyncClient(timeout=600) as client:
+
         async def one(i):
             start = time.perf_counter()
-            r = await client.post(url, json={"content": f"Lesson text number {i}: die Farben.", "count": 5}, headers=headers)
+            r = await client.post(
+                url, json={"content": f"Lesson text number {i}: die Farben.", "count": 5}, headers=headers
+            )
             r.raise_for_status()
             return time.perf_counter() - start, r.json()
+
         return await asyncio.gather(*(one(i) for i in range(users)))
 
 
@@ -104,13 +121,20 @@ def main() -> None:
     redis_server = RedisServer(workdir=work / "redis", fsync="everysec").start()
     api_port, sandbox_port, v1_port = free_port(), free_port(), free_port()
     env = {
-        "REDIS_URL": redis_server.url, "API_PORT": str(api_port), "SANDBOX_PORT": str(sandbox_port),
-        "SANDBOX_AWS_PORT": str(free_port()), "SANDBOX_LATENCY_SCALE": str(LATENCY_SCALE),
-        "QUOTA_IP": "100000000/1m", "QUOTA_USER_AI": "100000000/1h", "WORKER_LOG_LEVEL": "WARNING",
+        "REDIS_URL": redis_server.url,
+        "API_PORT": str(api_port),
+        "SANDBOX_PORT": str(sandbox_port),
+        "SANDBOX_AWS_PORT": str(free_port()),
+        "SANDBOX_LATENCY_SCALE": str(LATENCY_SCALE),
+        "QUOTA_IP": "100000000/1m",
+        "QUOTA_USER_AI": "100000000/1h",
+        "WORKER_LOG_LEVEL": "WARNING",
     }
     sandbox = Service.python("sandbox", "sandbox", env=env, port=sandbox_port, log_dir=work).start()
     api = Service.python("api", "api", env=env, port=api_port, log_dir=work).start()
-    v1 = Service.python("v1", "bench.v1_inline", env={**env, "V1_PORT": str(v1_port)}, port=v1_port, log_dir=work).start()
+    v1 = Service.python(
+        "v1", "bench.v1_inline", env={**env, "V1_PORT": str(v1_port)}, port=v1_port, log_dir=work
+    ).start()
     tokens_file = work / "tokens.txt"
     tokens_file.write_text("\n".join(mint(f"bench-user-{i}") for i in range(500)))
     submit_url = f"http://127.0.0.1:{api_port}/api/ai/generate-flashcards"
@@ -122,7 +146,9 @@ def main() -> None:
         for processes in (1, 2):
             if processes > 1:
                 api.stop()
-                api = Service.python("api", "api", env={**env, "WEB_CONCURRENCY": str(processes)}, port=api_port, log_dir=work).start()
+                api = Service.python(
+                    "api", "api", env={**env, "WEB_CONCURRENCY": str(processes)}, port=api_port, log_dir=work
+                ).start()
             load(submit_url, 200, str(tokens_file), duration=2)  # warm-up
             api_pids = process_tree(api.process.pid)
             loads.append(os.getloadavg()[0])
@@ -174,13 +200,18 @@ def main() -> None:
             *sweeps,
             "",
             "**Highest sustained rate with p99 ≤ 25 ms: "
-            + ", ".join(f"{best or 'none'} submissions/s with {n} process{'es' if n > 1 else ''}" for n, best in best_by_processes.items())
+            + ", ".join(
+                f"{best or 'none'} submissions/s with {n} process{'es' if n > 1 else ''}"
+                for n, best in best_by_processes.items()
+            )
             + "** (targets: ≥ 1,000/s; p99 ≤ 25 ms at 500/s).",
             "",
         ]
 
         # 2. Unilingo v1's ten users at once.
-        worker = Service.python("worker", "workers", env={**env, "WORKER_QUEUES": "ai", "WORKER_CONCURRENCY": "5"}, log_dir=work).start()
+        worker = Service.python(
+            "worker", "workers", env={**env, "WORKER_QUEUES": "ai", "WORKER_CONCURRENCY": "5"}, log_dir=work
+        ).start()
         time.sleep(3)
         v1_times = asyncio.run(v1_scenario(f"http://127.0.0.1:{v1_port}/v1/generate-flashcards", 10, None))
         v1_waits = sorted(t for t, _ in v1_times)
@@ -189,7 +220,9 @@ def main() -> None:
         ours_waits = sorted(t for t, _ in ours)
         ids = [body["job_id"] for _, body in ours]
         start = time.perf_counter()
-        with httpx.Client(base_url=f"http://127.0.0.1:{api_port}", headers={"Authorization": f"Bearer {token}"}) as http:
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{api_port}", headers={"Authorization": f"Bearer {token}"}
+        ) as http:
             while True:
                 states = [http.get(f"/api/jobs/{i}").json()["status"] for i in ids]
                 if all(s in ("succeeded", "failed") for s in states):
@@ -212,17 +245,23 @@ def main() -> None:
         ]
 
         # 3. Queue overhead for a one-page PDF, and 4. memory.
-        worker = Service.python("worker", "workers", env={**env, "WORKER_QUEUES": "pdf", "WORKER_CONCURRENCY": "1"}, log_dir=work).start()
+        worker = Service.python(
+            "worker", "workers", env={**env, "WORKER_QUEUES": "pdf", "WORKER_CONCURRENCY": "1"}, log_dir=work
+        ).start()
         time.sleep(3)
         pdf = pdf_with_text(["Eine Seite Text."])
         overheads, peak_rss_worker = [], 0.0
         pubsub = client.pubsub()
         pubsub.psubscribe("unilingo:job:*:events")
         pubsub.get_message(timeout=1)
-        with httpx.Client(base_url=f"http://127.0.0.1:{api_port}", headers={"Authorization": f"Bearer {token}"}) as http:
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{api_port}", headers={"Authorization": f"Bearer {token}"}
+        ) as http:
             for _ in range(200):
                 start = time.perf_counter()
-                job_id = http.post("/api/process-pdf", files={"file": ("a.pdf", pdf, "application/pdf")}).json()["job_id"]
+                job_id = http.post("/api/process-pdf", files={"file": ("a.pdf", pdf, "application/pdf")}).json()[
+                    "job_id"
+                ]
                 channel = f"unilingo:job:{job_id}:events".encode()
                 while True:
                     msg = pubsub.get_message(timeout=5)
@@ -233,7 +272,12 @@ def main() -> None:
                 run = float(record[1]) - float(record[0])
                 overheads.append((total - run) * 1000)
                 peak_rss_worker = max(peak_rss_worker, rss_mb(worker.process.pid, with_children=True))
-        worker_pids = 1 + int(subprocess.run(["pgrep", "-c", "-P", str(worker.process.pid)], capture_output=True, text=True).stdout.strip() or 0)
+        worker_pids = 1 + int(
+            subprocess.run(
+                ["pgrep", "-c", "-P", str(worker.process.pid)], capture_output=True, text=True
+            ).stdout.strip()
+            or 0
+        )
         worker.stop()
         lines += [
             "## 3. Queue overhead: submit → succeeded for a one-page PDF, minus extraction time",

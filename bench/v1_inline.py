@@ -35,7 +35,10 @@ async def generate(body: FlashcardsRequest):
             model="gpt-4o-mini",
             messages=[{"role": "user", "content": f"Write exactly {body.count} flashcards from:\n\n{body.content}"}],
             max_tokens=800,
-            response_format={"type": "json_schema", "json_schema": {"name": "flashcards", "schema": _strict_schema(CardSet), "strict": True}},
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "flashcards", "schema": _strict_schema(CardSet), "strict": True},
+            },
         )
     return CardSet.model_validate_json(response.choices[0].message.content).model_dump()
 

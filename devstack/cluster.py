@@ -46,8 +46,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Sequence
+from typing import IO
 
 from devstack.keda import Keda, KedaError
 from devstack.node import NODE_IP, NODE_NAME, Node, NodeError, NodeNetwork
@@ -134,31 +135,42 @@ class _Pki:
             self._ca(self.ca_key, self.ca_crt, "/CN=unilingo-devstack-ca")
         if new_ca or not self.server_crt.exists():
             sans = ",".join(
-                ["IP:127.0.0.1", "IP:::1", "IP:10.0.0.1", "DNS:localhost", "DNS:kubernetes",
-                 "DNS:kubernetes.default", "DNS:kubernetes.default.svc",
-                 "DNS:kubernetes.default.svc.cluster.local"]
+                [
+                    "IP:127.0.0.1",
+                    "IP:::1",
+                    "IP:10.0.0.1",
+                    "DNS:localhost",
+                    "DNS:kubernetes",
+                    "DNS:kubernetes.default",
+                    "DNS:kubernetes.default.svc",
+                    "DNS:kubernetes.default.svc.cluster.local",
+                ]
             )
-            self._leaf(self.server_key, self.server_crt, "/CN=kube-apiserver", "serverAuth",
-                       f"subjectAltName={sans}\n")
+            self._leaf(self.server_key, self.server_crt, "/CN=kube-apiserver", "serverAuth", f"subjectAltName={sans}\n")
         if new_ca or not self.admin_crt.exists():
-            self._leaf(self.admin_key, self.admin_crt, f"/O=system:masters/CN={ADMIN_USER}",
-                       "clientAuth", "")
+            self._leaf(self.admin_key, self.admin_crt, f"/O=system:masters/CN={ADMIN_USER}", "clientAuth", "")
         # The other components are in system:masters too: one local node, no Node
         # authorizer to configure.
-        for key, crt, user in ((self.kcm_key, self.kcm_crt, CONTROLLER_MANAGER_USER),
-                               (self.scheduler_key, self.scheduler_crt, SCHEDULER_USER),
-                               (self.node_key, self.node_crt, NODE_USER)):
+        for key, crt, user in (
+            (self.kcm_key, self.kcm_crt, CONTROLLER_MANAGER_USER),
+            (self.scheduler_key, self.scheduler_crt, SCHEDULER_USER),
+            (self.node_key, self.node_crt, NODE_USER),
+        ):
             if new_ca or not crt.exists():
                 self._leaf(key, crt, f"/O=system:masters/CN={user}", "clientAuth", "")
         # The aggregation layer's front proxy (request-header authentication).
         new_fp_ca = not (self.front_proxy_ca_key.exists() and self.front_proxy_ca_crt.exists())
         if new_fp_ca:
-            self._ca(self.front_proxy_ca_key, self.front_proxy_ca_crt,
-                     "/CN=unilingo-devstack-front-proxy-ca")
+            self._ca(self.front_proxy_ca_key, self.front_proxy_ca_crt, "/CN=unilingo-devstack-front-proxy-ca")
         if new_fp_ca or not self.front_proxy_client_crt.exists():
-            self._leaf(self.front_proxy_client_key, self.front_proxy_client_crt,
-                       "/CN=front-proxy-client", "clientAuth", "",
-                       ca=(self.front_proxy_ca_crt, self.front_proxy_ca_key))
+            self._leaf(
+                self.front_proxy_client_key,
+                self.front_proxy_client_crt,
+                "/CN=front-proxy-client",
+                "clientAuth",
+                "",
+                ca=(self.front_proxy_ca_crt, self.front_proxy_ca_key),
+            )
         if not (self.sa_key.exists() and self.sa_pub.exists()):
             self._key(self.sa_key)
             self._run("pkey", "-in", self.sa_key, "-pubout", "-out", self.sa_pub)
@@ -170,11 +182,28 @@ class _Pki:
             "keyUsage=critical,keyCertSign,cRLSign,digitalSignature\n"
             "subjectKeyIdentifier=hash\n"
         )
-        self._run("req", "-x509", "-new", "-key", key, "-sha256", "-days", "3650",
-                  "-subj", subject, "-config", cnf, "-extensions", "ext", "-out", crt)
+        self._run(
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            key,
+            "-sha256",
+            "-days",
+            "3650",
+            "-subj",
+            subject,
+            "-config",
+            cnf,
+            "-extensions",
+            "ext",
+            "-out",
+            crt,
+        )
 
-    def _leaf(self, key: Path, crt: Path, subject: str, eku: str, extra: str,
-              ca: tuple[Path, Path] | None = None) -> None:
+    def _leaf(
+        self, key: Path, crt: Path, subject: str, eku: str, extra: str, ca: tuple[Path, Path] | None = None
+    ) -> None:
         ca_crt, ca_key = ca or (self.ca_crt, self.ca_key)
         self._key(key)
         csr = key.with_suffix(".csr")
@@ -186,15 +215,30 @@ class _Pki:
             "authorityKeyIdentifier=keyid\n" + extra
         )
         self._run(
-            "x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key, "-sha256",
-            "-set_serial", str(secrets.randbits(63)), "-days", "825",
-            "-extfile", cnf, "-extensions", "ext", "-out", crt,
+            "x509",
+            "-req",
+            "-in",
+            csr,
+            "-CA",
+            ca_crt,
+            "-CAkey",
+            ca_key,
+            "-sha256",
+            "-set_serial",
+            str(secrets.randbits(63)),
+            "-days",
+            "825",
+            "-extfile",
+            cnf,
+            "-extensions",
+            "ext",
+            "-out",
+            crt,
         )
         csr.unlink(missing_ok=True)
 
     def _key(self, path: Path) -> None:
-        self._run("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
-                  "-out", path)
+        self._run("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", path)
         os.chmod(path, 0o600)
 
     def _cnf(self, body: str) -> Path:
@@ -239,8 +283,9 @@ class ControlPlane:
     ):
         self.workdir = Path(workdir).resolve()
         if kubeconfig is None:
-            kubeconfig = (DEFAULT_KUBECONFIG if self.workdir == DEFAULT_WORKDIR.resolve()
-                          else self.workdir / "kubeconfig")
+            kubeconfig = (
+                DEFAULT_KUBECONFIG if self.workdir == DEFAULT_WORKDIR.resolve() else self.workdir / "kubeconfig"
+            )
         self.kubeconfig = Path(kubeconfig).resolve()
         self.bin_dir = Path(bin_dir or os.environ.get("UNILINGO_TOOLS_BIN") or DEFAULT_BIN_DIR)
         self.port = port
@@ -268,7 +313,7 @@ class ControlPlane:
         self._logs: list[IO] = []
 
     # -- public API --------------------------------------------------------------------
-    def start(self) -> "ControlPlane":
+    def start(self) -> ControlPlane:
         if self.running:
             return self
         t0 = time.monotonic()
@@ -282,8 +327,7 @@ class ControlPlane:
         try:
             self._start_etcd(etcd_bin, t0)
             self._start_apiserver(apiserver_bin, t0)
-            self._write_kubeconfig(self.kubeconfig, ADMIN_USER, self.pki.admin_crt,
-                                   self.pki.admin_key)
+            self._write_kubeconfig(self.kubeconfig, ADMIN_USER, self.pki.admin_crt, self.pki.admin_key)
             if kcm_bin is not None:
                 self._start_controller_manager(kcm_bin, t0)
             if scheduler_bin is not None:
@@ -324,21 +368,27 @@ class ControlPlane:
             if proc is None or proc.poll() is not None:
                 code = None if proc is None else proc.returncode
                 raise ControlPlaneError(
-                    f"{name} is not running (exit code {code}); log tail:\n"
-                    + _tail(self.logs_dir / f"{name}.log"))
+                    f"{name} is not running (exit code {code}); log tail:\n" + _tail(self.logs_dir / f"{name}.log")
+                )
 
-    def kubectl(self, *args: str, check: bool = True, input: str | None = None,
-                timeout: float = 60.0) -> subprocess.CompletedProcess:
+    def kubectl(
+        self, *args: str, check: bool = True, input: str | None = None, timeout: float = 60.0
+    ) -> subprocess.CompletedProcess:
         """Run ``kubectl --kubeconfig <admin kubeconfig> ARGS`` and capture its output."""
         return subprocess.run(
             [str(self._binary("kubectl")), "--kubeconfig", str(self.kubeconfig), *args],
-            capture_output=True, text=True, check=check, input=input, timeout=timeout)
+            capture_output=True,
+            text=True,
+            check=check,
+            input=input,
+            timeout=timeout,
+        )
 
     def env(self) -> dict[str, str]:
         """os.environ plus KUBECONFIG pointing at the admin kubeconfig."""
         return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
 
-    def __enter__(self) -> "ControlPlane":
+    def __enter__(self) -> ControlPlane:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -348,8 +398,7 @@ class ControlPlane:
     def _binary(self, name: str) -> Path:
         path = self.bin_dir / name
         if not (path.exists() and os.access(path, os.X_OK)):
-            raise ControlPlaneError(
-                f"{path} not found: build it with `scripts/tools.sh {name}` (or `make tools`)")
+            raise ControlPlaneError(f"{path} not found: build it with `scripts/tools.sh {name}` (or `make tools`)")
         return path
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
@@ -358,8 +407,14 @@ class ControlPlane:
         log.flush()
         self._logs.append(log)
         return subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            cwd=self.workdir, start_new_session=True, preexec_fn=_die_with_parent)
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
 
     def _start_etcd(self, binary: Path, t0: float) -> None:
         data = self.workdir / "etcd"
@@ -370,11 +425,27 @@ class ControlPlane:
         self.etcd_url = f"http://127.0.0.1:{client}"
         peer_url = f"http://127.0.0.1:{peer}"
         argv = [
-            str(binary), "--name", "unilingo", "--data-dir", str(data),
-            "--listen-client-urls", self.etcd_url, "--advertise-client-urls", self.etcd_url,
-            "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
-            "--initial-cluster", f"unilingo={peer_url}", "--initial-cluster-state", "new",
-            "--log-level", "warn", "--quota-backend-bytes", str(2 * 1024**3),
+            str(binary),
+            "--name",
+            "unilingo",
+            "--data-dir",
+            str(data),
+            "--listen-client-urls",
+            self.etcd_url,
+            "--advertise-client-urls",
+            self.etcd_url,
+            "--listen-peer-urls",
+            peer_url,
+            "--initial-advertise-peer-urls",
+            peer_url,
+            "--initial-cluster",
+            f"unilingo={peer_url}",
+            "--initial-cluster-state",
+            "new",
+            "--log-level",
+            "warn",
+            "--quota-backend-bytes",
+            str(2 * 1024**3),
         ]
         if not self.etcd_fsync:
             argv.append("--unsafe-no-fsync")
@@ -393,19 +464,27 @@ class ControlPlane:
         if self.advertise_address:
             # Pods reach it at the node's address through the `kubernetes` Service (whose
             # endpoint the lease reconciler keeps); the host's clients still use loopback.
-            network = ["--bind-address=0.0.0.0", f"--advertise-address={self.advertise_address}",
-                       "--endpoint-reconciler-type=lease",
-                       f"--kubelet-client-certificate={pki.admin_crt}",
-                       f"--kubelet-client-key={pki.admin_key}",
-                       "--kubelet-preferred-address-types=InternalIP"]
+            network = [
+                "--bind-address=0.0.0.0",
+                f"--advertise-address={self.advertise_address}",
+                "--endpoint-reconciler-type=lease",
+                f"--kubelet-client-certificate={pki.admin_crt}",
+                f"--kubelet-client-key={pki.admin_key}",
+                "--kubelet-preferred-address-types=InternalIP",
+            ]
         else:
-            network = ["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
-                       "--endpoint-reconciler-type=none"]  # loopback is no valid Endpoints
+            network = [
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                "--endpoint-reconciler-type=none",
+            ]  # loopback is no valid Endpoints
         argv = [
             str(binary),
             f"--etcd-servers={self.etcd_url}",
-            f"--secure-port={port}", *network,
-            f"--tls-cert-file={pki.server_crt}", f"--tls-private-key-file={pki.server_key}",
+            f"--secure-port={port}",
+            *network,
+            f"--tls-cert-file={pki.server_crt}",
+            f"--tls-private-key-file={pki.server_key}",
             f"--cert-dir={self.workdir / 'apiserver-certs'}",
             f"--client-ca-file={pki.ca_crt}",
             f"--requestheader-client-ca-file={pki.front_proxy_ca_crt}",
@@ -436,8 +515,7 @@ class ControlPlane:
 
     def _start_controller_manager(self, binary: Path, t0: float) -> None:
         kubeconfig = self.workdir / "controller-manager.kubeconfig"
-        self._write_kubeconfig(kubeconfig, CONTROLLER_MANAGER_USER, self.pki.kcm_crt,
-                               self.pki.kcm_key)
+        self._write_kubeconfig(kubeconfig, CONTROLLER_MANAGER_USER, self.pki.kcm_crt, self.pki.kcm_key)
         port = free_ports(1)[0]
         pki = self.pki
         argv = [
@@ -445,7 +523,8 @@ class ControlPlane:
             f"--kubeconfig={kubeconfig}",
             f"--authentication-kubeconfig={kubeconfig}",
             f"--authorization-kubeconfig={kubeconfig}",
-            "--bind-address=127.0.0.1", f"--secure-port={port}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={port}",
             f"--cert-dir={self.workdir / 'controller-manager-certs'}",
             "--leader-elect=false",
             "--use-service-account-credentials=false",
@@ -466,8 +545,7 @@ class ControlPlane:
         admin = self.ssl_context()
 
         def ready() -> bool:
-            with urllib.request.urlopen(f"https://127.0.0.1:{port}/healthz", timeout=3,
-                                        context=insecure) as r:
+            with urllib.request.urlopen(f"https://127.0.0.1:{port}/healthz", timeout=3, context=insecure) as r:
                 if r.status != 200:
                     return False
             # The ServiceAccount controller is working once `default` has its account.
@@ -479,15 +557,15 @@ class ControlPlane:
 
     def _start_scheduler(self, binary: Path, t0: float) -> None:
         kubeconfig = self.workdir / "scheduler.kubeconfig"
-        self._write_kubeconfig(kubeconfig, SCHEDULER_USER, self.pki.scheduler_crt,
-                               self.pki.scheduler_key)
+        self._write_kubeconfig(kubeconfig, SCHEDULER_USER, self.pki.scheduler_crt, self.pki.scheduler_key)
         port = free_ports(1)[0]
         argv = [
             str(binary),
             f"--kubeconfig={kubeconfig}",
             f"--authentication-kubeconfig={kubeconfig}",
             f"--authorization-kubeconfig={kubeconfig}",
-            "--bind-address=127.0.0.1", f"--secure-port={port}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={port}",
             "--leader-elect=false",
             "--profiling=false",
             "--v=1",
@@ -498,8 +576,7 @@ class ControlPlane:
         insecure.verify_mode = ssl.CERT_NONE
 
         def ready() -> bool:
-            with urllib.request.urlopen(f"https://127.0.0.1:{port}/healthz", timeout=3,
-                                        context=insecure) as r:
+            with urllib.request.urlopen(f"https://127.0.0.1:{port}/healthz", timeout=3, context=insecure) as r:
                 return r.status == 200
 
         self._wait("kube-scheduler", self._scheduler, ready, t0)
@@ -515,8 +592,8 @@ class ControlPlane:
         while True:
             if proc.poll() is not None:
                 raise ControlPlaneError(
-                    f"{name} exited with code {proc.returncode}; log tail:\n"
-                    + _tail(self.logs_dir / f"{name}.log"))
+                    f"{name} exited with code {proc.returncode}; log tail:\n" + _tail(self.logs_dir / f"{name}.log")
+                )
             try:
                 if probe():
                     self.timings[name] = round(time.monotonic() - t0, 2)
@@ -525,8 +602,8 @@ class ControlPlane:
                 pass
             if time.monotonic() > deadline:
                 raise ControlPlaneError(
-                    f"{name} not ready after {self.timeout:.0f}s; log tail:\n"
-                    + _tail(self.logs_dir / f"{name}.log"))
+                    f"{name} not ready after {self.timeout:.0f}s; log tail:\n" + _tail(self.logs_dir / f"{name}.log")
+                )
             time.sleep(0.1)
 
     def _write_kubeconfig(self, path: Path, user: str, cert: Path, key: Path) -> None:
@@ -537,12 +614,16 @@ class ControlPlane:
         config = {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": CLUSTER_NAME, "cluster": {
-                "server": self.url, "certificate-authority-data": b64(self.pki.ca_crt)}}],
-            "users": [{"name": user, "user": {
-                "client-certificate-data": b64(cert), "client-key-data": b64(key)}}],
-            "contexts": [{"name": CLUSTER_NAME, "context": {
-                "cluster": CLUSTER_NAME, "user": user, "namespace": "default"}}],
+            "clusters": [
+                {
+                    "name": CLUSTER_NAME,
+                    "cluster": {"server": self.url, "certificate-authority-data": b64(self.pki.ca_crt)},
+                }
+            ],
+            "users": [{"name": user, "user": {"client-certificate-data": b64(cert), "client-key-data": b64(key)}}],
+            "contexts": [
+                {"name": CLUSTER_NAME, "context": {"cluster": CLUSTER_NAME, "user": user, "namespace": "default"}}
+            ],
             "current-context": CLUSTER_NAME,
             "preferences": {},
         }
@@ -572,24 +653,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m devstack.cluster",
         description="Run etcd, kube-apiserver, kube-controller-manager, kube-scheduler and one "
-                    "node (containerd, kubelet, kube-proxy, CoreDNS) locally in the foreground "
-                    "until Ctrl-C/SIGTERM.")
+        "node (containerd, kubelet, kube-proxy, CoreDNS) locally in the foreground "
+        "until Ctrl-C/SIGTERM.",
+    )
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     parser.add_argument("--kubeconfig", type=Path, default=DEFAULT_KUBECONFIG)
-    parser.add_argument("--port", type=int, default=int(os.environ.get("CLUSTER_PORT", "0")),
-                        help="kube-apiserver port (default: CLUSTER_PORT or a free one)")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("CLUSTER_PORT", "0")),
+        help="kube-apiserver port (default: CLUSTER_PORT or a free one)",
+    )
     parser.add_argument("--reset", action="store_true", help="wipe etcd data before start")
-    parser.add_argument("--no-controller-manager", action="store_true",
-                        help="run etcd and kube-apiserver only (implies --no-node)")
-    parser.add_argument("--no-node", action="store_true",
-                        help="the control plane only: no scheduler, no node, no KEDA")
-    parser.add_argument("--no-keda", action="store_true",
-                        help="no KEDA operator and metrics adapter")
+    parser.add_argument(
+        "--no-controller-manager", action="store_true", help="run etcd and kube-apiserver only (implies --no-node)"
+    )
+    parser.add_argument("--no-node", action="store_true", help="the control plane only: no scheduler, no node, no KEDA")
+    parser.add_argument("--no-keda", action="store_true", help="no KEDA operator and metrics adapter")
     args = parser.parse_args(argv)
     with_node = not (args.no_node or args.no_controller_manager)
     if with_node and os.geteuid() != 0:
-        print("cluster: the node needs root (namespaces, mounts, iptables); "
-              "use --no-node for the control plane alone", file=sys.stderr)
+        print(
+            "cluster: the node needs root (namespaces, mounts, iptables); use --no-node for the control plane alone",
+            file=sys.stderr,
+        )
         return 2
 
     stop = threading.Event()
@@ -600,13 +687,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    cp = ControlPlane(args.workdir, args.kubeconfig, port=args.port, reset=args.reset,
-                      controller_manager=not args.no_controller_manager,
-                      scheduler=with_node, advertise_address=NODE_IP if with_node else None)
+    cp = ControlPlane(
+        args.workdir,
+        args.kubeconfig,
+        port=args.port,
+        reset=args.reset,
+        controller_manager=not args.no_controller_manager,
+        scheduler=with_node,
+        advertise_address=NODE_IP if with_node else None,
+    )
     network = NodeNetwork() if with_node else None
     node = Node(cp, Path(args.workdir) / "node") if with_node else None
-    keda = (Keda(cp, Path(args.workdir) / "keda", NODE_IP)
-            if with_node and not args.no_keda else None)
+    keda = Keda(cp, Path(args.workdir) / "keda", NODE_IP) if with_node and not args.no_keda else None
     try:
         if network is not None:
             network.up()
@@ -626,13 +718,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             network.down()
         return 1
     parts = ", ".join(f"{k} {v:.1f}s" for k, v in cp.timings.items())
-    print(f"cluster: kube-apiserver ready at {cp.url} in {cp.startup_seconds:.1f}s ({parts}; "
-          f"etcd {cp.etcd_url}; logs in {cp.logs_dir})", flush=True)
+    print(
+        f"cluster: kube-apiserver ready at {cp.url} in {cp.startup_seconds:.1f}s ({parts}; "
+        f"etcd {cp.etcd_url}; logs in {cp.logs_dir})",
+        flush=True,
+    )
     print(f"cluster: kubeconfig {cp.kubeconfig}", flush=True)
     if node is not None:
         parts = ", ".join(f"{k} {v:.1f}s" for k, v in node.timings.items())
-        print(f"cluster: node {NODE_NAME} Ready at {NODE_IP} ({parts}; containerd "
-              f"{node.socket}; logs in {node.logs_dir})", flush=True)
+        print(
+            f"cluster: node {NODE_NAME} Ready at {NODE_IP} ({parts}; containerd "
+            f"{node.socket}; logs in {node.logs_dir})",
+            flush=True,
+        )
     if keda is not None:
         parts = ", ".join(f"{k} {v:.1f}s" for k, v in keda.timings.items())
         print(f"cluster: KEDA operator and metrics adapter running ({parts})", flush=True)

@@ -53,18 +53,20 @@ def keda_version() -> str:
 def crd_dir() -> Path:
     """config/crd/bases of the pinned KEDA module (from the Go module cache)."""
     go = shutil.which("go") or "/usr/local/go/bin/go"
-    proc = subprocess.run([go, "mod", "download", "-json",
-                           f"github.com/kedacore/keda/v2@{keda_version()}"],
-                          capture_output=True, text=True, cwd="/",
-                          env={**os.environ, "GOFLAGS": "", "GOWORK": "off"})
+    proc = subprocess.run(
+        [go, "mod", "download", "-json", f"github.com/kedacore/keda/v2@{keda_version()}"],
+        capture_output=True,
+        text=True,
+        cwd="/",
+        env={**os.environ, "GOFLAGS": "", "GOWORK": "off"},
+    )
     if proc.returncode != 0:
         raise KedaError(f"go mod download of KEDA failed: {proc.stdout}{proc.stderr}")
     return Path(json.loads(proc.stdout)["Dir"]) / "config" / "crd" / "bases"
 
 
 class Keda:
-    def __init__(self, cp: "ControlPlane", workdir: Path, dns_server: str, *,
-                 timeout: float = 180.0):
+    def __init__(self, cp: ControlPlane, workdir: Path, dns_server: str, *, timeout: float = 180.0):
         self.cp = cp
         self.workdir = Path(workdir).resolve()
         self.dns_server = dns_server
@@ -75,40 +77,59 @@ class Keda:
         self._adapter: subprocess.Popen | None = None
         self._logs: list[IO] = []
 
-    def start(self) -> "Keda":
+    def start(self) -> Keda:
         from devstack.cluster import free_ports
+
         t0 = time.monotonic()
         operator_bin, adapter_bin = self.cp._binary("keda-operator"), self.cp._binary("keda-adapter")
         certs, ca_dir = self.workdir / "certs", self.workdir / "ca"
         for d in (certs, ca_dir):
             d.mkdir(parents=True, exist_ok=True)
         resolv = self.workdir / "resolv.conf"
-        resolv.write_text(f"nameserver {self.dns_server}\n"
-                          "search keda.svc.cluster.local svc.cluster.local cluster.local\n")
+        resolv.write_text(
+            f"nameserver {self.dns_server}\nsearch keda.svc.cluster.local svc.cluster.local cluster.local\n"
+        )
         self._apply_crds()
         metrics, probe, grpc, adapter_port, adapter_metrics = free_ports(5)
         self._apply(self._service_objects(adapter_port))
-        env = {**os.environ, "KUBECONFIG": str(self.cp.kubeconfig), "WATCH_NAMESPACE": "",
-               "KEDA_CLUSTER_OBJECT_NAMESPACE": NAMESPACE, "POD_NAMESPACE": NAMESPACE,
-               "OPERATOR_NAME": "keda-operator"}
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.cp.kubeconfig),
+            "WATCH_NAMESPACE": "",
+            "KEDA_CLUSTER_OBJECT_NAMESPACE": NAMESPACE,
+            "POD_NAMESPACE": NAMESPACE,
+            "OPERATOR_NAME": "keda-operator",
+        }
         operator_argv = [
-            "unshare", "--mount", "--propagation", "private", "sh", "-c",
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
             f'mount --bind "{resolv}" /etc/resolv.conf && exec "$0" "$@"',
             str(operator_bin),
             "--leader-elect=false",
             f"--metrics-bind-address=127.0.0.1:{metrics}",
             f"--health-probe-bind-address=127.0.0.1:{probe}",
             f"--metrics-service-bind-address=127.0.0.1:{grpc}",
-            "--enable-cert-rotation=true", f"--cert-dir={certs}", f"--ca-dir={ca_dir}",
-            "--enable-webhook-patching=false", "--enable-apiservice-patching=false",
-            "--zap-log-level=info", "--zap-encoder=console",
+            "--enable-cert-rotation=true",
+            f"--cert-dir={certs}",
+            f"--ca-dir={ca_dir}",
+            "--enable-webhook-patching=false",
+            "--enable-apiservice-patching=false",
+            "--zap-log-level=info",
+            "--zap-encoder=console",
         ]
         try:
             self._copy_certs(certs)
             self._operator = self._spawn("keda-operator", operator_argv, env)
             deadline = t0 + self.timeout
-            while not (self._copy_certs(certs) and self._operator.poll() is None
-                       and self._probe(lambda: self._http_ok(probe, "/readyz"))):
+            while not (
+                self._copy_certs(certs)
+                and self._operator.poll() is None
+                and self._probe(lambda: self._http_ok(probe, "/readyz"))
+            ):
                 if self._operator.poll() == 0 and self._copy_certs(certs):
                     # The rotator made new certificates and exited for its "pod restart".
                     self._operator = self._spawn("keda-operator", operator_argv, env)
@@ -116,17 +137,24 @@ class Keda:
                     self._wait("keda-operator", self._operator, lambda: False, t0)
                 time.sleep(0.5)
             self.timings["keda-operator"] = round(time.monotonic() - t0, 2)
-            self._adapter = self._spawn("keda-adapter", [
-                str(adapter_bin),
-                f"--lister-kubeconfig={self.cp.kubeconfig}",
-                f"--authentication-kubeconfig={self.cp.kubeconfig}",
-                f"--authorization-kubeconfig={self.cp.kubeconfig}",
-                "--bind-address=127.0.0.1", f"--secure-port={adapter_port}",
-                f"--cert-dir={certs}", f"--port={adapter_metrics}",
-                f"--metrics-service-address=127.0.0.1:{grpc}",
-                f"--metrics-service-grpc-authority={METRICS_SERVICE_AUTHORITY}",
-                "--zap-log-level=info", "--zap-encoder=console",
-            ], env)
+            self._adapter = self._spawn(
+                "keda-adapter",
+                [
+                    str(adapter_bin),
+                    f"--lister-kubeconfig={self.cp.kubeconfig}",
+                    f"--authentication-kubeconfig={self.cp.kubeconfig}",
+                    f"--authorization-kubeconfig={self.cp.kubeconfig}",
+                    "--bind-address=127.0.0.1",
+                    f"--secure-port={adapter_port}",
+                    f"--cert-dir={certs}",
+                    f"--port={adapter_metrics}",
+                    f"--metrics-service-address=127.0.0.1:{grpc}",
+                    f"--metrics-service-grpc-authority={METRICS_SERVICE_AUTHORITY}",
+                    "--zap-log-level=info",
+                    "--zap-encoder=console",
+                ],
+                env,
+            )
             self._wait("keda-adapter", self._adapter, self._apiservice_available, t0)
         except BaseException:
             self.stop()
@@ -135,6 +163,7 @@ class Keda:
 
     def stop(self) -> None:
         from devstack.cluster import _terminate
+
         for attr in ("_adapter", "_operator"):
             proc = getattr(self, attr)
             if proc is not None:
@@ -146,6 +175,7 @@ class Keda:
 
     def check_alive(self) -> None:
         from devstack.cluster import _tail
+
         for name, proc in (("keda-operator", self._operator), ("keda-adapter", self._adapter)):
             if proc is None or proc.poll() is not None:
                 raise KedaError(f"{name} exited; log tail:\n" + _tail(self.logs_dir / f"{name}.log"))
@@ -159,40 +189,63 @@ class Keda:
         proc = self.cp.kubectl(*args, check=False, timeout=120)
         if proc.returncode != 0:
             raise KedaError(f"applying KEDA's CRDs failed: {proc.stderr}")
-        self.cp.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                        *[f"crd/{f.name.split('_', 1)[1][:-5]}.{f.name.split('_', 1)[0]}"
-                          for f in files], check=False, timeout=90)
+        self.cp.kubectl(
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            *[f"crd/{f.name.split('_', 1)[1][:-5]}.{f.name.split('_', 1)[0]}" for f in files],
+            check=False,
+            timeout=90,
+        )
 
     @staticmethod
     def _service_objects(port: int) -> list[dict]:
         return [
             {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
-            {"apiVersion": "v1", "kind": "Service",
-             "metadata": {"name": "keda-metrics-apiserver", "namespace": NAMESPACE},
-             "spec": {"type": "ExternalName", "externalName": "localhost",
-                      "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}},
-            {"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
-             "metadata": {"name": "v1beta1.external.metrics.k8s.io"},
-             "spec": {"group": "external.metrics.k8s.io", "version": "v1beta1",
-                      "groupPriorityMinimum": 100, "versionPriority": 100,
-                      # The adapter's serving certificate is KEDA's own (for its in-cluster
-                      # Service name), not one for localhost.
-                      "insecureSkipTLSVerify": True,
-                      "service": {"name": "keda-metrics-apiserver", "namespace": NAMESPACE,
-                                  "port": port}}},
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": "keda-metrics-apiserver", "namespace": NAMESPACE},
+                "spec": {
+                    "type": "ExternalName",
+                    "externalName": "localhost",
+                    "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+                },
+            },
+            {
+                "apiVersion": "apiregistration.k8s.io/v1",
+                "kind": "APIService",
+                "metadata": {"name": "v1beta1.external.metrics.k8s.io"},
+                "spec": {
+                    "group": "external.metrics.k8s.io",
+                    "version": "v1beta1",
+                    "groupPriorityMinimum": 100,
+                    "versionPriority": 100,
+                    # The adapter's serving certificate is KEDA's own (for its in-cluster
+                    # Service name), not one for localhost.
+                    "insecureSkipTLSVerify": True,
+                    "service": {"name": "keda-metrics-apiserver", "namespace": NAMESPACE, "port": port},
+                },
+            },
         ]
 
     def _apply(self, objects: list[dict]) -> None:
         doc = json.dumps({"apiVersion": "v1", "kind": "List", "items": objects})
-        proc = self.cp.kubectl("apply", "--server-side", "--force-conflicts",
-                               "--field-manager=unilingo-devstack", "-f", "-",
-                               input=doc, check=False)
+        proc = self.cp.kubectl(
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=unilingo-devstack",
+            "-f",
+            "-",
+            input=doc,
+            check=False,
+        )
         if proc.returncode != 0:
             raise KedaError(f"kubectl apply failed: {proc.stderr}")
 
     def _apiservice_available(self) -> bool:
-        proc = self.cp.kubectl("get", "apiservice", "v1beta1.external.metrics.k8s.io", "-o",
-                               "json", check=False)
+        proc = self.cp.kubectl("get", "apiservice", "v1beta1.external.metrics.k8s.io", "-o", "json", check=False)
         if proc.returncode != 0:
             return False
         conds = json.loads(proc.stdout).get("status", {}).get("conditions", [])
@@ -201,8 +254,8 @@ class Keda:
     def _copy_certs(self, certs: Path) -> bool:
         """The operator's certificates from its Secret into ``certs``; False while absent."""
         import base64
-        proc = self.cp.kubectl("-n", NAMESPACE, "get", "secret", "kedaorg-certs", "-o", "json",
-                               check=False)
+
+        proc = self.cp.kubectl("-n", NAMESPACE, "get", "secret", "kedaorg-certs", "-o", "json", check=False)
         if proc.returncode != 0:
             return False
         data = json.loads(proc.stdout).get("data") or {}
@@ -229,26 +282,37 @@ class Keda:
     @staticmethod
     def _http_ok(port: int, path: str) -> bool:
         import urllib.request
+
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
             return r.status == 200
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
         from devstack.cluster import _die_with_parent
+
         log = open(self.logs_dir / f"{name}.log", "ab")
         log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(argv)}\n".encode())
         log.flush()
         self._logs.append(log)
-        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, cwd=self.workdir, env=env,
-                                start_new_session=True, preexec_fn=_die_with_parent)
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
+            env=env,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
 
     def _wait(self, name: str, proc: subprocess.Popen, probe, t0: float) -> None:
         from devstack.cluster import _tail
+
         deadline = t0 + self.timeout
         while True:
             if proc.poll() is not None:
-                raise KedaError(f"{name} exited (code {proc.returncode}); log tail:\n"
-                                + _tail(self.logs_dir / f"{name}.log"))
+                raise KedaError(
+                    f"{name} exited (code {proc.returncode}); log tail:\n" + _tail(self.logs_dir / f"{name}.log")
+                )
             try:
                 if probe():
                     self.timings[name] = round(time.monotonic() - t0, 2)
@@ -256,6 +320,7 @@ class Keda:
             except (OSError, ValueError, subprocess.SubprocessError):
                 pass
             if time.monotonic() > deadline:
-                raise KedaError(f"{name} not ready after {self.timeout:.0f}s; log tail:\n"
-                                + _tail(self.logs_dir / f"{name}.log"))
+                raise KedaError(
+                    f"{name} not ready after {self.timeout:.0f}s; log tail:\n" + _tail(self.logs_dir / f"{name}.log")
+                )
             time.sleep(0.5)

@@ -50,10 +50,20 @@ PAUSE_IMAGE = "unilingo.local/pause:3.10"
 CNI_BIN_DIR = Path("/usr/lib/cni")
 CGROUP_ROOT = "unilingo"
 # Kernel settings kubelet (vm/kernel) and the CNI plugin / kube-proxy (net) may change.
-SYSCTLS = ("vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops",
-           "net/ipv4/ip_forward", "net/ipv4/conf/all/route_localnet")
-DEBIAN_PACKAGES = {"containerd": "containerd", "runc": "runc", "iptables": "iptables",
-                   "conntrack": "conntrack", "unshare": "util-linux"}
+SYSCTLS = (
+    "vm/overcommit_memory",
+    "kernel/panic",
+    "kernel/panic_on_oops",
+    "net/ipv4/ip_forward",
+    "net/ipv4/conf/all/route_localnet",
+)
+DEBIAN_PACKAGES = {
+    "containerd": "containerd",
+    "runc": "runc",
+    "iptables": "iptables",
+    "conntrack": "conntrack",
+    "unshare": "util-linux",
+}
 
 
 class NodeError(RuntimeError):
@@ -78,8 +88,7 @@ def _remove_kubelet_firewall() -> None:
         if shutil.which(tool) is None:
             continue
         for chain in ("INPUT", "OUTPUT"):
-            while subprocess.run([tool, "-D", chain, "-j", "KUBE-FIREWALL"],
-                                 capture_output=True).returncode == 0:
+            while subprocess.run([tool, "-D", chain, "-j", "KUBE-FIREWALL"], capture_output=True).returncode == 0:
                 pass
         subprocess.run([tool, "-F", "KUBE-FIREWALL"], capture_output=True)
         subprocess.run([tool, "-X", "KUBE-FIREWALL"], capture_output=True)
@@ -93,7 +102,7 @@ class NodeNetwork:
     def __init__(self) -> None:
         self._saved: dict[str, str] = {}
 
-    def up(self) -> "NodeNetwork":
+    def up(self) -> NodeNetwork:
         for name in SYSCTLS:
             path = Path("/proc/sys") / name
             if path.exists():
@@ -114,8 +123,7 @@ class NodeNetwork:
                 pass
 
 
-def _docker_archive(path: Path, name: str, files: dict[str, tuple[bytes, int]],
-                    entrypoint: list[str]) -> None:
+def _docker_archive(path: Path, name: str, files: dict[str, tuple[bytes, int]], entrypoint: list[str]) -> None:
     """Write a one-layer image as a ``docker save`` archive (what ``ctr images import``
     reads), from ``files`` (path in the image -> (content, mode))."""
     layer = io.BytesIO()
@@ -126,18 +134,26 @@ def _docker_archive(path: Path, name: str, files: dict[str, tuple[bytes, int]],
             t.addfile(info, io.BytesIO(data))
     layer_bytes = layer.getvalue()
     layer_id = hashlib.sha256(layer_bytes).hexdigest()
-    config = json.dumps({
-        "architecture": "amd64", "os": "linux",
-        "config": {"Entrypoint": entrypoint, "User": "65535:65535"},
-        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{layer_id}"]},
-        "history": [{"created_by": "devstack.node"}],
-    }, sort_keys=True).encode()
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Entrypoint": entrypoint, "User": "65535:65535"},
+            "rootfs": {"type": "layers", "diff_ids": [f"sha256:{layer_id}"]},
+            "history": [{"created_by": "devstack.node"}],
+        },
+        sort_keys=True,
+    ).encode()
     config_id = hashlib.sha256(config).hexdigest()
-    manifest = json.dumps([{"Config": f"{config_id}.json", "RepoTags": [name],
-                            "Layers": [f"{layer_id}/layer.tar"]}]).encode()
+    manifest = json.dumps(
+        [{"Config": f"{config_id}.json", "RepoTags": [name], "Layers": [f"{layer_id}/layer.tar"]}]
+    ).encode()
     with tarfile.open(path, "w") as t:
-        for member, data in ((f"{layer_id}/layer.tar", layer_bytes),
-                             (f"{config_id}.json", config), ("manifest.json", manifest)):
+        for member, data in (
+            (f"{layer_id}/layer.tar", layer_bytes),
+            (f"{config_id}.json", config),
+            ("manifest.json", manifest),
+        ):
             info = tarfile.TarInfo(member)
             info.size, info.mode = len(data), 0o644
             t.addfile(info, io.BytesIO(data))
@@ -148,10 +164,20 @@ def build_pause_image(out: Path) -> Path:
     binary = out.parent / "pause"
     src = REPO_ROOT / "devstack" / "pause"
     go = shutil.which("go") or "/usr/local/go/bin/go"
-    env = {**os.environ, "CGO_ENABLED": "0", "GOWORK": "off", "GOFLAGS": "",
-           "GOCACHE": os.environ.get("GOCACHE", str(Path.home() / ".cache" / "go-build"))}
-    proc = subprocess.run([go, "build", "-trimpath", "-ldflags=-s -w", "-o", str(binary), "."],
-                          cwd=src, env=env, capture_output=True, text=True)
+    env = {
+        **os.environ,
+        "CGO_ENABLED": "0",
+        "GOWORK": "off",
+        "GOFLAGS": "",
+        "GOCACHE": os.environ.get("GOCACHE", str(Path.home() / ".cache" / "go-build")),
+    }
+    proc = subprocess.run(
+        [go, "build", "-trimpath", "-ldflags=-s -w", "-o", str(binary), "."],
+        cwd=src,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         raise NodeError(f"building the pause image failed:\n{proc.stderr}")
     _docker_archive(out, PAUSE_IMAGE, {"pause": (binary.read_bytes(), 0o755)}, ["/pause"])
@@ -166,7 +192,7 @@ class Node:
     containerd (namespace ``k8s.io``, the CRI's), e.g. to import an image archive.
     """
 
-    def __init__(self, cp: "ControlPlane", workdir: Path, *, timeout: float = 180.0):
+    def __init__(self, cp: ControlPlane, workdir: Path, *, timeout: float = 180.0):
         self.cp = cp
         self.workdir = Path(workdir).resolve()
         self.timeout = timeout
@@ -178,13 +204,16 @@ class Node:
         self._logs: list[IO] = []
 
     # -- public API --------------------------------------------------------------------
-    def start(self) -> "Node":
+    def start(self) -> Node:
         t0 = time.monotonic()
         missing = [pkg for cmd, pkg in DEBIAN_PACKAGES.items() if shutil.which(cmd) is None]
         if missing or not (CNI_BIN_DIR / "ptp").exists():
             missing += [] if (CNI_BIN_DIR / "ptp").exists() else ["containernetworking-plugins"]
-            raise NodeError("the node needs Debian's " + " ".join(sorted(set(missing)))
-                            + " (scripts/bootstrap.sh node installs them)")
+            raise NodeError(
+                "the node needs Debian's "
+                + " ".join(sorted(set(missing)))
+                + " (scripts/bootstrap.sh node installs them)"
+            )
         for tool in ("kubelet", "kube-proxy", "coredns"):
             self.cp._binary(tool)
         self._prepare()
@@ -207,6 +236,7 @@ class Node:
             self._ns = None
         if self._coredns is not None:
             from devstack.cluster import _terminate
+
             _terminate(self._coredns, 10.0)
             self._coredns = None
         proxy = self.cp.bin_dir / "kube-proxy"
@@ -223,15 +253,25 @@ class Node:
         return all(p is not None and p.poll() is None for p in (self._ns, self._coredns))
 
     def check_alive(self) -> None:
-        for name, proc, log in (("containerd/kubelet/kube-proxy", self._ns, "node.log"),
-                                ("coredns", self._coredns, "coredns.log")):
+        for name, proc, log in (
+            ("containerd/kubelet/kube-proxy", self._ns, "node.log"),
+            ("coredns", self._coredns, "coredns.log"),
+        ):
             if proc is None or proc.poll() is not None:
-                raise NodeError(f"{name} exited; log tail:\n" + _tail(self.logs_dir / log)
-                                + "\nkubelet:\n" + _tail(self.logs_dir / "kubelet.log", 15))
+                raise NodeError(
+                    f"{name} exited; log tail:\n"
+                    + _tail(self.logs_dir / log)
+                    + "\nkubelet:\n"
+                    + _tail(self.logs_dir / "kubelet.log", 15)
+                )
 
     def ctr(self, *args: str, timeout: float = 600.0) -> subprocess.CompletedProcess:
-        return subprocess.run(["ctr", "--address", str(self.socket), "--namespace", "k8s.io",
-                               *args], capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            ["ctr", "--address", str(self.socket), "--namespace", "k8s.io", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     def import_image(self, archive: Path) -> None:
         self._import(archive)
@@ -244,14 +284,24 @@ class Node:
         for stale in ("overlay", "containerd/state", "kubelet", "cni/ipam"):
             if (w / stale).exists():
                 shutil.rmtree(w / stale)
-        for d in ("overlay/var/upper", "overlay/var/work", "overlay/run/upper",
-                  "overlay/run/work", "containerd/root", "containerd/state", "kubelet",
-                  "cni/net.d", "cni/ipam", "volume-plugins", "images", "logs"):
+        for d in (
+            "overlay/var/upper",
+            "overlay/var/work",
+            "overlay/run/upper",
+            "overlay/run/work",
+            "containerd/root",
+            "containerd/state",
+            "kubelet",
+            "cni/net.d",
+            "cni/ipam",
+            "volume-plugins",
+            "images",
+            "logs",
+        ):
             (w / d).mkdir(parents=True, exist_ok=True)
         cp = self.cp
         kubeconfig = w / "node.kubeconfig"
-        cp._write_kubeconfig(kubeconfig, f"system:node:{NODE_NAME}", cp.pki.node_crt,
-                             cp.pki.node_key)
+        cp._write_kubeconfig(kubeconfig, f"system:node:{NODE_NAME}", cp.pki.node_crt, cp.pki.node_key)
         (w / "resolv.conf").write_text(f"nameserver {NODE_IP}\n")
         (w / "containerd" / "config.toml").write_text(f"""\
 version = 2
@@ -283,49 +333,92 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
     bin_dir = "{CNI_BIN_DIR}"
     conf_dir = "{w}/cni/net.d"
 """)
-        (w / "cni" / "net.d" / "10-unilingo.conflist").write_text(json.dumps({
-            "cniVersion": "0.4.0", "name": "unilingo",
-            "plugins": [
-                {"type": "ptp", "ipMasq": False, "mtu": 1500,
-                 "ipam": {"type": "host-local", "ranges": [[{"subnet": POD_CIDR}]],
-                          "routes": [{"dst": "0.0.0.0/0"}], "dataDir": f"{w}/cni/ipam"}},
-                {"type": "portmap", "capabilities": {"portMappings": True}},
-            ]}, indent=2))
+        (w / "cni" / "net.d" / "10-unilingo.conflist").write_text(
+            json.dumps(
+                {
+                    "cniVersion": "0.4.0",
+                    "name": "unilingo",
+                    "plugins": [
+                        {
+                            "type": "ptp",
+                            "ipMasq": False,
+                            "mtu": 1500,
+                            "ipam": {
+                                "type": "host-local",
+                                "ranges": [[{"subnet": POD_CIDR}]],
+                                "routes": [{"dst": "0.0.0.0/0"}],
+                                "dataDir": f"{w}/cni/ipam",
+                            },
+                        },
+                        {"type": "portmap", "capabilities": {"portMappings": True}},
+                    ],
+                },
+                indent=2,
+            )
+        )
         from devstack.cluster import free_ports
+
         kubelet_port, healthz_port, proxy_healthz, proxy_metrics = free_ports(4)
         self.kubelet_healthz = healthz_port
-        (w / "kubelet-config.json").write_text(json.dumps({
-            "apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
-            "address": NODE_IP, "port": kubelet_port, "readOnlyPort": 0,
-            "healthzBindAddress": "127.0.0.1", "healthzPort": healthz_port,
-            "containerRuntimeEndpoint": f"unix://{self.socket}",
-            "cgroupDriver": "cgroupfs", "cgroupRoot": f"/{CGROUP_ROOT}",
-            "failCgroupV1": False,  # this machine has cgroup v1 only
-            "makeIPTablesUtilChains": False,
-            "failSwapOn": False,
-            "volumePluginDir": str(w / "volume-plugins"),
-            "clusterDNS": [NODE_IP], "clusterDomain": CLUSTER_DOMAIN,
-            "resolvConf": str(w / "resolv.conf"),
-            "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": True},
-                               "x509": {"clientCAFile": str(cp.pki.ca_crt)}},
-            "authorization": {"mode": "Webhook"},
-            "serializeImagePulls": False,
-            # A shared 2-core machine: no eviction for a busy disk or memory.
-            "evictionHard": {"memory.available": "100Mi", "nodefs.available": "2%",
-                             "imagefs.available": "2%", "nodefs.inodesFree": "2%"},
-            "imageGCHighThresholdPercent": 99, "imageGCLowThresholdPercent": 98,
-            "maxPods": 60,
-            "shutdownGracePeriod": "0s",
-        }, indent=2))
-        (w / "kube-proxy-config.json").write_text(json.dumps({
-            "apiVersion": "kubeproxy.config.k8s.io/v1alpha1", "kind": "KubeProxyConfiguration",
-            "clientConnection": {"kubeconfig": str(kubeconfig)},
-            "hostnameOverride": NODE_NAME, "mode": "iptables", "clusterCIDR": POD_CIDR,
-            "healthzBindAddress": f"127.0.0.1:{proxy_healthz}",
-            "metricsBindAddress": f"127.0.0.1:{proxy_metrics}",
-            "conntrack": {"maxPerCore": 0},  # leave the host's conntrack table size alone
-            "iptables": {"localhostNodePorts": False},  # and route_localnet
-        }, indent=2))
+        (w / "kubelet-config.json").write_text(
+            json.dumps(
+                {
+                    "apiVersion": "kubelet.config.k8s.io/v1beta1",
+                    "kind": "KubeletConfiguration",
+                    "address": NODE_IP,
+                    "port": kubelet_port,
+                    "readOnlyPort": 0,
+                    "healthzBindAddress": "127.0.0.1",
+                    "healthzPort": healthz_port,
+                    "containerRuntimeEndpoint": f"unix://{self.socket}",
+                    "cgroupDriver": "cgroupfs",
+                    "cgroupRoot": f"/{CGROUP_ROOT}",
+                    "failCgroupV1": False,  # this machine has cgroup v1 only
+                    "makeIPTablesUtilChains": False,
+                    "failSwapOn": False,
+                    "volumePluginDir": str(w / "volume-plugins"),
+                    "clusterDNS": [NODE_IP],
+                    "clusterDomain": CLUSTER_DOMAIN,
+                    "resolvConf": str(w / "resolv.conf"),
+                    "authentication": {
+                        "anonymous": {"enabled": False},
+                        "webhook": {"enabled": True},
+                        "x509": {"clientCAFile": str(cp.pki.ca_crt)},
+                    },
+                    "authorization": {"mode": "Webhook"},
+                    "serializeImagePulls": False,
+                    # A shared 2-core machine: no eviction for a busy disk or memory.
+                    "evictionHard": {
+                        "memory.available": "100Mi",
+                        "nodefs.available": "2%",
+                        "imagefs.available": "2%",
+                        "nodefs.inodesFree": "2%",
+                    },
+                    "imageGCHighThresholdPercent": 99,
+                    "imageGCLowThresholdPercent": 98,
+                    "maxPods": 60,
+                    "shutdownGracePeriod": "0s",
+                },
+                indent=2,
+            )
+        )
+        (w / "kube-proxy-config.json").write_text(
+            json.dumps(
+                {
+                    "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+                    "kind": "KubeProxyConfiguration",
+                    "clientConnection": {"kubeconfig": str(kubeconfig)},
+                    "hostnameOverride": NODE_NAME,
+                    "mode": "iptables",
+                    "clusterCIDR": POD_CIDR,
+                    "healthzBindAddress": f"127.0.0.1:{proxy_healthz}",
+                    "metricsBindAddress": f"127.0.0.1:{proxy_metrics}",
+                    "conntrack": {"maxPerCore": 0},  # leave the host's conntrack table size alone
+                    "iptables": {"localhostNodePorts": False},  # and route_localnet
+                },
+                indent=2,
+            )
+        )
         kubelet, proxy = cp._binary("kubelet"), cp._binary("kube-proxy")
         # PID 1 of the namespaces: mounts the overlays, runs the three daemons, and on
         # SIGTERM stops kubelet and kube-proxy, then containerd; its exit kills the rest.
@@ -369,8 +462,9 @@ stop
             if not root.is_dir():
                 continue
             for attempt in range(50):
-                dirs = sorted((p for p in root.rglob("*") if p.is_dir()),
-                              key=lambda p: len(p.parts), reverse=True) + [root]
+                dirs = sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True) + [
+                    root
+                ]
                 try:
                     for d in dirs:
                         d.rmdir()
@@ -383,26 +477,52 @@ stop
         base = Path("/sys/fs/cgroup")
         if (base / "cgroup.controllers").exists():  # cgroup v2: one tree
             return [base]
-        return [p for p in sorted(base.iterdir())
-                if p.is_dir() and not p.is_symlink() and (p / "tasks").exists()
-                and p.name != "unified"]
+        return [
+            p
+            for p in sorted(base.iterdir())
+            if p.is_dir() and not p.is_symlink() and (p / "tasks").exists() and p.name != "unified"
+        ]
 
     def _spawn(self, name: str, argv: list[str], **kwargs) -> subprocess.Popen:
         from devstack.cluster import _die_with_parent
+
         log = open(self.logs_dir / f"{name}.log", "ab")
         log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(argv)}\n".encode())
         log.flush()
         self._logs.append(log)
-        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, cwd=self.workdir,
-                                start_new_session=True, preexec_fn=_die_with_parent, **kwargs)
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+            **kwargs,
+        )
 
     def _start_namespace(self, t0: float) -> None:
-        self._ns = self._spawn("node", [
-            "unshare", "--mount", "--pid", "--fork", "--mount-proc", "--propagation", "private",
-            "--kill-child=SIGKILL", "bash", str(self.workdir / "node.sh")])
-        self._wait("containerd", lambda: self.socket.is_socket()
-                   and self.ctr("version", timeout=10).returncode == 0, t0, "containerd.log")
+        self._ns = self._spawn(
+            "node",
+            [
+                "unshare",
+                "--mount",
+                "--pid",
+                "--fork",
+                "--mount-proc",
+                "--propagation",
+                "private",
+                "--kill-child=SIGKILL",
+                "bash",
+                str(self.workdir / "node.sh"),
+            ],
+        )
+        self._wait(
+            "containerd",
+            lambda: self.socket.is_socket() and self.ctr("version", timeout=10).returncode == 0,
+            t0,
+            "containerd.log",
+        )
 
     def _stop_namespace(self) -> None:
         proc = self._ns
@@ -445,6 +565,7 @@ stop
 
     def _start_coredns(self, t0: float) -> None:
         from devstack.cluster import free_ports
+
         ready_port = free_ports(1)[0]
         corefile = self.workdir / "Corefile"
         corefile.write_text(f"""\
@@ -460,8 +581,7 @@ stop
     cache 30
 }}
 """)
-        self._coredns = self._spawn("coredns", [str(self.cp._binary("coredns")),
-                                                "-conf", str(corefile)])
+        self._coredns = self._spawn("coredns", [str(self.cp._binary("coredns")), "-conf", str(corefile)])
         import urllib.request
 
         def ready() -> bool:
@@ -473,14 +593,15 @@ stop
     def _wait_node_ready(self, t0: float) -> None:
         import datetime
         import urllib.request
+
         # The Node object outlives a restart (etcd keeps it): only a Ready condition this
         # kubelet reported counts.
-        started = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0) \
-            - datetime.timedelta(seconds=time.monotonic() - t0 + 1)
+        started = datetime.datetime.now(datetime.UTC).replace(microsecond=0) - datetime.timedelta(
+            seconds=time.monotonic() - t0 + 1
+        )
 
         def ready() -> bool:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.kubelet_healthz}/healthz",
-                                        timeout=2) as r:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.kubelet_healthz}/healthz", timeout=2) as r:
                 if r.status != 200:
                     return False
             out = self.cp.kubectl("get", "node", NODE_NAME, "-o", "json", check=False)
@@ -488,22 +609,23 @@ stop
                 return False
             for c in json.loads(out.stdout)["status"].get("conditions", []):
                 if c["type"] == "Ready" and c["status"] == "True":
-                    beat = datetime.datetime.fromisoformat(
-                        c["lastHeartbeatTime"].replace("Z", "+00:00"))
+                    beat = datetime.datetime.fromisoformat(c["lastHeartbeatTime"].replace("Z", "+00:00"))
                     return beat >= started
             return False
 
         self._wait("kubelet", ready, t0, "kubelet.log", interval=1.0)
 
-    def _wait(self, name: str, probe, t0: float, log: str, *, proc=None,
-              interval: float = 0.2) -> None:
+    def _wait(self, name: str, probe, t0: float, log: str, *, proc=None, interval: float = 0.2) -> None:
         proc = proc or self._ns
         deadline = t0 + self.timeout
         while True:
             if proc.poll() is not None:
-                raise NodeError(f"{name}: exited (code {proc.returncode}); {log}:\n"
-                                + _tail(self.logs_dir / log)
-                                + "\nnode.log:\n" + _tail(self.logs_dir / "node.log", 10))
+                raise NodeError(
+                    f"{name}: exited (code {proc.returncode}); {log}:\n"
+                    + _tail(self.logs_dir / log)
+                    + "\nnode.log:\n"
+                    + _tail(self.logs_dir / "node.log", 10)
+                )
             try:
                 if probe():
                     self.timings[name] = round(time.monotonic() - t0, 2)
@@ -511,6 +633,5 @@ stop
             except (OSError, ValueError, subprocess.SubprocessError):
                 pass
             if time.monotonic() > deadline:
-                raise NodeError(f"{name} not ready after {self.timeout:.0f}s; {log}:\n"
-                                + _tail(self.logs_dir / log))
+                raise NodeError(f"{name} not ready after {self.timeout:.0f}s; {log}:\n" + _tail(self.logs_dir / log))
             time.sleep(interval)

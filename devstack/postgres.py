@@ -85,7 +85,9 @@ def _ensure_system_user() -> pwd.struct_passwd:
 class PostgresServer:
     """One PostgreSQL cluster in ``workdir`` serving ``database`` on ``port``."""
 
-    def __init__(self, workdir: Path | None = None, port: int | None = None, database: str = "unilingo", fsync: bool = False):
+    def __init__(
+        self, workdir: Path | None = None, port: int | None = None, database: str = "unilingo", fsync: bool = False
+    ):
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="unilingo-pg-")).resolve()
         self.port = port or free_port()
         self.database = database
@@ -106,7 +108,12 @@ class PostgresServer:
         if os.geteuid() != 0:
             return {}
         owner = pwd.getpwnam(SYSTEM_USER)
-        return {"user": owner.pw_uid, "group": owner.pw_gid, "extra_groups": [], "env": {**os.environ, "HOME": owner.pw_dir}}
+        return {
+            "user": owner.pw_uid,
+            "group": owner.pw_gid,
+            "extra_groups": [],
+            "env": {**os.environ, "HOME": owner.pw_dir},
+        }
 
     def _prepare(self) -> None:
         folder = cluster_folder(self.workdir)
@@ -122,23 +129,48 @@ class PostgresServer:
         if not (self.datadir / "PG_VERSION").exists():
             subprocess.run(
                 [
-                    pg_bin("initdb"), "-D", str(self.datadir), "-U", self.user, "--auth=trust",
-                    "--encoding=UTF8", "--locale=C", "--no-sync",
+                    pg_bin("initdb"),
+                    "-D",
+                    str(self.datadir),
+                    "-U",
+                    self.user,
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--locale=C",
+                    "--no-sync",
                 ],
-                check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=self.workdir, **self._owner_kwargs(),
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                cwd=self.workdir,
+                **self._owner_kwargs(),
             )
 
-    def start(self) -> "PostgresServer":
+    def start(self) -> PostgresServer:
         self._prepare()
         args = [
-            pg_bin("postgres"), "-D", str(self.datadir), "-p", str(self.port),
-            "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.workdir}",
-            "-c", "max_connections=100", "-c", f"fsync={'on' if self.fsync else 'off'}",
-            "-c", "synchronous_commit=off" if not self.fsync else "synchronous_commit=on",
-            "-c", "full_page_writes=off" if not self.fsync else "full_page_writes=on",
+            pg_bin("postgres"),
+            "-D",
+            str(self.datadir),
+            "-p",
+            str(self.port),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            f"unix_socket_directories={self.workdir}",
+            "-c",
+            "max_connections=100",
+            "-c",
+            f"fsync={'on' if self.fsync else 'off'}",
+            "-c",
+            "synchronous_commit=off" if not self.fsync else "synchronous_commit=on",
+            "-c",
+            "full_page_writes=off" if not self.fsync else "full_page_writes=on",
         ]
         log = open(self.workdir / "postgres.log", "ab")
-        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir, **self._owner_kwargs())
+        self.process = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir, **self._owner_kwargs()
+        )
         log.close()
         try:
             wait_for_port(self.port, timeout=30)
@@ -154,7 +186,9 @@ class PostgresServer:
         deadline = time.monotonic() + 30
         while True:
             try:
-                with psycopg.connect(f"postgresql://{self.user}@127.0.0.1:{self.port}/postgres", autocommit=True) as conn:
+                with psycopg.connect(
+                    f"postgresql://{self.user}@127.0.0.1:{self.port}/postgres", autocommit=True
+                ) as conn:
                     exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)).fetchone()
                     if not exists:
                         conn.execute(f'CREATE DATABASE "{self.database}"')
@@ -169,7 +203,7 @@ class PostgresServer:
         terminate(self.process, sig, timeout=20)
         self.process = None
 
-    def __enter__(self) -> "PostgresServer":
+    def __enter__(self) -> PostgresServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -192,7 +226,9 @@ def main() -> None:
 
     settings = get_settings()
     workdir, port = settings.postgres_folder(), settings.postgres_port
-    serve_in_foreground(PostgresServer(workdir=workdir, port=port, fsync=True), "postgres listening: DATABASE_URL={server.url}")
+    serve_in_foreground(
+        PostgresServer(workdir=workdir, port=port, fsync=True), "postgres listening: DATABASE_URL={server.url}"
+    )
 
 
 if __name__ == "__main__":

@@ -17,21 +17,29 @@ ROOT = Path(__file__).resolve().parent.parent
 class Service:
     """A child process running one component the way its ``make`` target runs it."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str] | None = None, port: int | None = None,
-                 log_dir: Path | None = None, ready: callable = None):
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+        log_dir: Path | None = None,
+        ready: callable = None,
+    ):
         self.name, self.argv, self.port, self.ready = name, argv, port, ready
         self.env = {**os.environ, **(env or {})}
         self.log_path = Path(log_dir or "/tmp") / f"{name}-{os.getpid()}-{time.monotonic_ns()}.log"
         self.process: subprocess.Popen | None = None
 
     @classmethod
-    def python(cls, name: str, module: str, *args: str, **kwargs) -> "Service":
+    def python(cls, name: str, module: str, *args: str, **kwargs) -> Service:
         return cls(name, [sys.executable, "-m", module, *args], **kwargs)
 
-    def start(self, timeout: float = 60) -> "Service":
+    def start(self, timeout: float = 60) -> Service:
         log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(self.argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            self.argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         if self.port:
             wait_for_port(self.port, timeout=timeout)
         if self.ready:

@@ -22,8 +22,9 @@ class RedisServer:
     the durability the job pipeline promises.
     """
 
-    def __init__(self, workdir: Path | None = None, port: int | None = None, appendonly: bool = True,
-                 fsync: str = "always"):
+    def __init__(
+        self, workdir: Path | None = None, port: int | None = None, appendonly: bool = True, fsync: str = "always"
+    ):
         # Absolute: redis-server changes into --dir before it opens --logfile.
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="unilingo-redis-")).resolve()
         self.port = port or free_port()
@@ -35,22 +36,31 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> "RedisServer":
+    def start(self) -> RedisServer:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is missing: run scripts/bootstrap.sh")
         self.workdir.mkdir(parents=True, exist_ok=True)
         args = [
             binary,
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--dir", str(self.workdir),
-            "--save", "",
-            "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", self.fsync if self.appendonly else "no",
-            "--daemonize", "no",
-            "--loglevel", "warning",
-            "--logfile", str(self.workdir / "redis.log"),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.workdir),
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--appendfsync",
+            self.fsync if self.appendonly else "no",
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
+            "--logfile",
+            str(self.workdir / "redis.log"),
         ]
         self.process = subprocess.Popen(args)
         wait_for_port(self.port)
@@ -83,7 +93,7 @@ class RedisServer:
         self.stop()
         self.start()
 
-    def __enter__(self) -> "RedisServer":
+    def __enter__(self) -> RedisServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -99,7 +109,9 @@ def main() -> None:
     if url.hostname not in ("127.0.0.1", "localhost"):
         sys.exit(f"REDIS_URL points at {url.hostname}; make redis only serves a local address")
     workdir = settings.run_dir() / "redis"
-    serve_in_foreground(RedisServer(workdir=workdir, port=url.port or 6379), f"redis listening on {{server.url}} (AOF in {workdir})")
+    serve_in_foreground(
+        RedisServer(workdir=workdir, port=url.port or 6379), f"redis listening on {{server.url}} (AOF in {workdir})"
+    )
 
 
 if __name__ == "__main__":

@@ -71,5 +71,6 @@ def create_app(
     for module in (control, openai_api, azure_speech, azure_vision):
         app.include_router(module.create_router(sandbox))
     from sandbox import speech_ws  # Azure Speech over ws:// for the real SDK, as a Speech container serves it
+
     app.include_router(speech_ws.create_router(sandbox))
     return app

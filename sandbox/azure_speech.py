@@ -122,7 +122,11 @@ def _voiced_to_absolute(activity: VoiceActivity, voiced_s: float) -> float:
 
 def _no_speech(pcm: Pcm) -> dict:
     status = "InitialSilenceTimeout" if pcm.duration_s >= INITIAL_SILENCE_TIMEOUT_S else "NoMatch"
-    return {"RecognitionStatus": status, "Offset": _ticks(min(pcm.duration_s, INITIAL_SILENCE_TIMEOUT_S)), "Duration": 0}
+    return {
+        "RecognitionStatus": status,
+        "Offset": _ticks(min(pcm.duration_s, INITIAL_SILENCE_TIMEOUT_S)),
+        "Duration": 0,
+    }
 
 
 def listen(pcm: Pcm, language: str | None) -> tuple[VoiceActivity, list[recognition.HeardWord] | None]:
@@ -254,12 +258,27 @@ def _assess_heard(
             if pair.reference is not None and pair.heard is not None:
                 accuracy = round(100.0 * pair.similarity * (0.85 + 0.15 * clarity))
                 error = "None" if accuracy >= MISPRONUNCIATION_BELOW else "Mispronunciation"
-                words.append(AssessedWord(pair.reference, error, accuracy, True, pair.heard.start_s, pair.heard.end_s - pair.heard.start_s))
+                words.append(
+                    AssessedWord(
+                        pair.reference, error, accuracy, True, pair.heard.start_s, pair.heard.end_s - pair.heard.start_s
+                    )
+                )
             elif pair.reference is not None:
                 # Without miscue detection Azure does not mark omissions; the word just scores badly.
-                words.append(AssessedWord(pair.reference, "Omission" if miscue else "Mispronunciation", 0.0, spoken=False))
+                words.append(
+                    AssessedWord(pair.reference, "Omission" if miscue else "Mispronunciation", 0.0, spoken=False)
+                )
             elif miscue and pair.heard is not None:
-                words.append(AssessedWord(pair.heard.word, "Insertion", 0.0, True, pair.heard.start_s, pair.heard.end_s - pair.heard.start_s))
+                words.append(
+                    AssessedWord(
+                        pair.heard.word,
+                        "Insertion",
+                        0.0,
+                        True,
+                        pair.heard.start_s,
+                        pair.heard.end_s - pair.heard.start_s,
+                    )
+                )
     else:
         words = [AssessedWord(w.word, "None", 100.0, True, w.start_s, w.end_s - w.start_s) for w in heard]
 

@@ -120,5 +120,8 @@ class Gate:
 
 def _used(state: QuotaState) -> dict:
     """What each window had used when it refused: ``{"requests_used": 50, ...}``."""
-    return {f"{name}_used": window.limit - window.remaining
-            for name, window in (("requests", state.requests), ("tokens", state.tokens)) if window is not None}
+    return {
+        f"{name}_used": window.limit - window.remaining
+        for name, window in (("requests", state.requests), ("tokens", state.tokens))
+        if window is not None
+    }

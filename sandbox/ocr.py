@@ -75,7 +75,9 @@ def recognise(data: bytes, language: str | None = None) -> list[list[Word]]:
     if completed.returncode != 0:
         raise UnreadableImage(completed.stderr.decode("utf-8", "replace").strip()[-300:])
     lines: dict[tuple[str, str, str, str], list[Word]] = {}
-    rows = csv.DictReader(io.StringIO(completed.stdout.decode("utf-8", "replace")), delimiter="\t", quoting=csv.QUOTE_NONE)
+    rows = csv.DictReader(
+        io.StringIO(completed.stdout.decode("utf-8", "replace")), delimiter="\t", quoting=csv.QUOTE_NONE
+    )
     for row in rows:
         text = (row.get("text") or "").strip()
         if row.get("level") != "5" or not text or float(row.get("conf") or -1) < MIN_CONFIDENCE:

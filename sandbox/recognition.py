@@ -103,7 +103,11 @@ def _decode(pcm: Pcm) -> list[HeardWord]:
     decoder.process_raw(_at_model_rate(pcm), full_utt=True)
     decoder.end_utt()
     words = [
-        HeardWord(segment.word.split("(")[0].lower(), segment.start_frame / FRAMES_PER_S, (segment.end_frame + 1) / FRAMES_PER_S)
+        HeardWord(
+            segment.word.split("(")[0].lower(),
+            segment.start_frame / FRAMES_PER_S,
+            (segment.end_frame + 1) / FRAMES_PER_S,
+        )
         for segment in decoder.seg()
         if segment.word not in NON_WORDS and not segment.word.startswith("[")
     ]

@@ -111,7 +111,9 @@ class Audio:
         while pos + 8 <= len(chunk):
             kind, size = chunk[pos : pos + 4], struct.unpack("<I", chunk[pos + 4 : pos + 8])[0]
             if kind == b"fmt ":
-                self.fmt, self.channels, self.sample_rate, _, _, self.bits = struct.unpack("<HHIIHH", chunk[pos + 8 : pos + 24])
+                self.fmt, self.channels, self.sample_rate, _, _, self.bits = struct.unpack(
+                    "<HHIIHH", chunk[pos + 8 : pos + 24]
+                )
             elif kind == b"data":
                 return chunk[pos + 8 :]
             pos += 8 + size + (size & 1)
@@ -245,7 +247,9 @@ async def _session(websocket: WebSocket, sandbox: Sandbox, extra_delay_s: float,
         if turn is None:
             request_id = headers.get("x-requestid") or uuid.uuid4().hex
             turn = Audio()
-            await websocket.send_text(text_message("turn.start", request_id, {"context": {"serviceTag": uuid.uuid4().hex}}))
+            await websocket.send_text(
+                text_message("turn.start", request_id, {"context": {"serviceTag": uuid.uuid4().hex}})
+            )
         if payload:
             turn.feed(payload)
             if len(turn.pcm) > MAX_TURN_BYTES:
@@ -278,11 +282,17 @@ async def _answer(
         await send(text_message("speech.startDetected", request_id, {"Offset": phrase["Offset"]}))
         words = [w for w in phrase["NBest"][0].get("Words", []) if w.get("Duration")]
         for n in range(1, len(words) + 1):
-            await send(text_message("speech.hypothesis", request_id, {
-                "Text": " ".join(w["Word"] for w in words[:n]),
-                "Offset": phrase["Offset"],
-                "Duration": words[n - 1]["Offset"] + words[n - 1]["Duration"] - phrase["Offset"],
-            }))
+            await send(
+                text_message(
+                    "speech.hypothesis",
+                    request_id,
+                    {
+                        "Text": " ".join(w["Word"] for w in words[:n]),
+                        "Offset": phrase["Offset"],
+                        "Duration": words[n - 1]["Offset"] + words[n - 1]["Duration"] - phrase["Offset"],
+                    },
+                )
+            )
         await send(text_message("speech.phrase", request_id, phrase))
         await send(text_message("speech.endDetected", request_id, {"Offset": phrase["Offset"] + phrase["Duration"]}))
     else:

@@ -59,11 +59,17 @@ from PIL import Image  # noqa: E402  (matplotlib's own dependency)
 from devstack.redis import RedisServer  # noqa: E402
 from sandbox.images import png_with_text  # noqa: E402
 from tests.integration.conftest import start_sandbox  # noqa: E402
-from tests.support.api import auth  # noqa: E402
 from tests.integration.test_observability import (  # noqa: E402
-    DASHBOARD, PROMETHEUS, Stack, dashboard_variables, drive_load, fill, run_stack,
+    DASHBOARD,
+    PROMETHEUS,
+    Stack,
+    dashboard_variables,
+    drive_load,
+    fill,
+    run_stack,
 )
 from tests.samples import pdf_with_text, speech_like, wav_bytes  # noqa: E402
+from tests.support.api import auth  # noqa: E402
 from unilingo.policy import BreakerPolicy, PolicyStore, ProviderPolicy, RetryPolicy  # noqa: E402
 
 TOOL = "scripts/dashboard_preview.py"
@@ -111,10 +117,15 @@ def steady_load(stack: Stack, http: httpx.Client, sandbox_url: str, seconds: flo
         while time.monotonic() < deadline:
             started = time.monotonic()
             if i % 60 == 30:
-                sandbox.post("/_sandbox/faults", json={"provider": "openai", "mode": "429", "duration_s": 8, "rate": 0.8})
+                sandbox.post(
+                    "/_sandbox/faults", json={"provider": "openai", "mode": "429", "duration_s": 8, "rate": 0.8}
+                )
             if i % 4 == 0:  # the AI quota is 5 per user and hour: a new learner every 4 jobs
-                submit("/api/ai/generate-flashcards", f"learner{i // 16}",
-                       json={"content": f"Steady topic {i}", "count": 3})
+                submit(
+                    "/api/ai/generate-flashcards",
+                    f"learner{i // 16}",
+                    json={"content": f"Steady topic {i}", "count": 3},
+                )
             if i % 15 == 7:
                 submit("/api/ai/generate-lesson", f"teacher{i}", json={"topic": f"Steady lesson {i}"})
             if i % 20 == 11 and i >= 30:  # an earlier request again: answered from the cache
@@ -123,12 +134,19 @@ def steady_load(stack: Stack, http: httpx.Client, sandbox_url: str, seconds: flo
             if i % 5 == 1:
                 submit("/api/process-pdf", "carol", files={"file": (f"s{i}.pdf", pdf, "application/pdf")})
             if i % 6 == 2:
-                submit("/api/process-image", "dave", data={"language": "en"},
-                       files={"image": (f"s{i}.png", png_with_text(240, 80, f"Steady {i}"), "image/png")})
+                submit(
+                    "/api/process-image",
+                    "dave",
+                    data={"language": "en"},
+                    files={"image": (f"s{i}.png", png_with_text(240, 80, f"Steady {i}"), "image/png")},
+                )
             if i % 10 == 4:
-                submit("/api/pronunciation-assess", f"speaker{i // 100}",
-                       files={"audio": ("a.wav", audio, "audio/wav")},
-                       data={"reference_text": "hello world", "language": "en-US"})
+                submit(
+                    "/api/pronunciation-assess",
+                    f"speaker{i // 100}",
+                    files={"audio": ("a.wav", audio, "audio/wav")},
+                    data={"reference_text": "hello world", "language": "en-US"},
+                )
             if i % 8 == 5:
                 submit("/api/audio/generate", "frank", json={"text": f"Steady sentence {i}"})
             if i % 7 == 6:
@@ -172,16 +190,20 @@ def legend(fmt: str | None, metric: dict) -> str:
 
 
 def query_range(prometheus_url: str, expr: str, start: float, end: float, step: float) -> list[dict]:
-    response = httpx.get(f"{prometheus_url}/api/v1/query_range",
-                         params={"query": expr, "start": start, "end": end, "step": step}, timeout=30)
+    response = httpx.get(
+        f"{prometheus_url}/api/v1/query_range",
+        params={"query": expr, "start": start, "end": end, "step": step},
+        timeout=30,
+    )
     body = response.json()
     if response.status_code != 200 or body.get("status") != "success":
         raise RuntimeError(f"query failed: {expr}: {body}")
     return body["data"]["result"]
 
 
-def panel_series(prometheus_url: str, panel: dict, variables: dict[str, str], start: float, end: float,
-                 step: float) -> tuple[list[Series], list[str]]:
+def panel_series(
+    prometheus_url: str, panel: dict, variables: dict[str, str], start: float, end: float, step: float
+) -> tuple[list[Series], list[str]]:
     """The panel's series over the range, and its targets that returned nothing."""
     grid = [start + k * step for k in range(int((end - start) // step) + 1)]
     series, empty = [], []
@@ -206,15 +228,45 @@ def panel_series(prometheus_url: str, panel: dict, variables: dict[str, str], st
 # Units and colours
 # ---------------------------------------------------------------------------------------------
 
-COLOURS = {"green": "#2e7d32", "dark-green": "#1b5e20", "semi-dark-green": "#2e7d32", "light-green": "#66bb6a",
-           "red": "#c62828", "dark-red": "#8e0000", "semi-dark-red": "#b71c1c", "light-red": "#e57373",
-           "orange": "#e65100", "dark-orange": "#bf360c", "light-orange": "#ffa726",
-           "yellow": "#f9a825", "dark-yellow": "#f57f17", "blue": "#1565c0", "purple": "#6a1b9a",
-           "text": "#222222", "transparent": "#ffffff"}
+COLOURS = {
+    "green": "#2e7d32",
+    "dark-green": "#1b5e20",
+    "semi-dark-green": "#2e7d32",
+    "light-green": "#66bb6a",
+    "red": "#c62828",
+    "dark-red": "#8e0000",
+    "semi-dark-red": "#b71c1c",
+    "light-red": "#e57373",
+    "orange": "#e65100",
+    "dark-orange": "#bf360c",
+    "light-orange": "#ffa726",
+    "yellow": "#f9a825",
+    "dark-yellow": "#f57f17",
+    "blue": "#1565c0",
+    "purple": "#6a1b9a",
+    "text": "#222222",
+    "transparent": "#ffffff",
+}
 INK = "#222222"
 MUTED = "#666666"
-PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
-           "#7f7f7f", "#bcbd22", "#393b79", "#ad494a", "#637939", "#8c6d31", "#7b4173", "#3182bd"]
+PALETTE = [
+    "#1f77b4",
+    "#d62728",
+    "#2ca02c",
+    "#ff7f0e",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#17becf",
+    "#7f7f7f",
+    "#bcbd22",
+    "#393b79",
+    "#ad494a",
+    "#637939",
+    "#8c6d31",
+    "#7b4173",
+    "#3182bd",
+]
 
 
 def colour(name: str | None) -> str:
@@ -327,8 +379,12 @@ class Canvas:
     def sub(self, rect, left_in=0.0, right_in=0.0, top_in=0.0, bottom_in=0.0):
         """A rectangle inside ``rect``, with margins in inches."""
         x, y, w, h = rect
-        return (x + left_in / self.width_in, y + bottom_in / self.height_in,
-                w - (left_in + right_in) / self.width_in, h - (top_in + bottom_in) / self.height_in)
+        return (
+            x + left_in / self.width_in,
+            y + bottom_in / self.height_in,
+            w - (left_in + right_in) / self.width_in,
+            h - (top_in + bottom_in) / self.height_in,
+        )
 
 
 def fit_text(text_artist, width_px: float, min_size: float = 7.0) -> None:
@@ -348,9 +404,17 @@ def frame(canvas: Canvas, rect, title: str) -> None:
     ax = canvas.fig.add_axes(rect)
     ax.set_axis_off()
     ax.add_patch(Rectangle((0, 0), 1, 1, transform=ax.transAxes, facecolor="white", edgecolor="#c8c8c8", lw=0.8))
-    text = ax.text(0.08 / (rect[2] * canvas.width_in), 1 - 0.07 / (rect[3] * canvas.height_in), title,
-                   transform=ax.transAxes, ha="left", va="top", fontsize=8.5 if narrow else 9.5, fontweight="bold",
-                   color=INK)
+    text = ax.text(
+        0.08 / (rect[2] * canvas.width_in),
+        1 - 0.07 / (rect[3] * canvas.height_in),
+        title,
+        transform=ax.transAxes,
+        ha="left",
+        va="top",
+        fontsize=8.5 if narrow else 9.5,
+        fontweight="bold",
+        color=INK,
+    )
     fit_text(text, (rect[2] * canvas.width_in - 0.14) * canvas.fig.dpi)
 
 
@@ -364,8 +428,17 @@ def draw_row(canvas: Canvas, panel: dict) -> None:
     rect = canvas.rect(panel["gridPos"], inset=0.02)
     ax = canvas.fig.add_axes(rect)
     ax.set_axis_off()
-    ax.text(0.004, 0.25, panel.get("title", ""), transform=ax.transAxes, ha="left", va="bottom",
-            fontsize=12, fontweight="bold", color=INK)
+    ax.text(
+        0.004,
+        0.25,
+        panel.get("title", ""),
+        transform=ax.transAxes,
+        ha="left",
+        va="bottom",
+        fontsize=12,
+        fontweight="bold",
+        color=INK,
+    )
     ax.plot([0, 1], [0.12, 0.12], transform=ax.transAxes, color="#999999", lw=0.8)
 
 
@@ -380,7 +453,11 @@ def draw_timeseries(canvas: Canvas, panel: dict, series: list[Series]) -> None:
         no_data(canvas, body)
         return
     # Legend (placement bottom, Grafana's table of the panel's calcs): rows that fit below.
-    calcs = [c for c in panel.get("options", {}).get("legend", {}).get("calcs", []) if c in ("lastNotNull", "last", "max", "min", "mean")]
+    calcs = [
+        c
+        for c in panel.get("options", {}).get("legend", {}).get("calcs", [])
+        if c in ("lastNotNull", "last", "max", "min", "mean")
+    ]
     line_in = 0.145
     max_rows = max(2, int(body[3] * canvas.height_in * 0.36 / line_in) - 1)
     ordered = sorted(range(len(series)), key=lambda k: -(max(series[k].finite()) if series[k].finite() else 0))
@@ -407,8 +484,14 @@ def draw_timeseries(canvas: Canvas, panel: dict, series: list[Series]) -> None:
         for s, c in zip(series, colours):
             ax.plot(times, s.values, color=c, lw=width)
             if fill_alpha and len(series) <= 3:  # more fills than that only muddy the lines
-                ax.fill_between(times, 0, [v if math.isfinite(v) else math.nan for v in s.values], color=c,
-                                alpha=fill_alpha * 0.6, lw=0)
+                ax.fill_between(
+                    times,
+                    0,
+                    [v if math.isfinite(v) else math.nan for v in s.values],
+                    color=c,
+                    alpha=fill_alpha * 0.6,
+                    lw=0,
+                )
             data.extend(s.finite())
     lo, hi = min(data + [0.0]), max(data + [0.0])
     ymin = defaults.get("min", 0.0 if lo >= 0 else None)
@@ -460,7 +543,9 @@ def draw_timeseries(canvas: Canvas, panel: dict, series: list[Series]) -> None:
     y = 0.02
     if calcs:
         for n, calc in enumerate(reversed(calcs)):
-            lax.text(right - n * col_w, y, names[calc], ha="right", va="top", fontsize=7, color=MUTED, fontweight="bold")
+            lax.text(
+                right - n * col_w, y, names[calc], ha="right", va="top", fontsize=7, color=MUTED, fontweight="bold"
+            )
         y += line_in
     for k in shown:
         s = series[k]
@@ -468,13 +553,26 @@ def draw_timeseries(canvas: Canvas, panel: dict, series: list[Series]) -> None:
         lax.text(0.3, y, s.label or "value", ha="left", va="top", fontsize=7.5, color=INK)
         values = s.finite()
         for n, calc in enumerate(reversed(calcs)):
-            v = {"lastNotNull": last_not_null(s.values), "last": s.values[-1], "max": max(values),
-                 "min": min(values), "mean": sum(values) / len(values)}[calc]
+            v = {
+                "lastNotNull": last_not_null(s.values),
+                "last": s.values[-1],
+                "max": max(values),
+                "min": min(values),
+                "mean": sum(values) / len(values),
+            }[calc]
             lax.text(right - n * col_w, y, value_text(defaults, v)[0], ha="right", va="top", fontsize=7.5, color=INK)
         y += line_in
     if len(series) > len(shown):
-        lax.text(0.3, y, f"+ {len(series) - len(shown)} smaller series drawn, not listed", ha="left", va="top",
-                 fontsize=7, color=MUTED, style="italic")
+        lax.text(
+            0.3,
+            y,
+            f"+ {len(series) - len(shown)} smaller series drawn, not listed",
+            ha="left",
+            va="top",
+            fontsize=7,
+            color=MUTED,
+            style="italic",
+        )
 
 
 def draw_stat(canvas: Canvas, panel: dict, series: list[Series]) -> None:
@@ -495,8 +593,9 @@ def draw_stat(canvas: Canvas, panel: dict, series: list[Series]) -> None:
     width_in, height_in = body[2] * canvas.width_in, body[3] * canvas.height_in
     for n, s in enumerate(shown):
         values = s.finite()
-        v = {"max": max(values), "min": min(values), "mean": sum(values) / len(values),
-             "last": s.values[-1]}.get(calc, last_not_null(s.values))
+        v = {"max": max(values), "min": min(values), "mean": sum(values) / len(values), "last": s.values[-1]}.get(
+            calc, last_not_null(s.values)
+        )
         text, mapped_colour = value_text(defaults, v)
         c = colour(mapped_colour) if mapped_colour else threshold_colour(defaults, v)
         x0, x1 = n / len(shown), (n + 1) / len(shown)
@@ -526,8 +625,14 @@ def draw_gauge(canvas: Canvas, panel: dict, series: list[Series]) -> None:
         return
     latest = [(s.label, last_not_null(s.values)) for s in series]
     vmin = defaults.get("min", 0.0)
-    vmax = defaults.get("max", 1.0 if defaults.get("unit") == "percentunit" else
-                        100.0 if defaults.get("unit") == "percent" else max(v for _, v in latest) or 1.0)
+    vmax = defaults.get(
+        "max",
+        1.0
+        if defaults.get("unit") == "percentunit"
+        else 100.0
+        if defaults.get("unit") == "percent"
+        else max(v for _, v in latest) or 1.0,
+    )
     ax = canvas.fig.add_axes(body)
     ax.set_axis_off()
     ax.set_xlim(0, 1)
@@ -559,15 +664,38 @@ def draw_table(canvas: Canvas, panel: dict, series: list[Series]) -> None:
     for n, s in enumerate(series[: rows - 1], start=1):
         v = last_not_null(s.values)
         ax.text(0, n + 0.2, s.label, fontsize=7.5, color=INK, va="top")
-        ax.text(1, n + 0.2, value_text(defaults, v)[0], fontsize=7.5, color=threshold_colour(defaults, v), va="top", ha="right")
+        ax.text(
+            1,
+            n + 0.2,
+            value_text(defaults, v)[0],
+            fontsize=7.5,
+            color=threshold_colour(defaults, v),
+            va="top",
+            ha="right",
+        )
 
 
-DRAW = {"timeseries": draw_timeseries, "graph": draw_timeseries, "stat": draw_stat, "singlestat": draw_stat,
-        "gauge": draw_gauge, "bargauge": draw_gauge, "table": draw_table}
+DRAW = {
+    "timeseries": draw_timeseries,
+    "graph": draw_timeseries,
+    "stat": draw_stat,
+    "singlestat": draw_stat,
+    "gauge": draw_gauge,
+    "bargauge": draw_gauge,
+    "table": draw_table,
+}
 
 
-def render(dashboard: dict, data: dict[int, list[Series]], out: Path, start: float, end: float,
-           rate_interval: str, width_in: float, dpi: int) -> None:
+def render(
+    dashboard: dict,
+    data: dict[int, list[Series]],
+    out: Path,
+    start: float,
+    end: float,
+    rate_interval: str,
+    width_in: float,
+    dpi: int,
+) -> None:
     panels = flat_panels(dashboard["panels"])
     col_in = width_in / 24
     row_in = col_in * 0.76  # Grafana's grid: 30 px rows + 8 px gaps against ~50 px columns
@@ -577,12 +705,26 @@ def render(dashboard: dict, data: dict[int, list[Series]], out: Path, start: flo
     plt.rcParams.update({"font.family": "DejaVu Sans", "axes.linewidth": 0.8, "text.parse_math": False})
     fig = plt.figure(figsize=(width_in, height_in), facecolor="#f4f5f7")
     canvas = Canvas(fig, width_in, height_in, col_in, row_in, top_in)
-    fig.text(0.06 / width_in, 1 - 0.12 / height_in, f"{dashboard.get('title', 'Dashboard')} — dashboard preview",
-             ha="left", va="top", fontsize=13, fontweight="bold", color=INK)
+    fig.text(
+        0.06 / width_in,
+        1 - 0.12 / height_in,
+        f"{dashboard.get('title', 'Dashboard')} — dashboard preview",
+        ha="left",
+        va="top",
+        fontsize=13,
+        fontweight="bold",
+        color=INK,
+    )
     first, last = dt.datetime.fromtimestamp(start).astimezone(), dt.datetime.fromtimestamp(end).astimezone()
-    fig.text(1 - 0.06 / width_in, 1 - 0.14 / height_in,
-             f"{first:%H:%M}–{last:%H:%M} {last:%Z} · $__rate_interval = {rate_interval} · $namespace = All",
-             ha="right", va="top", fontsize=8.5, color=MUTED)
+    fig.text(
+        1 - 0.06 / width_in,
+        1 - 0.14 / height_in,
+        f"{first:%H:%M}–{last:%H:%M} {last:%Z} · $__rate_interval = {rate_interval} · $namespace = All",
+        ha="right",
+        va="top",
+        fontsize=8.5,
+        color=MUTED,
+    )
     for panel in panels:
         if "gridPos" not in panel:
             continue
@@ -591,10 +733,18 @@ def render(dashboard: dict, data: dict[int, list[Series]], out: Path, start: flo
         else:
             DRAW.get(panel.get("type"), draw_timeseries)(canvas, panel, data.get(id(panel), []))
     date = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    fig.text(0.5, 0.28 / height_in,
-             f"Rendered from {DASHBOARD_NAME} by {TOOL} —\n"
-             f"data from a real Prometheus scraping the local stack under load, {date}",
-             ha="center", va="center", fontsize=8.5, color=MUTED, style="italic", linespacing=1.5)
+    fig.text(
+        0.5,
+        0.28 / height_in,
+        f"Rendered from {DASHBOARD_NAME} by {TOOL} —\n"
+        f"data from a real Prometheus scraping the local stack under load, {date}",
+        ha="center",
+        va="center",
+        fontsize=8.5,
+        color=MUTED,
+        style="italic",
+        linespacing=1.5,
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     png = io.BytesIO()
     fig.savefig(png, format="png", dpi=dpi, facecolor=fig.get_facecolor())
@@ -614,8 +764,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=4.0, help="steady load after the burst (default 4)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "dashboard.png", help="image to write")
     parser.add_argument("--rate-interval", default="30s", help="$__rate_interval (Prometheus scrapes every 1 s)")
-    parser.add_argument("--latency-scale", type=float, default=0.1,
-                        help="the sandbox's factor on real provider latencies (the tests use 0.01)")
+    parser.add_argument(
+        "--latency-scale",
+        type=float,
+        default=0.1,
+        help="the sandbox's factor on real provider latencies (the tests use 0.01)",
+    )
     parser.add_argument("--width", type=float, default=10.0, help="image width in inches")
     parser.add_argument("--dpi", type=int, default=130)
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, Prometheus data)")
@@ -630,6 +784,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def interrupted(signum, frame):
         raise KeyboardInterrupt
+
     signal.signal(signal.SIGTERM, interrupted)
 
     workdir = Path(tempfile.mkdtemp(prefix="unilingo-dashboard-"))
@@ -637,26 +792,37 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     try:
         with contextlib.ExitStack() as started:
-            print(f"dashboard preview: starting Redis, the sandbox, the API, two workers and Prometheus ({workdir})",
-                  flush=True)
+            print(
+                f"dashboard preview: starting Redis, the sandbox, the API, two workers and Prometheus ({workdir})",
+                flush=True,
+            )
             redis_server = started.enter_context(RedisServer(workdir=workdir / "redis"))
             sandbox = start_sandbox(workdir, latency_scale=args.latency_scale)
             started.callback(sandbox.stop)
             stack = started.enter_context(run_stack(redis_server.url, sandbox.url, workdir))
             # A shorter breaker than the test's 10 minutes: it opens, half-opens and opens again.
-            PolicyStore(stack.redis).write(ProviderPolicy(
-                provider="azure-vision", breaker=BreakerPolicy(failure_threshold=2, open_seconds=60),
-                retry=RetryPolicy(attempts=1, backoff_seconds=1, max_backoff_seconds=1)))
+            PolicyStore(stack.redis).write(
+                ProviderPolicy(
+                    provider="azure-vision",
+                    breaker=BreakerPolicy(failure_threshold=2, open_seconds=60),
+                    retry=RetryPolicy(attempts=1, backoff_seconds=1, max_backoff_seconds=1),
+                )
+            )
             start = float(math.floor(time.time()))
             with httpx.Client(base_url=stack.api.url, timeout=15) as http:
-                print(f"dashboard preview: stack up after {time.monotonic() - t0:.0f} s; "
-                      f"load for {args.minutes:g} min", flush=True)
+                print(
+                    f"dashboard preview: stack up after {time.monotonic() - t0:.0f} s; load for {args.minutes:g} min",
+                    flush=True,
+                )
                 drive_load(stack, http, sandbox.url)
                 counts = steady_load(stack, http, sandbox.url, args.minutes * 60)
             time.sleep(3)  # the last scrapes
             end = float(math.floor(time.time()))
-            print(f"dashboard preview: {counts.accepted} jobs accepted, {counts.refused} refused by the quota"
-                  + (f", unexpected answers {counts.errors}" if counts.errors else ""), flush=True)
+            print(
+                f"dashboard preview: {counts.accepted} jobs accepted, {counts.refused} refused by the quota"
+                + (f", unexpected answers {counts.errors}" if counts.errors else ""),
+                flush=True,
+            )
             variables["$__range"] = f"{int(end - start)}s"
             step = max(1.0, round((end - start) / 200))
             data, empty_targets, no_data_panels = {}, [], []

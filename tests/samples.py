@@ -50,10 +50,36 @@ def _espeak(text: str, voice: str, rate: int) -> tuple[int, ...]:
     """espeak-ng saying ``text``, as 16-bit mono samples at ``rate`` (sox resamples, undithered)."""
     with tempfile.TemporaryDirectory() as folder:
         path = f"{folder}/spoken.wav"
-        subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", path], input=text.encode(), check=True,
-                       capture_output=True, timeout=60)
-        raw = subprocess.run(["sox", "-q", "-D", path, "-r", str(rate), "-c", "1", "-b", "16", "-e", "signed-integer",
-                              "-t", "raw", "-L", "-"], check=True, capture_output=True, timeout=60).stdout
+        subprocess.run(
+            ["espeak-ng", "-v", voice, "-s", "150", "-w", path],
+            input=text.encode(),
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        raw = subprocess.run(
+            [
+                "sox",
+                "-q",
+                "-D",
+                path,
+                "-r",
+                str(rate),
+                "-c",
+                "1",
+                "-b",
+                "16",
+                "-e",
+                "signed-integer",
+                "-t",
+                "raw",
+                "-L",
+                "-",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        ).stdout
     return tuple(array("h", raw))
 
 
@@ -104,7 +130,9 @@ def encode_audio(wav: bytes, container: str, codec: str, rate: int, layout: str)
         if codec == "vorbis":
             stream.codec_context.options = {"strict": "experimental"}
         encoder_format = stream.codec_context.format.name
-        resampler = av.AudioResampler(format=encoder_format, layout=layout, rate=rate, frame_size=stream.codec_context.frame_size or None)
+        resampler = av.AudioResampler(
+            format=encoder_format, layout=layout, rate=rate, frame_size=stream.codec_context.frame_size or None
+        )
         for frame in source.decode(audio=0):
             frame.pts = None
             for converted in resampler.resample(frame):

@@ -143,7 +143,9 @@ def _progress(progress: Any) -> str:
     if "pages_done" in progress:
         return f"page {progress['pages_done']} of {progress.get('pages', '?')}"
     words = [str(progress["step"])] if isinstance(progress.get("step"), str) else []
-    words += [f"{k.replace('_', ' ')} {v}" for k, v in progress.items() if k != "step" and isinstance(v, int | float | str)]
+    words += [
+        f"{k.replace('_', ' ')} {v}" for k, v in progress.items() if k != "step" and isinstance(v, int | float | str)
+    ]
     return ", ".join(words)
 
 
@@ -162,8 +164,11 @@ def _follow(client: httpx.Client, job_id: str, timeout: float) -> dict:
     delay = 0.5
     while job is None or job.get("status") not in TERMINAL:
         if time.monotonic() > deadline:
-            raise CliError(f"job {job_id} had not ended after {timeout:g} s (still {job and job.get('status')}); "
-                           f"follow it with: unilingo job {job_id}", EXIT_TIMEOUT)
+            raise CliError(
+                f"job {job_id} had not ended after {timeout:g} s (still {job and job.get('status')}); "
+                f"follow it with: unilingo job {job_id}",
+                EXIT_TIMEOUT,
+            )
         job = _checked(client.get(f"/api/jobs/{job_id}"))
         show(job)
         if job.get("status") in TERMINAL:
@@ -180,7 +185,9 @@ def _stream(client: httpx.Client, job_id: str, deadline: float, show) -> dict | 
         # The server pings every 15 s: a read that waits longer means the stream is gone.
         read = max(0.1, min(30.0, deadline - time.monotonic()))
         try:
-            with connect_sse(client, "GET", f"/api/jobs/{job_id}/events", timeout=httpx.Timeout(10, read=read)) as events:
+            with connect_sse(
+                client, "GET", f"/api/jobs/{job_id}/events", timeout=httpx.Timeout(10, read=read)
+            ) as events:
                 if events.response.status_code != 200:
                     events.response.read()
                     _checked(events.response)  # 404 and the like are answers, not stream trouble
@@ -225,15 +232,22 @@ def _present(**fields) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="unilingo", description=__doc__.split("\n\n")[1].replace("\n", " "), epilog=EPILOG,
+        prog="unilingo",
+        description=__doc__.split("\n\n")[1].replace("\n", " "),
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--api", help="the API's base URL (default: UNILINGO_API, else the local stack)")
-    parser.add_argument("--user", default=os.environ.get("UNILINGO_USER", DEFAULT_USER),
-                        help=f"the user a local token is minted for (default: {DEFAULT_USER})")
+    parser.add_argument(
+        "--user",
+        default=os.environ.get("UNILINGO_USER", DEFAULT_USER),
+        help=f"the user a local token is minted for (default: {DEFAULT_USER})",
+    )
     parser.add_argument("--admin", action="store_true", help="mint the local token with the admin role")
     parser.add_argument("--no-wait", action="store_true", help="print the accepted job and return at once")
-    parser.add_argument("--timeout", type=float, default=300, help="seconds to follow a job before giving up (default 300)")
+    parser.add_argument(
+        "--timeout", type=float, default=300, help="seconds to follow a job before giving up (default 300)"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, text: str) -> argparse.ArgumentParser:
@@ -271,8 +285,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("policy", "Show, set or reset provider policy in Redis (admin; the operator does this in a cluster).")
     p.add_argument("action", choices=["show", "set", "reset"])
     p.add_argument("provider", nargs="?", help="openai, azure-speech, azure-vision, aws-polly or storage")
-    p.add_argument("--set", dest="fields", action="append", default=[], metavar="FIELD=VALUE",
-                   help="camelCase policy field, e.g. requestsPerMinute=40 or breaker.openSeconds=30")
+    p.add_argument(
+        "--set",
+        dest="fields",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="camelCase policy field, e.g. requestsPerMinute=40 or breaker.openSeconds=30",
+    )
     return parser
 
 
@@ -286,17 +306,29 @@ def run(args) -> dict | list | None:
         body = _present(content=_text(args.content), count=args.count, subject=args.subject, language=args.language)
         return _submit(args, "/api/ai/generate-flashcards", json=body)
     if args.command == "lesson":
-        return _submit(args, "/api/ai/generate-lesson", json=_present(topic=args.topic, level=args.level, language=args.language))
+        return _submit(
+            args, "/api/ai/generate-lesson", json=_present(topic=args.topic, level=args.level, language=args.language)
+        )
     if args.command == "pronounce":
         name, data = _file(args.audio)
-        return _submit(args, "/api/pronunciation-assess", files={"audio": (name, data, "application/octet-stream")},
-                       data={"reference_text": args.reference_text, "language": args.language})
+        return _submit(
+            args,
+            "/api/pronunciation-assess",
+            files={"audio": (name, data, "application/octet-stream")},
+            data={"reference_text": args.reference_text, "language": args.language},
+        )
     if args.command == "ocr":
         name, data = _file(args.image)
-        return _submit(args, "/api/process-image", files={"image": (name, data, "application/octet-stream")},
-                       data=_present(language=args.language))
+        return _submit(
+            args,
+            "/api/process-image",
+            files={"image": (name, data, "application/octet-stream")},
+            data=_present(language=args.language),
+        )
     if args.command == "tts":
-        return _submit(args, "/api/audio/generate", json=_present(text=args.text, voice=args.voice, language=args.language))
+        return _submit(
+            args, "/api/audio/generate", json=_present(text=args.text, voice=args.voice, language=args.language)
+        )
     with _client(args) as client:
         if args.command == "job":
             return _checked(client.get(f"/api/jobs/{args.job_id}"))

@@ -28,8 +28,12 @@ def _sentinel_hosts(settings: Settings) -> list[tuple[str, int]]:
 
 
 def _sentinel_options(settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]:
-    master = {"db": settings.redis_db, "password": settings.redis_password, "username": settings.redis_username,
-              "ssl": settings.redis_tls}
+    master = {
+        "db": settings.redis_db,
+        "password": settings.redis_password,
+        "username": settings.redis_username,
+        "ssl": settings.redis_tls,
+    }
     sentinel = {"password": settings.redis_sentinel_password, "ssl": settings.redis_tls}
     return master, {k: v for k, v in sentinel.items() if v}
 

@@ -13,8 +13,10 @@ from __future__ import annotations
 import enum
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from datetime import UTC
+from typing import Any
 
 import orjson
 from pydantic import BaseModel
@@ -131,7 +133,9 @@ class Job(BaseModel):
             body["error"] = self.error.model_dump()
         if self.waiting is not None and self.status is JobStatus.QUEUED:
             body["waiting"] = {
-                "reason": self.waiting.reason, "provider": self.waiting.provider, "until": _iso(self.waiting.until),
+                "reason": self.waiting.reason,
+                "provider": self.waiting.provider,
+                "until": _iso(self.waiting.until),
             }
         body["cache_hit"] = self.cache_hit
         return body
@@ -142,9 +146,9 @@ class Job(BaseModel):
 
 
 def _iso(ts: float) -> str:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def uuid4_bytes() -> bytearray:
@@ -166,7 +170,9 @@ _JSON_FIELDS = ("params", "progress", "result", "error", "waiting")
 def decode_job(raw: dict[bytes, bytes] | dict[str, str]) -> Job | None:
     if not raw:
         return None
-    fields = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v) for k, v in raw.items()}
+    fields = {
+        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v) for k, v in raw.items()
+    }
     data: dict[str, Any] = {}
     for name, value in fields.items():
         if name in _JSON_FIELDS:
@@ -192,7 +198,9 @@ def decode_job(raw: dict[bytes, bytes] | dict[str, str]) -> Job | None:
 #       queue's tag index
 # ARGV: job_id, created_at, ttl, index_size, message, input bytes, fair-share weight (0: first
 #       come, first served), owner, job key prefix, fairness state ttl, then field/value pairs
-_CREATE = fairness.LUA + """
+_CREATE = (
+    fairness.LUA
+    + """
 if KEYS[3] ~= '' then
   local existing = redis.call('GET', KEYS[3])
   if existing then return {0, existing} end
@@ -217,12 +225,15 @@ else
 end
 return {1, ARGV[1]}
 """
+)
 
 # KEYS: job, leases, events channel. ARGV: job_id, now, lease_until, fairness key prefix
 # Returns {outcome, run_token, attempts}; outcome: 'claimed' | 'terminal' | 'busy' | 'missing'
 # (The queue's fairness keys are named from the job's queue: like promote's queue lists, they
 # are not declared in KEYS.)
-_CLAIM = fairness.LUA + """
+_CLAIM = (
+    fairness.LUA
+    + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {'missing', 0, 0} end
 local fair = redis.call('HMGET', KEYS[1], 'fair_tag', 'queue')
@@ -244,6 +255,7 @@ fair_claimed(ARGV[4], ARGV[1], fair[2], fair[1])
 redis.call('PUBLISH', KEYS[3], 'running')
 return {'claimed', token, attempts}
 """
+)
 
 # KEYS: job, events channel. ARGV: run_token, progress JSON, now
 _PROGRESS = """
@@ -328,7 +340,9 @@ return 'cancelled'
 # A member whose job is gone or no longer queued is dropped. The stored message is pushed
 # again as it was, so the job keeps its Celery task id.
 # KEYS: delayed zset. ARGV: now, limit, job key prefix, fairness key prefix
-_PROMOTE = fairness.LUA + """
+_PROMOTE = (
+    fairness.LUA
+    + """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 local moved = 0
 for _, id in ipairs(due) do
@@ -342,10 +356,13 @@ for _, id in ipairs(due) do
 end
 return moved
 """
+)
 
 # Running jobs whose lease lapsed: their worker died. Queue them again.
 # KEYS: leases. ARGV: now, limit, job key prefix, fairness key prefix
-_REQUEUE_STALLED = fairness.LUA + """
+_REQUEUE_STALLED = (
+    fairness.LUA
+    + """
 local stalled = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 local moved = 0
 for _, id in ipairs(stalled) do
@@ -362,6 +379,7 @@ for _, id in ipairs(stalled) do
 end
 return moved
 """
+)
 
 
 # Queued jobs whose message left the list without the job being claimed: a consumer that died
@@ -371,7 +389,9 @@ return moved
 # list, is queued again with its turn. A message still held by a live worker is delivered twice
 # at worst, and the claim lets only one run through. Index entries of jobs no longer queued go.
 # KEYS: queue list, queue's tag index. ARGV: job key prefix, now, grace seconds, how many
-_RESCUE_LOST = fairness.LUA + """
+_RESCUE_LOST = (
+    fairness.LUA
+    + """
 local moved = 0
 for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, tonumber(ARGV[4]) - 1)) do
   local f = redis.call('HMGET', ARGV[1] .. id, 'status', 'message', 'updated_at', 'fair_tag')
@@ -386,6 +406,7 @@ for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, tonumber(ARGV[4]) - 1)) do
 end
 return moved
 """
+)
 
 
 # A running job given back unfinished by a worker that is leaving: queued again at the head of
@@ -489,8 +510,19 @@ def _create_call(new: NewJob, ttl: int, index_size: int):
         keys.fair_queue(job.workload.queue),
         keys.fair_index(job.workload.queue),
     ]
-    args = [job.job_id, job.created_at, ttl, index_size, new.message, new.upload or b"",
-            new.fair_weight, job.owner, keys.job(""), fairness.STATE_TTL_SECONDS, *fields]
+    args = [
+        job.job_id,
+        job.created_at,
+        ttl,
+        index_size,
+        new.message,
+        new.upload or b"",
+        new.fair_weight,
+        job.owner,
+        keys.job(""),
+        fairness.STATE_TTL_SECONDS,
+        *fields,
+    ]
     return keys_, args
 
 
@@ -500,10 +532,24 @@ ACTIVITY_TTL_SECONDS = 24 * 3600  # a user's activity record expires a day after
 
 def _finish_args(job_id: str, run_token: int, status: JobStatus, **fields: Any):
     return (
-        [keys.job(job_id), keys.leases(), keys.job_events(job_id), keys.stats("counters"),
-         keys.webhook_outbox(), keys.webhook(job_id)],
-        [job_id, run_token, time.time(), status.value, WEBHOOK_DELIVERY_TTL, keys.activity(""), ACTIVITY_TTL_SECONDS,
-         *_flatten(fields)],
+        [
+            keys.job(job_id),
+            keys.leases(),
+            keys.job_events(job_id),
+            keys.stats("counters"),
+            keys.webhook_outbox(),
+            keys.webhook(job_id),
+        ],
+        [
+            job_id,
+            run_token,
+            time.time(),
+            status.value,
+            WEBHOOK_DELIVERY_TTL,
+            keys.activity(""),
+            ACTIVITY_TTL_SECONDS,
+            *_flatten(fields),
+        ],
     )
 
 
@@ -553,13 +599,18 @@ class JobStore:
 
     def heartbeat(self, job_id: str, run_token: int, lease_seconds: float) -> bool:
         return bool(
-            self._s.heartbeat(keys=[keys.job(job_id), keys.leases()], args=[job_id, run_token, time.time() + lease_seconds])
+            self._s.heartbeat(
+                keys=[keys.job(job_id), keys.leases()], args=[job_id, run_token, time.time() + lease_seconds]
+            )
         )
 
     def update_progress(self, job_id: str, run_token: int, progress: dict[str, Any]) -> bool:
         """Record progress; False (nothing written) when ``run_token`` is no longer the job's."""
-        return bool(self._s.progress(keys=[keys.job(job_id), keys.job_events(job_id)],
-                                     args=[run_token, orjson.dumps(progress), time.time()]))
+        return bool(
+            self._s.progress(
+                keys=[keys.job(job_id), keys.job_events(job_id)], args=[run_token, orjson.dumps(progress), time.time()]
+            )
+        )
 
     def succeed(self, job_id: str, run_token: int, result: dict[str, Any], cache_hit: bool = False) -> bool:
         """Complete the job (``_FINISH``): False when the run was fenced out, and nothing written."""
@@ -584,25 +635,35 @@ class JobStore:
 
     def hand_back(self, job_id: str, run_token: int) -> bool:
         """The worker is leaving: the job goes back to the head of its queue, attempt uncounted."""
-        return bool(self._s.hand_back(keys=[keys.job(job_id), keys.leases(), keys.job_events(job_id)],
-                                      args=[job_id, run_token, time.time()]))
+        return bool(
+            self._s.hand_back(
+                keys=[keys.job(job_id), keys.leases(), keys.job_events(job_id)], args=[job_id, run_token, time.time()]
+            )
+        )
 
     def cancel(self, job_id: str) -> str:
-        return _str(self._s.cancel(keys=[keys.job(job_id), keys.leases(), keys.job_events(job_id)], args=[job_id, time.time()]))
+        return _str(
+            self._s.cancel(keys=[keys.job(job_id), keys.leases(), keys.job_events(job_id)], args=[job_id, time.time()])
+        )
 
     def promote_due(self, limit: int = 100, now: float | None = None) -> int:
         """Queue again the delayed jobs (deferred or retrying) that are due."""
         now = time.time() if now is None else now
         moved = 0
         for delayed_key in self.client.smembers(keys.delayed_sets()):
-            moved += int(self._s.promote(keys=[_str(delayed_key)], args=[now, limit, keys.job(""), keys.fair_queue("")]))
+            moved += int(
+                self._s.promote(keys=[_str(delayed_key)], args=[now, limit, keys.job(""), keys.fair_queue("")])
+            )
         return moved
 
     def rescue_lost(self, queue: str, grace_seconds: float = 60.0, limit: int = 20, now: float | None = None) -> int:
         """Queue again the jobs whose message was taken off ``queue`` but never claimed."""
         now = time.time() if now is None else now
-        return int(self._s.rescue_lost(keys=[keys.queue_list(queue), keys.fair_index(queue)],
-                                       args=[keys.job(""), now, grace_seconds, limit]))
+        return int(
+            self._s.rescue_lost(
+                keys=[keys.queue_list(queue), keys.fair_index(queue)], args=[keys.job(""), now, grace_seconds, limit]
+            )
+        )
 
     def requeue_stalled(self, limit: int = 100, now: float | None = None) -> int:
         now = time.time() if now is None else now
@@ -636,11 +697,17 @@ class AsyncJobStore:
 
     async def cancel(self, job_id: str) -> str:
         return _str(
-            await self._s.cancel(keys=[keys.job(job_id), keys.leases(), keys.job_events(job_id)], args=[job_id, time.time()])
+            await self._s.cancel(
+                keys=[keys.job(job_id), keys.leases(), keys.job_events(job_id)], args=[job_id, time.time()]
+            )
         )
 
     async def page(
-        self, owner: str, limit: int, after: tuple[float, str] | None = None, accept: Callable[[Job], bool] | None = None
+        self,
+        owner: str,
+        limit: int,
+        after: tuple[float, str] | None = None,
+        accept: Callable[[Job], bool] | None = None,
     ) -> tuple[list[Job], tuple[float, str] | None]:
         """The owner's jobs newest first, after ``after`` (created at, job id), that ``accept``
         takes; and the position to continue from, None when the index has nothing further.

@@ -30,21 +30,22 @@ import math
 import random
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from functools import lru_cache
 from enum import StrEnum
+from functools import cache
 from typing import Any, NamedTuple
 
 from unilingo import keys
-from unilingo.settings import Settings
 from unilingo.policy import (
     DEFAULT_POLICIES,
     LIMITER_FIELDS,
     ProviderPolicy,
     default_policy,
 )
+from unilingo.settings import Settings
 
 # The settings' default (PROVIDER_WINDOW_MARGIN_SECONDS): one figure wherever a limiter is made.
 WINDOW_MARGIN_SECONDS: float = Settings.model_fields["provider_window_margin_seconds"].default
+
 
 class Outcome(StrEnum):
     """How a provider call ended (``release``)."""
@@ -176,7 +177,9 @@ end
 
 # ARGV from OP: random part of the lease id, tokens, holder.
 # Reply: {granted 0/1, lease id or reason, retry after ms, policy revision}.
-_ACQUIRE = _PRELUDE + """
+_ACQUIRE = (
+    _PRELUDE
+    + """
 local tokens, holder = tonumber(ARGV[OP + 1]), ARGV[OP + 2]
 local policy = live_policy()
 
@@ -288,12 +291,15 @@ if probe == 1 then
 end
 return {1, lease, 0, policy.revision}
 """
+)
 
 # ARGV from OP: lease id, outcome, actual tokens (-1: not reported), Retry-After ms (-1: none),
 # refund unused tokens 0/1, ms between grant and the call leaving the worker.
 # Reply: {lease was live 0/1, breaker state after, the failure counts against the job 0/1,
 #        ms until the provider is worth trying again}.
-_RELEASE = _PRELUDE + """
+_RELEASE = (
+    _PRELUDE
+    + """
 local lease, outcome = ARGV[OP], ARGV[OP + 1]
 local actual, retry_ms, refund = tonumber(ARGV[OP + 2]), tonumber(ARGV[OP + 3]), ARGV[OP + 4] == '1'
 local sent_after = tonumber(ARGV[OP + 5])
@@ -380,9 +386,12 @@ if breaker == 'open' then
 end
 return {(expiry and expiry > now) and 1 or 0, breaker, counts, wait_ms}
 """
+)
 
 # ARGV from OP: lease id. Reply: 1 if the lease was live and now runs LEASE ms from now.
-_RENEW = _PRELUDE + """
+_RENEW = (
+    _PRELUDE
+    + """
 local lease = ARGV[OP]
 local expiry = tonumber(redis.call('ZSCORE', KEYS[4], lease))
 if not expiry or expiry <= now then
@@ -393,10 +402,13 @@ redis.call('ZADD', KEYS[4], 'XX', renewed, lease)
 redis.call('ZADD', KEYS[5], 'XX', renewed, lease)  -- a probe stays a probe
 return 1
 """
+)
 
 # Read-only. Reply: {revision, document or nil, now, requests in window, tokens in window,
 # in flight, probes in flight, breaker state, failures, opened_at or -1, trips, paused until}.
-_STATUS = _PRELUDE + """
+_STATUS = (
+    _PRELUDE
+    + """
 local policy = live_policy()
 local state = load_state()
 local horizon = now - WINDOW
@@ -409,6 +421,7 @@ return {
   state.breaker, state.failures, state.opened_at or -1, state.trips, state.paused_until,
 }
 """
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -488,7 +501,7 @@ def _seconds(ms: Any) -> float:
 _DEFAULT_ARGS = {p: list(policy.limiter_fields().values()) for p, policy in DEFAULT_POLICIES.items()}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _provider_keys(provider: str) -> tuple[str, ...]:
     return (keys.policy(provider), *(keys.limiter(provider, part) for part in _PARTS))
 

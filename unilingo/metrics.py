@@ -35,7 +35,8 @@ import os
 import re
 import threading
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
@@ -165,16 +166,12 @@ HTTP_DURATION = Histogram(
     buckets=HTTP_BUCKETS,
 )
 JOBS_SUBMITTED = Counter("unilingo_jobs_submitted_total", "Jobs accepted and queued by the API", ["type"])
-QUOTA_REJECTIONS = Counter(
-    "unilingo_quota_rejections_total", "Requests refused with 429 by a client quota", ["scope"]
-)
+QUOTA_REJECTIONS = Counter("unilingo_quota_rejections_total", "Requests refused with 429 by a client quota", ["scope"])
 
 # Workers (workers.runner, workers.housekeeping); cancellations are counted by the API.
 JOBS_STARTED = Counter("unilingo_jobs_started_total", "Job runs started by a worker (each attempt)", ["type"])
 JOBS = Counter("unilingo_jobs_total", "Job runs by how they ended (outcome)", ["type", "outcome"])
-JOBS_RUNNING = Gauge(
-    "unilingo_jobs_running", "Jobs running now in this worker", ["type"], multiprocess_mode="livesum"
-)
+JOBS_RUNNING = Gauge("unilingo_jobs_running", "Jobs running now in this worker", ["type"], multiprocess_mode="livesum")
 JOB_QUEUE_WAIT = Histogram(
     "unilingo_job_queue_wait_seconds",
     "From submission to the start of the run that ended the job (queue, deferrals, retries)",
@@ -182,17 +179,19 @@ JOB_QUEUE_WAIT = Histogram(
     buckets=WAIT_BUCKETS,
 )
 JOB_RUN = Histogram(
-    "unilingo_job_run_seconds", "Duration of the run that ended the job (succeeded or failed)", ["type"],
+    "unilingo_job_run_seconds",
+    "Duration of the run that ended the job (succeeded or failed)",
+    ["type"],
     buckets=RUN_BUCKETS,
 )
 JOBS_RECOVERED = Counter(
     "unilingo_jobs_recovered_total", "Running jobs queued again because their worker's lease lapsed", ["reason"]
 )
-PROVIDER_CALLS = Counter(
-    "unilingo_provider_calls_total", "Provider calls by how they ended", ["provider", "outcome"]
-)
+PROVIDER_CALLS = Counter("unilingo_provider_calls_total", "Provider calls by how they ended", ["provider", "outcome"])
 PROVIDER_DURATION = Histogram(
-    "unilingo_provider_call_duration_seconds", "Provider call latency", ["provider", "outcome"],
+    "unilingo_provider_call_duration_seconds",
+    "Provider call latency",
+    ["provider", "outcome"],
     buckets=CALL_BUCKETS,
 )
 PROVIDER_TOKENS = Counter(
@@ -212,7 +211,9 @@ CACHE_MISSES = Counter("unilingo_cache_misses_total", "Jobs answered by a provid
 SCRAPE_GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
     "unilingo_queue_depth": ("Jobs waiting in the queue's Redis list (LLEN; what KEDA scales on)", ("queue",)),
     "unilingo_queue_oldest_age_seconds": (
-        "Seconds since the submission of the oldest job waiting in the queue (0 when empty)", ("queue",)),
+        "Seconds since the submission of the oldest job waiting in the queue (0 when empty)",
+        ("queue",),
+    ),
     "unilingo_jobs_deferred": ("Jobs waiting in Redis for a provider permit", ("provider",)),
     "unilingo_jobs_retry_scheduled": ("Jobs waiting out a retry backoff", ()),
     "unilingo_workers_alive": ("Workers consuming the queue whose heartbeat is under 30 s old", ("queue",)),
@@ -341,17 +342,25 @@ class Totals:
             self._counters, self._users = {}, {}
         if not counters and not users:
             return []
-        head: list[Any] = [int(time.time()), ACTIVITY_TTL_SECONDS, ACTIVITY_MAX_USERS, keys.activity(""), ACTIVITY_MINUTES]
+        head: list[Any] = [
+            int(time.time()),
+            ACTIVITY_TTL_SECONDS,
+            ACTIVITY_MAX_USERS,
+            keys.activity(""),
+            ACTIVITY_MINUTES,
+        ]
         script_keys = [keys.stats("counters"), keys.activity_users()]
         first: list[Any] = [*head, len(counters)]
         for field, amount in counters.items():
             first.extend((field, repr(float(amount))))
-        entries = [(user_id, submitted, quota_hits, failed) for user_id, (submitted, quota_hits, failed) in users.items()]
+        entries = [
+            (user_id, submitted, quota_hits, failed) for user_id, (submitted, quota_hits, failed) in users.items()
+        ]
         size = users_per_call or max(1, len(entries))
         calls = []
         for start in range(0, max(1, len(entries)), size):
             args = first if start == 0 else [*head, 0]
-            for entry in entries[start:start + size]:
+            for entry in entries[start : start + size]:
                 args.extend(entry)
             calls.append((script_keys, args))
         return calls
@@ -415,9 +424,7 @@ def job_started(job_type: str) -> None:
     TOTALS.add(f"started:{job_type}")
 
 
-def job_ended(
-    job_type: str, outcome: str, run_seconds: float, wait_seconds: float | None = None
-) -> None:
+def job_ended(job_type: str, outcome: str, run_seconds: float, wait_seconds: float | None = None) -> None:
     """A run ended (``JOB_OUTCOMES``); ``wait_seconds`` is given when the job itself ended."""
     JOBS_RUNNING.labels(job_type).dec()
     JOBS.labels(job_type, outcome).inc()
@@ -501,4 +508,3 @@ def init_worker_series(queues: Iterable[str]) -> None:
         for outcome in PERMIT_OUTCOMES:
             PERMITS.labels(provider, outcome)
         PROVIDER_TOKENS.labels(provider)
-

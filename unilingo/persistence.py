@@ -128,7 +128,9 @@ def persist(job: Job, result: dict[str, Any], usage: dict[str, int] | None = Non
     return True
 
 
-def write(conn: psycopg.Connection, job: Job, result: dict[str, Any], usage: dict[str, int], cache_hit: bool = False) -> None:
+def write(
+    conn: psycopg.Connection, job: Job, result: dict[str, Any], usage: dict[str, int], cache_hit: bool = False
+) -> None:
     with conn.transaction():
         conn.execute(
             "INSERT INTO users (id) VALUES (%s) ON CONFLICT (id) DO UPDATE SET last_seen_at = now()", (job.owner,)
@@ -149,10 +151,16 @@ def _lesson(conn: psycopg.Connection, job: Job, result: dict, cache_hit: bool) -
         "INSERT INTO esp_lessons (job_id, user_id, topic, level, language, title, objectives, sections, exercises, cache_hit)"
         " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (job_id) DO NOTHING RETURNING id",
         (
-            job.job_id, job.owner, params.get("topic") or result.get("title") or "", params.get("level"),
-            params.get("language"), result.get("title") or params.get("topic") or "",
-            Jsonb(result.get("objectives") or []), Jsonb(result.get("sections") or []),
-            Jsonb(result.get("exercises") or []), cache_hit,
+            job.job_id,
+            job.owner,
+            params.get("topic") or result.get("title") or "",
+            params.get("level"),
+            params.get("language"),
+            result.get("title") or params.get("topic") or "",
+            Jsonb(result.get("objectives") or []),
+            Jsonb(result.get("sections") or []),
+            Jsonb(result.get("exercises") or []),
+            cache_hit,
         ),
     ).fetchone()
     if row is None:
@@ -171,7 +179,15 @@ def _flashcards(conn: psycopg.Connection, job: Job, result: dict, cache_hit: boo
     conn.execute(
         "INSERT INTO flashcard_sets (job_id, user_id, subject, language, cards, card_count, cache_hit)"
         " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (job_id) DO NOTHING",
-        (job.job_id, job.owner, job.params.get("subject"), job.params.get("language"), Jsonb(cards), len(cards), cache_hit),
+        (
+            job.job_id,
+            job.owner,
+            job.params.get("subject"),
+            job.params.get("language"),
+            Jsonb(cards),
+            len(cards),
+            cache_hit,
+        ),
     )
 
 
@@ -181,9 +197,17 @@ def _audio(conn: psycopg.Connection, job: Job, result: dict, cache_hit: bool) ->
         " content_type, characters, cache_hit) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
         " ON CONFLICT (job_id) DO NOTHING",
         (
-            job.job_id, job.owner, job.params.get("text") or "", result.get("language"), result.get("voice"),
-            result.get("bucket") or "", result.get("key") or "", result.get("audio_url"), result.get("content_type"),
-            result.get("characters"), cache_hit,
+            job.job_id,
+            job.owner,
+            job.params.get("text") or "",
+            result.get("language"),
+            result.get("voice"),
+            result.get("bucket") or "",
+            result.get("key") or "",
+            result.get("audio_url"),
+            result.get("content_type"),
+            result.get("characters"),
+            cache_hit,
         ),
     )
 

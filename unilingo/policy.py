@@ -52,10 +52,15 @@ class BreakerPolicy(_Document):
         5, ge=1, le=1000, description="Consecutive failed calls that open the breaker (Unilingo v1: 5)."
     )
     open_seconds: float = Field(
-        60.0, ge=1, le=86_400, description="Seconds the breaker stays open before it lets probes through (Unilingo v1: 60)."
+        60.0,
+        ge=1,
+        le=86_400,
+        description="Seconds the breaker stays open before it lets probes through (Unilingo v1: 60).",
     )
     half_open_probes: int = Field(
-        1, ge=1, le=1000,
+        1,
+        ge=1,
+        le=1000,
         description="Calls let through at once while half-open; that many successes close the breaker, "
         "one failure opens it again.",
     )
@@ -66,7 +71,9 @@ class RetryPolicy(_Document):
 
     attempts: int = Field(3, ge=1, le=20, description="Tries per call, the first one included.")
     backoff_seconds: float = Field(
-        1.0, ge=0, le=3600,
+        1.0,
+        ge=0,
+        le=3600,
         description="First backoff; doubles each try. Also how long a 429 without Retry-After pauses the provider.",
     )
     max_backoff_seconds: float = Field(30.0, ge=0, le=86_400, description="Ceiling of the backoff.")
@@ -139,20 +146,28 @@ class ProviderPolicy(_Document):
 
     provider: Provider = Field(description="The provider these limits apply to.")
     requests_per_minute: int = Field(
-        default_factory=_v1_figure("requests_per_minute", 0), ge=0, le=1_000_000,
+        default_factory=_v1_figure("requests_per_minute", 0),
+        ge=0,
+        le=1_000_000,
         description="Calls admitted in any rolling 60 s, across all workers; 0 = not metered.",
     )
     tokens_per_minute: int = Field(
-        default_factory=_v1_figure("tokens_per_minute", 0), ge=0, le=100_000_000,
+        default_factory=_v1_figure("tokens_per_minute", 0),
+        ge=0,
+        le=100_000_000,
         description="Tokens admitted in any rolling 60 s (estimated before a call, reconciled after); 0 = not metered.",
     )
     burst: int = Field(
-        default_factory=_default_burst, ge=1, le=1_000_000,
+        default_factory=_default_burst,
+        ge=1,
+        le=1_000_000,
         description="Calls that may start back to back; beyond that calls are spread so that at most burst "
         "start in any burst/requestsPerMinute minutes. At most requestsPerMinute.",
     )
     max_in_flight: int = Field(
-        default_factory=_v1_figure("max_in_flight", 1), ge=1, le=100_000,
+        default_factory=_v1_figure("max_in_flight", 1),
+        ge=1,
+        le=100_000,
         description="Calls in progress at once, across all workers (a distributed semaphore).",
     )
     breaker: BreakerPolicy = BreakerPolicy()

@@ -31,7 +31,10 @@ class _View(BaseModel):
 
 
 Usage = dict[str, int]
-_USAGE = Field(default_factory=dict, description="Provider units this job used: OpenAI tokens, Polly characters (empty on a cache hit)")
+_USAGE = Field(
+    default_factory=dict,
+    description="Provider units this job used: OpenAI tokens, Polly characters (empty on a cache hit)",
+)
 
 
 class SavedRef(_View):
@@ -148,7 +151,9 @@ class AssessedWord(_View):
     error_type: ErrorType = "None"
     offset_s: float = 0.0
     duration_s: float = 0.0
-    phonemes: list[Phoneme] = Field(default_factory=list, description="Empty for an omitted word or without phoneme granularity")
+    phonemes: list[Phoneme] = Field(
+        default_factory=list, description="Empty for an omitted word or without phoneme granularity"
+    )
 
 
 class WordError(_View):
@@ -175,7 +180,9 @@ class PronunciationResult(_View):
     errors: list[WordError] = Field(default_factory=list)
     error_counts: dict[str, int] = Field(default_factory=dict, description="Words per error type")
     audio_seconds: float = 0.0
-    audio_codec: str = Field("", description="What the recording was encoded with: aac, opus, vorbis, mp3, flac, pcm_s16le, ...")
+    audio_codec: str = Field(
+        "", description="What the recording was encoded with: aac, opus, vorbis, mp3, flac, pcm_s16le, ..."
+    )
     upload: UploadInfo = Field(default_factory=UploadInfo)
     usage: Usage = _USAGE
 
@@ -190,7 +197,9 @@ class PronunciationProgress(_View):
 
 class OcrWord(_View):
     text: str
-    bounding_box: list[float] = Field(default_factory=list, description="x,y of the four corners, clockwise from top-left")
+    bounding_box: list[float] = Field(
+        default_factory=list, description="x,y of the four corners, clockwise from top-left"
+    )
     confidence: float | None = None
 
 
@@ -252,8 +261,10 @@ class PdfProgress(_View):
 
 
 class TtsResult(_View):
-    audio_url: str = Field(description="A presigned URL a phone can open until `expires_at`; "
-                           "`GET /api/audio-lessons/{id}` hands out a fresh one")
+    audio_url: str = Field(
+        description="A presigned URL a phone can open until `expires_at`; "
+        "`GET /api/audio-lessons/{id}` hands out a fresh one"
+    )
     expires_at: int = Field(description="Unix time")
     voice: str
     language: str

@@ -20,7 +20,11 @@ from unilingo import paging, results, storage
 from unilingo.settings import Settings
 
 Kind = Literal["lesson", "flashcard_set", "audio_lesson"]
-ROUTES: dict[str, str] = {"lesson": "/api/lessons", "flashcard_set": "/api/flashcard-sets", "audio_lesson": "/api/audio-lessons"}
+ROUTES: dict[str, str] = {
+    "lesson": "/api/lessons",
+    "flashcard_set": "/api/flashcard-sets",
+    "audio_lesson": "/api/audio-lessons",
+}
 SAVED_BY_JOB_TYPE: dict[str, Kind] = {"lesson": "lesson", "flashcards": "flashcard_set", "tts": "audio_lesson"}
 
 
@@ -59,7 +63,9 @@ class SavedAudioLesson(_Saved):
     text: str
     language: str | None = None
     voice: str | None = None
-    audio_url: str = Field(description="A presigned URL, fresh with each answer, that a phone can open until `expires_at`")
+    audio_url: str = Field(
+        description="A presigned URL, fresh with each answer, that a phone can open until `expires_at`"
+    )
     expires_at: int = Field(description="Unix time")
     content_type: str | None = None
     characters: int | None = None
@@ -89,8 +95,9 @@ _CREATED_US = "(extract(epoch FROM created_at) * 1000000)::bigint AS created_us"
 _AFTER = "AND (created_at, job_id) < ('epoch'::timestamptz + %s * interval '1 microsecond', %s)"
 
 
-async def _rows(conn, table: str, columns: str, user_id: str, limit: int, after: paging.Position | None,
-                job_id: str | None = None) -> list[dict[str, Any]]:
+async def _rows(
+    conn, table: str, columns: str, user_id: str, limit: int, after: paging.Position | None, job_id: str | None = None
+) -> list[dict[str, Any]]:
     sql = f"SELECT {columns}, job_id, created_at, {_CREATED_US} FROM {table} WHERE user_id = %s"
     args: list[Any] = [user_id]
     if job_id is not None:
@@ -115,10 +122,18 @@ def _page(rows: list[dict[str, Any]], limit: int) -> tuple[list[dict[str, Any]],
 
 
 async def lessons(conn, user_id: str, limit: int, after: paging.Position | None = None, job_id: str | None = None):
-    rows, position = _page(await _rows(
-        conn, "esp_lessons", "id AS lesson_id, topic, level, language, title, objectives, sections, exercises",
-        user_id, limit + 1, after, job_id,
-    ), limit)
+    rows, position = _page(
+        await _rows(
+            conn,
+            "esp_lessons",
+            "id AS lesson_id, topic, level, language, title, objectives, sections, exercises",
+            user_id,
+            limit + 1,
+            after,
+            job_id,
+        ),
+        limit,
+    )
     vocabulary: dict[int, list[dict[str, Any]]] = {row["lesson_id"]: [] for row in rows}
     if rows:
         cursor = await conn.execute(
@@ -129,39 +144,85 @@ async def lessons(conn, user_id: str, limit: int, after: paging.Position | None 
             vocabulary[lesson_id].append({"term": term, "translation": translation, "example": example})
     items = [
         SavedLesson(
-            id=row["job_id"], created_at=_iso(row["created_at"]), topic=row["topic"], level=row["level"],
-            language=row["language"], title=row["title"], objectives=row["objectives"] or [],
-            sections=row["sections"] or [], exercises=row["exercises"] or [], vocabulary=vocabulary[row["lesson_id"]],
+            id=row["job_id"],
+            created_at=_iso(row["created_at"]),
+            topic=row["topic"],
+            level=row["level"],
+            language=row["language"],
+            title=row["title"],
+            objectives=row["objectives"] or [],
+            sections=row["sections"] or [],
+            exercises=row["exercises"] or [],
+            vocabulary=vocabulary[row["lesson_id"]],
         )
         for row in rows
     ]
     return items, position
 
 
-async def flashcard_sets(conn, user_id: str, limit: int, after: paging.Position | None = None, job_id: str | None = None):
-    rows, position = _page(await _rows(
-        conn, "flashcard_sets", "subject, language, cards, card_count", user_id, limit + 1, after, job_id,
-    ), limit)
+async def flashcard_sets(
+    conn, user_id: str, limit: int, after: paging.Position | None = None, job_id: str | None = None
+):
+    rows, position = _page(
+        await _rows(
+            conn,
+            "flashcard_sets",
+            "subject, language, cards, card_count",
+            user_id,
+            limit + 1,
+            after,
+            job_id,
+        ),
+        limit,
+    )
     items = [
-        SavedFlashcardSet(id=row["job_id"], created_at=_iso(row["created_at"]), subject=row["subject"],
-                          language=row["language"], cards=row["cards"] or [], card_count=row["card_count"])
+        SavedFlashcardSet(
+            id=row["job_id"],
+            created_at=_iso(row["created_at"]),
+            subject=row["subject"],
+            language=row["language"],
+            cards=row["cards"] or [],
+            card_count=row["card_count"],
+        )
         for row in rows
     ]
     return items, position
 
 
-async def audio_lessons(conn, user_id: str, limit: int, after: paging.Position | None = None, job_id: str | None = None,
-                        settings: Settings | None = None):
-    rows, position = _page(await _rows(
-        conn, "audio_lessons", "text, language, voice, storage_bucket, storage_key, content_type, characters",
-        user_id, limit + 1, after, job_id,
-    ), limit)
+async def audio_lessons(
+    conn,
+    user_id: str,
+    limit: int,
+    after: paging.Position | None = None,
+    job_id: str | None = None,
+    settings: Settings | None = None,
+):
+    rows, position = _page(
+        await _rows(
+            conn,
+            "audio_lessons",
+            "text, language, voice, storage_bucket, storage_key, content_type, characters",
+            user_id,
+            limit + 1,
+            after,
+            job_id,
+        ),
+        limit,
+    )
     items = []
     for row in rows:
         url, expires_at = storage.presigned_get(row["storage_bucket"], row["storage_key"], settings)
-        items.append(SavedAudioLesson(
-            id=row["job_id"], created_at=_iso(row["created_at"]), text=row["text"], language=row["language"],
-            voice=row["voice"], audio_url=url, expires_at=expires_at, content_type=row["content_type"],
-            characters=row["characters"],
-        ))
+        items.append(
+            SavedAudioLesson(
+                id=row["job_id"],
+                created_at=_iso(row["created_at"]),
+                text=row["text"],
+                language=row["language"],
+                voice=row["voice"],
+                audio_url=url,
+                expires_at=expires_at,
+                content_type=row["content_type"],
+                characters=row["characters"],
+            )
+        )
     return items, position

@@ -129,7 +129,7 @@ class Settings(BaseSettings):
     openai_max_output_tokens: int = 1500
 
     @model_validator(mode="after")
-    def _no_development_secrets_in_production(self) -> "Settings":
+    def _no_development_secrets_in_production(self) -> Settings:
         if self.unilingo_env == "production":
             if self.supabase_jwt_secret == DEV_JWT_SECRET and not self.supabase_jwks_url:
                 raise ValueError("UNILINGO_ENV=production needs SUPABASE_JWT_SECRET or SUPABASE_JWKS_URL")

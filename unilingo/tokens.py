@@ -62,7 +62,9 @@ def mint(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m unilingo.tokens", description="Print a bearer token for the local stack.")
+    parser = argparse.ArgumentParser(
+        prog="python -m unilingo.tokens", description="Print a bearer token for the local stack."
+    )
     parser.add_argument("--user", required=True, help="the user id (the token's sub claim)")
     parser.add_argument("--admin", action="store_true", help="add the admin role (app_metadata.role=admin)")
     parser.add_argument("--tier", help="the caller's tier (app_metadata.tier), e.g. premium")

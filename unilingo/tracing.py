@@ -34,8 +34,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +91,10 @@ def setup(service_name: str) -> bool:
             _decided = True
             return False
         from opentelemetry import trace
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         protocol = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
         if protocol and protocol != "http/protobuf":
@@ -231,7 +232,9 @@ def _processing(carrier: dict[str, str] | None, job_id: str, job_type: str, queu
 
     parent = propagate.extract(carrier or {})
     attributes = _job_attributes(job_id, job_type, queue, "process")
-    with _tracer().start_as_current_span(f"process {queue}", context=parent, kind=_kind("consumer"), attributes=attributes) as current:
+    with _tracer().start_as_current_span(
+        f"process {queue}", context=parent, kind=_kind("consumer"), attributes=attributes
+    ) as current:
         yield current
 
 
@@ -270,8 +273,11 @@ def provider_call(permit: Any, provider: str, tokens: int) -> Iterator[Any]:
     """
     attributes = {"unilingo.provider": provider, "unilingo.provider.tokens_requested": tokens}
     with _tracer().start_as_current_span(
-        f"provider_call {provider}", kind=_kind("internal"), attributes=attributes,
-        record_exception=False, set_status_on_exception=False,
+        f"provider_call {provider}",
+        kind=_kind("internal"),
+        attributes=attributes,
+        record_exception=False,
+        set_status_on_exception=False,
     ) as current:
         handle = None
         try:

@@ -163,7 +163,9 @@ def check_target(url: str, allow_private: bool = False) -> Target:
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except (socket.gaierror, UnicodeError, OSError) as exc:
-            raise WebhookTargetError("webhook_unresolvable", f"the webhook host {host!r} does not resolve ({exc})") from None
+            raise WebhookTargetError(
+                "webhook_unresolvable", f"the webhook host {host!r} does not resolve ({exc})"
+            ) from None
         addresses = []
         for info in infos:
             try:
@@ -182,7 +184,13 @@ def check_target(url: str, allow_private: bool = False) -> Target:
                     "webhook_target_refused",
                     f"the webhook host {host!r} resolves to {ip}, {reason}; only public addresses are allowed",
                 )
-    return Target(url=urlunsplit(parts), scheme=parts.scheme.lower(), host=host, port=port, addresses=tuple(str(a) for a in addresses))
+    return Target(
+        url=urlunsplit(parts),
+        scheme=parts.scheme.lower(),
+        host=host,
+        port=port,
+        addresses=tuple(str(a) for a in addresses),
+    )
 
 
 # --- signatures ----------------------------------------------------------------------------
@@ -341,8 +349,9 @@ async def _pinned_request(target: Target, body: bytes, headers: dict[str, str], 
     """
     urls, host, extensions, auth = _pinned_urls(target)
     last_error: httpx.HTTPError | None = None
-    async with httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False,
-                                 limits=httpx.Limits(max_keepalive_connections=0)) as http:
+    async with httpx.AsyncClient(
+        timeout=timeout, follow_redirects=False, trust_env=False, limits=httpx.Limits(max_keepalive_connections=0)
+    ) as http:
         for url in urls:
             try:
                 return await http.post(url, content=body, headers={**headers, **host}, extensions=extensions, auth=auth)
@@ -436,7 +445,18 @@ async def deliver_due_async(client, settings, limit: int | None = None, now: flo
         elif settle == "dead":
             log.warning("webhook for job %s given up after %s attempts (%s)", job_id, attempt, error)
         _eval(
-            client, _SETTLE, 3, keys.webhook_outbox(), keys.webhook(delivery_id), keys.webhook_dead(),
-            delivery_id, attempt, settle, due, error, dead, DEAD_LETTERS_KEPT,
+            client,
+            _SETTLE,
+            3,
+            keys.webhook_outbox(),
+            keys.webhook(delivery_id),
+            keys.webhook_dead(),
+            delivery_id,
+            attempt,
+            settle,
+            due,
+            error,
+            dead,
+            DEAD_LETTERS_KEPT,
         )
     return len(entries)

@@ -13,10 +13,14 @@ def main() -> None:
     app.worker_main(
         [
             "worker",
-            "--queues", queues,
-            "--concurrency", str(settings.worker_concurrency),
-            "--hostname", f"{queues.replace(',', '-')}@{socket.gethostname()}-{os.getpid()}",
-            "--loglevel", settings.worker_log_level,
+            "--queues",
+            queues,
+            "--concurrency",
+            str(settings.worker_concurrency),
+            "--hostname",
+            f"{queues.replace(',', '-')}@{socket.gethostname()}-{os.getpid()}",
+            "--loglevel",
+            settings.worker_log_level,
             "--without-gossip",
             "--without-mingle",
         ]

@@ -47,6 +47,6 @@ app.conf.update(
 errors_reporting.setup("worker")
 
 # The housekeeping loop runs in every worker's main process.
-import workers.housekeeping  # noqa: E402,F401
 # Past WORKER_DRAIN_SECONDS of a warm shutdown, running jobs are handed back.
 import workers.drain  # noqa: E402,F401
+import workers.housekeeping  # noqa: E402,F401

@@ -51,8 +51,11 @@ def _start_drain_clock(how: str = "", **_) -> None:
 
 def hand_back_running_jobs() -> None:
     pids = list((_pool.info if _pool is not None else {}).get("processes", []))
-    log.warning("drain time (%ss) is up: handing back the jobs still running in %d pool processes",
-                get_settings().worker_drain_seconds, len(pids))
+    log.warning(
+        "drain time (%ss) is up: handing back the jobs still running in %d pool processes",
+        get_settings().worker_drain_seconds,
+        len(pids),
+    )
     for pid in pids:
         try:
             os.kill(pid, HAND_BACK_SIGNAL)

@@ -33,8 +33,8 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import redis
 from celery import signals
@@ -187,8 +187,14 @@ def cache_lookup(job, hit: bool) -> None:
         metrics.cache_lookup(job.type.value, hit)
 
 
-_OUTCOMES = {"succeeded": "succeeded", "failed": "failed", "deferred": "deferred", "retrying": "retried",
-             "stale": "stale", "handed_back": "handed_back"}
+_OUTCOMES = {
+    "succeeded": "succeeded",
+    "failed": "failed",
+    "deferred": "deferred",
+    "retrying": "retried",
+    "stale": "stale",
+    "handed_back": "handed_back",
+}
 
 
 def run_ended(client, run: Run, outcome: str) -> None:
@@ -201,7 +207,9 @@ def run_ended(client, run: Run, outcome: str) -> None:
     label = "stale" if sys.exc_info()[0] is not None else _OUTCOMES.get(outcome, "stale")
     try:
         metrics.job_ended(
-            job.type.value, label, time.perf_counter() - run.started,
+            job.type.value,
+            label,
+            time.perf_counter() - run.started,
             wait_seconds=run.wall_started - job.created_at,
         )
         metrics.TOTALS.flush(client)
@@ -258,4 +266,3 @@ def leave(client, worker_name: str, queues: list[str]) -> None:
     for queue in queues:
         pipe.zrem(keys.workers_of_queue(queue), worker_name)
     pipe.execute()
-

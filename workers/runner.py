@@ -10,9 +10,10 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import redis
 from celery.exceptions import SoftTimeLimitExceeded
@@ -96,7 +97,9 @@ class JobContext:
         parts = dict((self.job.progress or {}).get("parts") or {})
         if name not in parts:
             parts[name] = compute()
-            self.job = self.job.model_copy(update={"progress": {"step": name, "steps_done": len(parts), "steps": of, "parts": parts}})
+            self.job = self.job.model_copy(
+                update={"progress": {"step": name, "steps_done": len(parts), "steps": of, "parts": parts}}
+            )
             self.progress(**self.job.progress)
         return parts[name]
 
@@ -106,7 +109,7 @@ class JobContext:
         return tracing.provider_call(permit, provider, tokens) if tracing.ENABLED else permit
 
     @contextmanager
-    def _permit(self, provider: str, tokens: int = 0) -> Iterator["PermitHandle"]:
+    def _permit(self, provider: str, tokens: int = 0) -> Iterator[PermitHandle]:
         """Hold a permit for one provider call; defer the job when none is granted.
 
         The handler reports ``handle.tokens_used`` when the provider says; the permit is
@@ -123,7 +126,9 @@ class JobContext:
             with worker_metrics.provider_call(provider, handle):  # latency and outcome
                 yield handle
         except Throttled as exc:
-            self.limiter.release(provider, decision.lease_id, "throttled", retry_after=exc.retry_after, sent_after=handle.sent_after)
+            self.limiter.release(
+                provider, decision.lease_id, "throttled", retry_after=exc.retry_after, sent_after=handle.sent_after
+            )
             raise
         except TransientError as exc:
             released = self.limiter.release(provider, decision.lease_id, "failure", sent_after=handle.sent_after)
@@ -135,10 +140,14 @@ class JobContext:
             raise
         except BaseException:
             # Bad input and our own bugs say nothing about the provider's health.
-            self.limiter.release(provider, decision.lease_id, "success", actual_tokens=handle.tokens_used, sent_after=handle.sent_after)
+            self.limiter.release(
+                provider, decision.lease_id, "success", actual_tokens=handle.tokens_used, sent_after=handle.sent_after
+            )
             raise
         else:
-            self.limiter.release(provider, decision.lease_id, "success", actual_tokens=handle.tokens_used, sent_after=handle.sent_after)
+            self.limiter.release(
+                provider, decision.lease_id, "success", actual_tokens=handle.tokens_used, sent_after=handle.sent_after
+            )
             if handle.tokens_used:
                 self.usage[provider] = self.usage.get(provider, 0) + handle.tokens_used
         finally:

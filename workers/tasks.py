@@ -28,8 +28,10 @@ def _register(job_type: JobType, handler) -> None:
     def task(self, job_id: str) -> str:
         # The run is a child of the submit's span (traceparent in the message headers);
         # what it reports to Sentry carries its job. Both no-ops when not configured.
-        with tracing.processing(self.request, job_id, job_type.value, workload.queue) as span, \
-                errors_reporting.job_scope(job_id, job_type.value):
+        with (
+            tracing.processing(self.request, job_id, job_type.value, workload.queue) as span,
+            errors_reporting.job_scope(job_id, job_type.value),
+        ):
             outcome = run(job_id, handler)
             tracing.set_attributes(span, {"unilingo.job.outcome": outcome})
             return outcome

@@ -14,7 +14,10 @@ from workers.providers import polly
 def archive(ctx) -> dict:
     """Store the job's upload under ``uploads/<owner>/<job_id>`` (idempotent: a retry overwrites it)."""
     stored = polly.store(
-        ctx, f"uploads/{ctx.job.owner}/{ctx.job.job_id}", ctx.upload(), "application/octet-stream",
+        ctx,
+        f"uploads/{ctx.job.owner}/{ctx.job.job_id}",
+        ctx.upload(),
+        "application/octet-stream",
         bucket=get_settings().uploads_bucket,
     )
     return {"bucket": stored["bucket"], "key": stored["key"]}

@@ -59,7 +59,8 @@ JobStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
 @router.get(
-    "", response_model=schemas.JobList,
+    "",
+    response_model=schemas.JobList,
     summary="The caller's jobs, newest first, a page at a time",
     description="Summaries (no `result`, no `progress`) unless `include=result`. Pass `next_cursor` as `cursor` "
     "for the next page; it is null on the last one (with filters, the last page may come back empty). "
@@ -89,9 +90,7 @@ async def list_jobs(
 
 
 @router.get("/{job_id}", response_model=schemas.JobView, summary="A job's status, progress and result")
-async def get_job(
-    job_id: str, request: Request, caller: Caller = Depends(read_guard)
-) -> JSON:
+async def get_job(job_id: str, request: Request, caller: Caller = Depends(read_guard)) -> JSON:
     job = await own_job(caller, job_id)
     return JSON(job.public(), headers=response_headers(request))
 
@@ -102,9 +101,7 @@ async def get_job(
     responses=_responses(409),
     summary="Cancel a job that has not ended (409 when it has)",
 )
-async def cancel_job(
-    job_id: str, request: Request, caller: Caller = Depends(read_guard)
-) -> JSON:
+async def cancel_job(job_id: str, request: Request, caller: Caller = Depends(read_guard)) -> JSON:
     svc = caller.services
     await own_job(caller, job_id)
     outcome = await svc.store.cancel(job_id)
@@ -122,9 +119,7 @@ async def cancel_job(
     summary="Server-sent events: the job's state, then each change until it ends",
     responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}, "description": "An SSE stream"}},
 )
-async def job_events(
-    job_id: str, request: Request, caller: Caller = Depends(read_guard)
-) -> EventSourceResponse:
+async def job_events(job_id: str, request: Request, caller: Caller = Depends(read_guard)) -> EventSourceResponse:
     await own_job(caller, job_id)
     return EventSourceResponse(
         _stream(caller.services, job_id),

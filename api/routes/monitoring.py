@@ -58,23 +58,36 @@ async def metrics_summary(caller: Caller = Depends(admin_guard)) -> JSON:
     return JSON(await monitoring.platform_summary(caller.services))
 
 
-@router.get("/api/ai/status", response_model=ms.ProviderStatus, summary="OpenAI: the policy in force, budget left, breaker, queue")
+@router.get(
+    "/api/ai/status",
+    response_model=ms.ProviderStatus,
+    summary="OpenAI: the policy in force, budget left, breaker, queue",
+)
 async def ai_status(caller: Caller = Depends(read_guard)) -> JSON:
     return JSON(await monitoring.provider_status_of(caller.services, "ai"))
 
 
-@router.get("/api/pronunciation/status", response_model=ms.ProviderStatus,
-            summary="Azure Speech: the policy in force, budget left, breaker, queue")
+@router.get(
+    "/api/pronunciation/status",
+    response_model=ms.ProviderStatus,
+    summary="Azure Speech: the policy in force, budget left, breaker, queue",
+)
 async def pronunciation_status(caller: Caller = Depends(read_guard)) -> JSON:
     return JSON(await monitoring.provider_status_of(caller.services, "pronunciation"))
 
 
-@router.get("/api/admin/users/overview", response_model=ms.UsersOverview, summary="User activity overview and risk levels (admin)")
+@router.get(
+    "/api/admin/users/overview",
+    response_model=ms.UsersOverview,
+    summary="User activity overview and risk levels (admin)",
+)
 async def users_overview(caller: Caller = Depends(admin_guard)) -> JSON:
     return JSON(monitoring.overview(await monitoring.read_users(caller.services), time.time()))
 
 
-@router.get("/api/admin/users/statistics", response_model=ms.UsersStatistics, summary="Activity and risk score per user (admin)")
+@router.get(
+    "/api/admin/users/statistics", response_model=ms.UsersStatistics, summary="Activity and risk score per user (admin)"
+)
 async def users_statistics(
     caller: Caller = Depends(admin_guard),
     sort: str = Query("risk", pattern="^(risk|activity|recent)$"),
@@ -102,14 +115,19 @@ def _set_cookie(response: Response, request: Request, token: str, user: Principa
     if isinstance(exp, (int, float)):
         max_age = max(1, min(max_age, int(exp - time.time())))
     response.set_cookie(
-        COOKIE, token, max_age=max_age, path="/monitoring", httponly=True, samesite="strict",
+        COOKIE,
+        token,
+        max_age=max_age,
+        path="/monitoring",
+        httponly=True,
+        samesite="strict",
         secure=request.url.scheme == "https" or request.headers.get("x-forwarded-proto") == "https",
     )
 
 
 PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
-                               "img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
@@ -142,8 +160,9 @@ async def _page_admin(request: Request, token: str | None) -> tuple[Principal | 
     return user, None
 
 
-@router.get("/monitoring", include_in_schema=True, summary="Live monitoring page (admin; HTML)",
-            response_class=HTMLResponse)
+@router.get(
+    "/monitoring", include_in_schema=True, summary="Live monitoring page (admin; HTML)", response_class=HTMLResponse
+)
 async def monitoring_page(request: Request, token: str | None = Query(None, max_length=8192)) -> Response:
     if token:  # a token in the address: remember it in a cookie and take it out of the address
         user, refusal = await _page_admin(request, token)
@@ -209,4 +228,3 @@ async def monitoring_sign_out(request: Request) -> Response:
     response = RedirectResponse("/monitoring", status_code=303)
     response.delete_cookie(COOKIE, path="/monitoring")
     return response
-

@@ -28,15 +28,19 @@ PAGE_MAX = 100
 Reader = Callable[..., Awaitable[tuple[list[Any], paging.Position | None]]]
 
 
-async def _page(request: Request, caller: Caller, reader: Reader, list_name: str, limit: int, cursor: str | None) -> JSON:
+async def _page(
+    request: Request, caller: Caller, reader: Reader, list_name: str, limit: int, cursor: str | None
+) -> JSON:
     after = cursor_position(list_name, cursor)
     async with caller.services.database() as conn:
         try:
             items, position = await reader(conn, caller.user.user_id, limit, after)
         except psycopg.errors.UndefinedTable:  # no worker has migrated the database yet: nothing saved
             items, position = [], None
-    body = {list_name: [item.model_dump(mode="json") for item in items],
-            "next_cursor": paging.encode(list_name, position) if position else None}
+    body = {
+        list_name: [item.model_dump(mode="json") for item in items],
+        "next_cursor": paging.encode(list_name, position) if position else None,
+    }
     return JSON(body, headers=response_headers(request))
 
 
@@ -57,9 +61,14 @@ _LIMIT = Query(20, ge=1, le=PAGE_MAX, description="Items per page (at most 100)"
 _CURSOR = Query(None, max_length=512, description="`next_cursor` of the previous page")
 
 
-@router.get("/lessons", response_model=saved.LessonPage, summary="The caller's saved lessons with their vocabulary, newest first")
-async def list_lessons(request: Request, limit: int = _LIMIT, cursor: str | None = _CURSOR,
-                       caller: Caller = Depends(read_guard)) -> JSON:
+@router.get(
+    "/lessons",
+    response_model=saved.LessonPage,
+    summary="The caller's saved lessons with their vocabulary, newest first",
+)
+async def list_lessons(
+    request: Request, limit: int = _LIMIT, cursor: str | None = _CURSOR, caller: Caller = Depends(read_guard)
+) -> JSON:
     return await _page(request, caller, saved.lessons, "lessons", limit, cursor)
 
 
@@ -68,9 +77,12 @@ async def get_lesson(lesson_id: str, request: Request, caller: Caller = Depends(
     return await _one(request, caller, saved.lessons, lesson_id, "lesson")
 
 
-@router.get("/flashcard-sets", response_model=saved.FlashcardSetPage, summary="The caller's saved flashcard sets, newest first")
-async def list_flashcard_sets(request: Request, limit: int = _LIMIT, cursor: str | None = _CURSOR,
-                              caller: Caller = Depends(read_guard)) -> JSON:
+@router.get(
+    "/flashcard-sets", response_model=saved.FlashcardSetPage, summary="The caller's saved flashcard sets, newest first"
+)
+async def list_flashcard_sets(
+    request: Request, limit: int = _LIMIT, cursor: str | None = _CURSOR, caller: Caller = Depends(read_guard)
+) -> JSON:
     return await _page(request, caller, saved.flashcard_sets, "flashcard_sets", limit, cursor)
 
 
@@ -79,15 +91,22 @@ async def get_flashcard_set(set_id: str, request: Request, caller: Caller = Depe
     return await _one(request, caller, saved.flashcard_sets, set_id, "flashcard set")
 
 
-@router.get("/audio-lessons", response_model=saved.AudioLessonPage,
-            summary="The caller's saved audio lessons, each with a fresh URL, newest first")
-async def list_audio_lessons(request: Request, limit: int = _LIMIT, cursor: str | None = _CURSOR,
-                             caller: Caller = Depends(read_guard)) -> JSON:
+@router.get(
+    "/audio-lessons",
+    response_model=saved.AudioLessonPage,
+    summary="The caller's saved audio lessons, each with a fresh URL, newest first",
+)
+async def list_audio_lessons(
+    request: Request, limit: int = _LIMIT, cursor: str | None = _CURSOR, caller: Caller = Depends(read_guard)
+) -> JSON:
     return await _page(request, caller, _audio_reader(caller), "audio_lessons", limit, cursor)
 
 
-@router.get("/audio-lessons/{audio_id}", response_model=saved.SavedAudioLesson,
-            summary="One saved audio lesson, with a fresh URL")
+@router.get(
+    "/audio-lessons/{audio_id}",
+    response_model=saved.SavedAudioLesson,
+    summary="One saved audio lesson, with a fresh URL",
+)
 async def get_audio_lesson(audio_id: str, request: Request, caller: Caller = Depends(read_guard)) -> JSON:
     return await _one(request, caller, _audio_reader(caller), audio_id, "audio lesson")
 

@@ -33,11 +33,15 @@ _IDEMPOTENCY = {
 
 
 @router.post(
-    "/ai/generate-flashcards", status_code=202, responses=_ACCEPTED,
-    openapi_extra=_IDEMPOTENCY, summary="Generate flashcards from text",
+    "/ai/generate-flashcards",
+    status_code=202,
+    responses=_ACCEPTED,
+    openapi_extra=_IDEMPOTENCY,
+    summary="Generate flashcards from text",
 )
 async def generate_flashcards(
-    body: schemas.FlashcardsRequest, request: Request,
+    body: schemas.FlashcardsRequest,
+    request: Request,
     caller: Caller = Depends(ai_guard),
 ) -> JSON:
     check_text("content", body.content, caller.services.config.settings.max_text_chars)
@@ -45,11 +49,15 @@ async def generate_flashcards(
 
 
 @router.post(
-    "/ai/generate-lesson", status_code=202, responses=_ACCEPTED,
-    openapi_extra=_IDEMPOTENCY, summary="Generate a lesson",
+    "/ai/generate-lesson",
+    status_code=202,
+    responses=_ACCEPTED,
+    openapi_extra=_IDEMPOTENCY,
+    summary="Generate a lesson",
 )
 async def generate_lesson(
-    body: schemas.LessonRequest, request: Request,
+    body: schemas.LessonRequest,
+    request: Request,
     caller: Caller = Depends(ai_guard),
 ) -> JSON:
     check_text("content", body.content, caller.services.config.settings.max_text_chars)
@@ -57,11 +65,15 @@ async def generate_lesson(
 
 
 @router.post(
-    "/audio/generate", status_code=202, responses=_ACCEPTED,
-    openapi_extra=_IDEMPOTENCY, summary="Synthesise speech (text to speech)",
+    "/audio/generate",
+    status_code=202,
+    responses=_ACCEPTED,
+    openapi_extra=_IDEMPOTENCY,
+    summary="Synthesise speech (text to speech)",
 )
 async def generate_audio(
-    body: schemas.SpeechRequest, request: Request,
+    body: schemas.SpeechRequest,
+    request: Request,
     caller: Caller = Depends(submit_guard),
 ) -> JSON:
     check_text("text", body.text, caller.services.config.settings.max_tts_chars)
@@ -69,38 +81,52 @@ async def generate_audio(
 
 
 @router.post(
-    "/pronunciation-assess", status_code=202, responses=_ACCEPTED,
-    openapi_extra={**schemas.PRONUNCIATION_BODY, **_IDEMPOTENCY}, summary="Assess the pronunciation of a recording",
+    "/pronunciation-assess",
+    status_code=202,
+    responses=_ACCEPTED,
+    openapi_extra={**schemas.PRONUNCIATION_BODY, **_IDEMPOTENCY},
+    summary="Assess the pronunciation of a recording",
 )
-async def pronunciation_assess(
-    request: Request, caller: Caller = Depends(pronunciation_guard)
-) -> JSON:
+async def pronunciation_assess(request: Request, caller: Caller = Depends(pronunciation_guard)) -> JSON:
     return await submit_upload(
-        request, caller, JobType.PRONUNCIATION, schemas.PronunciationFields, "audio", "audio",
+        request,
+        caller,
+        JobType.PRONUNCIATION,
+        schemas.PronunciationFields,
+        "audio",
+        "audio",
         caller.services.config.settings.max_audio_bytes,
         check_fields=lambda fields: check_text("reference_text", fields.reference_text, REFERENCE_TEXT_MAX_CHARS),
     )
 
 
 @router.post(
-    "/process-image", status_code=202, responses=_ACCEPTED,
-    openapi_extra={**schemas.IMAGE_BODY, **_IDEMPOTENCY}, summary="Read the text in an image (OCR)",
+    "/process-image",
+    status_code=202,
+    responses=_ACCEPTED,
+    openapi_extra={**schemas.IMAGE_BODY, **_IDEMPOTENCY},
+    summary="Read the text in an image (OCR)",
 )
-async def process_image(
-    request: Request, caller: Caller = Depends(submit_guard)
-) -> JSON:
+async def process_image(request: Request, caller: Caller = Depends(submit_guard)) -> JSON:
     return await submit_upload(
-        request, caller, JobType.OCR, schemas.ImageFields, "image", "image", caller.services.config.settings.max_image_bytes
+        request,
+        caller,
+        JobType.OCR,
+        schemas.ImageFields,
+        "image",
+        "image",
+        caller.services.config.settings.max_image_bytes,
     )
 
 
 @router.post(
-    "/process-pdf", status_code=202, responses=_ACCEPTED,
-    openapi_extra={**schemas.PDF_BODY, **_IDEMPOTENCY}, summary="Extract the text of a PDF",
+    "/process-pdf",
+    status_code=202,
+    responses=_ACCEPTED,
+    openapi_extra={**schemas.PDF_BODY, **_IDEMPOTENCY},
+    summary="Extract the text of a PDF",
 )
-async def process_pdf(
-    request: Request, caller: Caller = Depends(submit_guard)
-) -> JSON:
+async def process_pdf(request: Request, caller: Caller = Depends(submit_guard)) -> JSON:
     return await submit_upload(
         request, caller, JobType.PDF, schemas.PdfFields, "file", "pdf", caller.services.config.settings.max_pdf_bytes
     )

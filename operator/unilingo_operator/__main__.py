@@ -36,8 +36,13 @@ def parse(argv: list[str] | None = None) -> OperatorConfig:
     config = OperatorConfig()
     parser = argparse.ArgumentParser(prog="python -m unilingo_operator", description=__doc__.splitlines()[0])
     scope = parser.add_mutually_exclusive_group()
-    scope.add_argument("-n", "--namespace", action="append", default=None,
-                       help="a namespace to handle (repeatable; default: WATCH_NAMESPACE, else all)")
+    scope.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=None,
+        help="a namespace to handle (repeatable; default: WATCH_NAMESPACE, else all)",
+    )
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="handle every namespace")
     peering = parser.add_mutually_exclusive_group()
     peering.add_argument("--standalone", action="store_true", default=None, help="no peering")
@@ -83,8 +88,10 @@ def main(argv: list[str] | None = None) -> None:
     if kubeconfig:
         os.environ["KUBECONFIG"] = kubeconfig  # kopf's login reads it from there
     elif not (os.path.exists(SERVICE_ACCOUNT_TOKEN) or os.path.exists(os.path.expanduser("~/.kube/config"))):
-        sys.exit("unilingo_operator: no cluster to talk to: set KUBECONFIG, run `make cluster` (it writes "
-                 ".run/kubeconfig), or run in a pod with a service account")
+        sys.exit(
+            "unilingo_operator: no cluster to talk to: set KUBECONFIG, run `make cluster` (it writes "
+            ".run/kubeconfig), or run in a pod with a service account"
+        )
     kopf.configure(verbose=config.verbose, log_prefix=True)
     quiet_routine_logs()
 

@@ -51,7 +51,9 @@ class OperatorConfig(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="OPERATOR_", env_file=None, extra="ignore")
 
     # empty: all namespaces
-    namespaces: list[str] = Field(default_factory=list, validation_alias=AliasChoices("WATCH_NAMESPACE", "OPERATOR_NAMESPACES"))
+    namespaces: list[str] = Field(
+        default_factory=list, validation_alias=AliasChoices("WATCH_NAMESPACE", "OPERATOR_NAMESPACES")
+    )
     cluster_wide: bool = False
     # None: auto-detect kopf's "default"; set: mandatory
     peering_name: str | None = Field(None, validation_alias=AliasChoices("OPERATOR_PEERING", "peering_name"))
@@ -78,13 +80,15 @@ class OperatorConfig(BaseSettings):
         return value or None
 
     @model_validator(mode="after")
-    def _cluster_wide_means_every_namespace(self) -> "OperatorConfig":
+    def _cluster_wide_means_every_namespace(self) -> OperatorConfig:
         if self.cluster_wide:
             self.namespaces = []
         return self
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
+    def settings_customise_sources(
+        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+    ):
         # A comma-separated list, not JSON, in WATCH_NAMESPACE: the env source must not decode it.
         env_settings.decode_complex_value = lambda field_name, field, value: value
         return init_settings, env_settings

@@ -62,9 +62,11 @@ _GENERATED = """\
 # Do not edit: {how}; tests/unit/test_crd_schema.py fails when this file is stale.
 """
 
-POLICY_HEADER = _GENERATED.format(
-    source="the domain model\n# unilingo/policy.py (ProviderPolicy)", how="change the model and regenerate"
-) + """\
+POLICY_HEADER = (
+    _GENERATED.format(
+        source="the domain model\n# unilingo/policy.py (ProviderPolicy)", how="change the model and regenerate"
+    )
+    + """\
 #
 # Defaulting: breaker, retry and suspended default here to Unilingo v1's figures (the same for
 # every provider). requestsPerMinute, tokensPerMinute, burst and maxInFlight default per
@@ -73,10 +75,13 @@ POLICY_HEADER = _GENERATED.format(
 # and status.policy shows the complete policy in force. CEL rules check the cross-field
 # rules against those effective values, so the API server rejects what the model would.
 """
+)
 
-PEERING_HEADER = _GENERATED.format(
-    source="kopf's peering\n# resources (kopf.dev/v1)", how="change unilingo_operator/crd.py and regenerate"
-) + """\
+PEERING_HEADER = (
+    _GENERATED.format(
+        source="kopf's peering\n# resources (kopf.dev/v1)", how="change unilingo_operator/crd.py and regenerate"
+    )
+    + """\
 #
 # kopf's peering CRDs (the same shape as kopf's own peering.yaml, as apiextensions/v1):
 # every operator replica keeps a keep-alive record (identity, priority, last seen) in the
@@ -85,6 +90,7 @@ PEERING_HEADER = _GENERATED.format(
 # The operator creates the peering object (named by OPERATOR_PEERING, default "default")
 # when its RBAC allows; otherwise the installation provides it.
 """
+)
 
 # --- the policy CRD ---------------------------------------------------------------------------
 
@@ -223,19 +229,34 @@ def status_schema() -> dict[str, Any]:
 
 PRINTER_COLUMNS = [
     {"name": "Provider", "type": "string", "jsonPath": ".spec.provider"},
-    {"name": "Req/min", "type": "integer", "jsonPath": ".status.policy.requestsPerMinute",
-     "description": "Requests per minute in force (0: not metered)"},
-    {"name": "Tokens/min", "type": "integer", "jsonPath": ".status.policy.tokensPerMinute",
-     "description": "Tokens per minute in force (0: not metered)"},
-    {"name": "In-flight", "type": "integer", "jsonPath": ".status.policy.maxInFlight",
-     "description": "Calls in flight at most, across all workers"},
-    {"name": "Breaker", "type": "string", "jsonPath": ".status.breaker",
-     "description": "Failures that open the breaker / seconds it stays open"},
+    {
+        "name": "Req/min",
+        "type": "integer",
+        "jsonPath": ".status.policy.requestsPerMinute",
+        "description": "Requests per minute in force (0: not metered)",
+    },
+    {
+        "name": "Tokens/min",
+        "type": "integer",
+        "jsonPath": ".status.policy.tokensPerMinute",
+        "description": "Tokens per minute in force (0: not metered)",
+    },
+    {
+        "name": "In-flight",
+        "type": "integer",
+        "jsonPath": ".status.policy.maxInFlight",
+        "description": "Calls in flight at most, across all workers",
+    },
+    {
+        "name": "Breaker",
+        "type": "string",
+        "jsonPath": ".status.breaker",
+        "description": "Failures that open the breaker / seconds it stays open",
+    },
     {"name": "Suspended", "type": "boolean", "jsonPath": ".status.policy.suspended", "priority": 1},
     {"name": "Revision", "type": "integer", "jsonPath": ".status.revision", "priority": 1},
     {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
-    {"name": "Reason", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
-     "priority": 1},
+    {"name": "Reason", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].reason', "priority": 1},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 

@@ -44,9 +44,7 @@ def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
     # operator needs no cluster-scoped permission at all (kopf would otherwise list namespaces
     # and retry on 403 for a minute). The CRD must then exist at startup: the startup handler
     # waits for it. Cluster-wide: kopf watches CRDs, so the operator may start before them.
-    settings.scanning.disabled = bool(config.namespaces) and not any(
-        set(ns) & set("*?[!") for ns in config.namespaces
-    )
+    settings.scanning.disabled = bool(config.namespaces) and not any(set(ns) & set("*?[!") for ns in config.namespaces)
     # Handlers are async; the executor is only a fallback.
     settings.execution.max_workers = 4
 
@@ -61,25 +59,31 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
         info = kube.login(settings=settings, logger=logger)
         try:
             if not await kube.served(info, f"apis/{GROUP}/{VERSION}", PLURAL):
-                raise kopf.TemporaryError(f"{PLURAL}.{GROUP}/{VERSION} is not served yet (install "
-                                          "manifests/crd/); waiting", delay=5)
+                raise kopf.TemporaryError(
+                    f"{PLURAL}.{GROUP}/{VERSION} is not served yet (install manifests/crd/); waiting", delay=5
+                )
             if not settings.peering.standalone:
-                found = await kube.ensure_peering(info, name=settings.peering.name, namespaces=config.namespaces,
-                                                  logger=logger)
+                found = await kube.ensure_peering(
+                    info, name=settings.peering.name, namespaces=config.namespaces, logger=logger
+                )
                 # With the peering object there, peering is mandatory: kopf then starts paused
                 # and only resumes once the keep-alives show no live peer of higher priority,
                 # so a standby never handles the initial listing in the moment before it knows.
                 if settings.peering.mandatory and not found:
-                    logger.error(f"peering is mandatory but the peering object {settings.peering.name!r} is missing "
-                                 "and cannot be created: the operator stays paused until it exists")
+                    logger.error(
+                        f"peering is mandatory but the peering object {settings.peering.name!r} is missing "
+                        "and cannot be created: the operator stays paused until it exists"
+                    )
                 settings.peering.mandatory = settings.peering.mandatory or found
         except (aiohttp.ClientError, TimeoutError) as error:
             raise kopf.TemporaryError(f"API server unreachable: {error!r}", delay=5) from error
         memo.runtime = reconcile.Runtime.connect(get_settings().redis_url)
         where = "all namespaces" if config.clusterwide else ", ".join(config.namespaces)
-        logger.info(f"watching {PLURAL}.{GROUP} in {where}; Redis {get_settings().redis_url}; "
-                    f"peering {'off' if settings.peering.standalone else settings.peering.name} "
-                    f"(priority {settings.peering.priority})")
+        logger.info(
+            f"watching {PLURAL}.{GROUP} in {where}; Redis {get_settings().redis_url}; "
+            f"peering {'off' if settings.peering.standalone else settings.peering.name} "
+            f"(priority {settings.peering.priority})"
+        )
 
     @kopf.on.cleanup(id="cleanup", registry=registry)
     async def cleanup(memo: kopf.Memo, **_):
@@ -94,15 +98,17 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
     @kopf.on.update(*RESOURCE, field="spec", id="apply", registry=registry)
     @kopf.on.resume(*RESOURCE, id="apply", registry=registry)
     async def apply(body, patch, reason, retry, claims, memo: kopf.Memo, logger, **_):
-        await reconcile.apply(memo.runtime, body=body, patch=patch, index=claims, cause=str(reason),
-                              retry=retry, logger=logger)
+        await reconcile.apply(
+            memo.runtime, body=body, patch=patch, index=claims, cause=str(reason), retry=retry, logger=logger
+        )
 
     @kopf.on.delete(*RESOURCE, id="restore", registry=registry)
     async def restore(body, retry, claims, memo: kopf.Memo, logger, **_):
         await reconcile.restore(memo.runtime, body=body, index=claims, retry=retry, logger=logger)
 
-    @kopf.timer(*RESOURCE, id="repair", interval=config.repair_seconds, initial_delay=config.repair_seconds,
-                registry=registry)
+    @kopf.timer(
+        *RESOURCE, id="repair", interval=config.repair_seconds, initial_delay=config.repair_seconds, registry=registry
+    )
     async def repair(body, patch, claims, memo: kopf.Memo, logger, **_):
         await reconcile.repair(memo.runtime, body=body, patch=patch, index=claims, logger=logger)
 

@@ -63,7 +63,12 @@ class Runtime:
 
     @classmethod
     def connect(cls, redis_url: str) -> Runtime:
-        options = {"socket_connect_timeout": 2, "socket_timeout": 2, "health_check_interval": 10, "retry_on_timeout": False}
+        options = {
+            "socket_connect_timeout": 2,
+            "socket_timeout": 2,
+            "health_check_interval": 10,
+            "retry_on_timeout": False,
+        }
         settings = get_settings()
         if settings.redis_sentinels:  # Sentinel: follow the master through failovers
             client = async_redis_client(settings, **options)
@@ -141,7 +146,7 @@ def explain(error: ValidationError) -> str:
 
 
 def backoff(retry: int) -> float:
-    return min(MAX_BACKOFF, 2.0 ** retry)
+    return min(MAX_BACKOFF, 2.0**retry)
 
 
 def describe(policy: ProviderPolicy) -> str:
@@ -169,8 +174,9 @@ async def _write(rt: Runtime, policy: ProviderPolicy, index: Mapping[str, Iterab
     return revision
 
 
-def _redis_down(body, patch, status, generation: int | None, error: Exception, logger: logging.Logger,
-                *, retry: int | None) -> None:
+def _redis_down(
+    body, patch, status, generation: int | None, error: Exception, logger: logging.Logger, *, retry: int | None
+) -> None:
     retrying = f"retrying in {backoff(retry):g}s" if retry is not None else "retrying"
     revision = (status or {}).get("revision")
     kept = f"revision {revision} stays in force where Redis still has it" if revision else "workers use the defaults"
@@ -179,8 +185,13 @@ def _redis_down(body, patch, status, generation: int | None, error: Exception, l
         kopf.warn(body, reason=st.REDIS_UNAVAILABLE, message=message)
     # A stable message (no retry count) so that repeated failures do not re-patch the status.
     stable = f"Redis unavailable ({type(error).__name__}); retrying with backoff; {kept}"
-    st.apply(patch, status, st.desired_status(status, ready=False, reason=st.REDIS_UNAVAILABLE, message=stable,
-                                              generation=generation, observed=False))
+    st.apply(
+        patch,
+        status,
+        st.desired_status(
+            status, ready=False, reason=st.REDIS_UNAVAILABLE, message=stable, generation=generation, observed=False
+        ),
+    )
     logger.warning(message)
 
 
@@ -208,20 +219,27 @@ async def apply(
         message = f"invalid spec: {explain(error)}; {kept}"
         if st.transitioned(status, False, st.INVALID_SPEC) or cause in ("create", "update"):
             kopf.warn(body, reason=st.INVALID_SPEC, message=message)
-        st.apply(patch, status, st.desired_status(status, ready=False, reason=st.INVALID_SPEC, message=message,
-                                                  generation=generation))
+        st.apply(
+            patch,
+            status,
+            st.desired_status(status, ready=False, reason=st.INVALID_SPEC, message=message, generation=generation),
+        )
         logger.warning(message)
         return
 
     provider = policy.provider
     owner = governing(index.get(provider, []))
     if owner is not None and owner.uid != meta.get("uid"):
-        message = (f"{owner.ref} (older) already governs provider {provider}; this policy takes over when "
-                   f"that one is deleted")
+        message = (
+            f"{owner.ref} (older) already governs provider {provider}; this policy takes over when that one is deleted"
+        )
         if st.transitioned(status, False, st.CONFLICT):
             kopf.warn(body, reason=st.CONFLICT, message=message)
-        st.apply(patch, status, st.desired_status(status, ready=False, reason=st.CONFLICT, message=message,
-                                                  generation=generation))
+        st.apply(
+            patch,
+            status,
+            st.desired_status(status, ready=False, reason=st.CONFLICT, message=message, generation=generation),
+        )
         return
 
     try:
@@ -241,8 +259,19 @@ async def apply(
     if wrote:
         kopf.info(body, reason="PolicyWritten", message=f"{provider} {message}")
         logger.info(f"wrote {provider} policy as revision {revision} ({cause})")
-    st.apply(patch, status, st.desired_status(status, ready=True, reason=st.APPLIED, message=message,
-                                              generation=generation, policy=policy, revision=revision))
+    st.apply(
+        patch,
+        status,
+        st.desired_status(
+            status,
+            ready=True,
+            reason=st.APPLIED,
+            message=message,
+            generation=generation,
+            policy=policy,
+            revision=revision,
+        ),
+    )
 
 
 async def restore(
@@ -286,8 +315,11 @@ async def restore(
         raise kopf.TemporaryError(f"Redis unavailable: {error}", delay=backoff(retry)) from error
 
     shown = f"revision {revision}" if revision else "nothing stored"
-    kopf.info(body, reason="DefaultsRestored" if successor is None else "HandedOver",
-              message=f"{provider}: {source} in force ({shown})")
+    kopf.info(
+        body,
+        reason="DefaultsRestored" if successor is None else "HandedOver",
+        message=f"{provider}: {source} in force ({shown})",
+    )
     logger.info(f"deleted: {provider} now has {source} ({shown})")
 
 
@@ -344,8 +376,19 @@ async def repair(
         st.apply(patch, status, {"revision": revision})
         return
     message = f"revision {revision} in force: {describe(policy)}"
-    st.apply(patch, status, st.desired_status(status, ready=True, reason=st.APPLIED, message=message,
-                                              generation=generation, policy=policy, revision=revision))
+    st.apply(
+        patch,
+        status,
+        st.desired_status(
+            status,
+            ready=True,
+            reason=st.APPLIED,
+            message=message,
+            generation=generation,
+            policy=policy,
+            revision=revision,
+        ),
+    )
 
 
 async def _adopt(rt: Runtime, *, body, patch, index, logger) -> None:

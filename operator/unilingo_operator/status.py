@@ -47,8 +47,9 @@ def breaker_summary(policy: ProviderPolicy) -> str:
     return f"{policy.breaker.failure_threshold} fails/{shown}s"
 
 
-def _conditions(status: Mapping[str, Any] | None, ready: bool, reason: str, message: str,
-                generation: int | None) -> list[dict[str, Any]]:
+def _conditions(
+    status: Mapping[str, Any] | None, ready: bool, reason: str, message: str, generation: int | None
+) -> list[dict[str, Any]]:
     old = ready_condition(status)
     value = "True" if ready else "False"
     condition = {

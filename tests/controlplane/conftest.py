@@ -30,8 +30,9 @@ def control_plane(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def kubectl(control_plane):
-    def run(*args: str, input: str | None = None, check: bool = True, timeout: float = 60.0
-            ) -> subprocess.CompletedProcess:
+    def run(
+        *args: str, input: str | None = None, check: bool = True, timeout: float = 60.0
+    ) -> subprocess.CompletedProcess:
         result = control_plane.kubectl(*args, input=input, check=False, timeout=timeout)
         if check and result.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
@@ -46,6 +47,12 @@ def policy_crds(kubectl):
     from unilingo_operator.crd import OUTPUT_DIRS
 
     kubectl("apply", "-f", str(OUTPUT_DIRS[0]))
-    kubectl("wait", "--for=condition=Established", "--timeout=60s",
-            "crd/unilingoproviderpolicies.unilingo.io", "crd/clusterkopfpeerings.kopf.dev", "crd/kopfpeerings.kopf.dev")
+    kubectl(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/unilingoproviderpolicies.unilingo.io",
+        "crd/clusterkopfpeerings.kopf.dev",
+        "crd/kopfpeerings.kopf.dev",
+    )
     return OUTPUT_DIRS[0]

@@ -41,8 +41,13 @@ def namespace_for(value_set: str) -> str:
 
 @pytest.fixture(scope="module")
 def third_party_crds(kubectl):
-    result = subprocess.run(["bash", str(REPO / "scripts" / "crds.sh"), "--print-dir"],
-                            capture_output=True, text=True, cwd=REPO, timeout=600)
+    result = subprocess.run(
+        ["bash", str(REPO / "scripts" / "crds.sh"), "--print-dir"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     crd_dir = Path(result.stdout.strip().splitlines()[-1])
     kubectl("apply", "--server-side", "-f", str(crd_dir))
@@ -53,8 +58,12 @@ def third_party_crds(kubectl):
 @pytest.fixture(scope="module")
 def helm_env(control_plane, tmp_path_factory):
     home = tmp_path_factory.mktemp("helm-home")
-    return {**control_plane.env(), "HELM_CONFIG_HOME": str(home / "config"),
-            "HELM_CACHE_HOME": str(home / "cache"), "HELM_DATA_HOME": str(home / "data")}
+    return {
+        **control_plane.env(),
+        "HELM_CONFIG_HOME": str(home / "config"),
+        "HELM_CACHE_HOME": str(home / "cache"),
+        "HELM_DATA_HOME": str(home / "data"),
+    }
 
 
 def access_reviews(kubectl, questions: list[tuple]) -> list[bool]:
@@ -71,14 +80,20 @@ def access_reviews(kubectl, questions: list[tuple]) -> list[bool]:
             attributes["namespace"] = namespace
         if subresource:
             attributes["subresource"] = subresource
-        reviews.append({
-            "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
-            "spec": {"user": f"system:serviceaccount:{sa_ns}:{sa}",
-                     "groups": ["system:serviceaccounts", f"system:serviceaccounts:{sa_ns}", "system:authenticated"],
-                     "resourceAttributes": attributes},
-        })
-    out = kubectl("create", "-f", "-", "-o", "json",
-                  input=json.dumps({"apiVersion": "v1", "kind": "List", "items": reviews})).stdout
+        reviews.append(
+            {
+                "apiVersion": "authorization.k8s.io/v1",
+                "kind": "SubjectAccessReview",
+                "spec": {
+                    "user": f"system:serviceaccount:{sa_ns}:{sa}",
+                    "groups": ["system:serviceaccounts", f"system:serviceaccounts:{sa_ns}", "system:authenticated"],
+                    "resourceAttributes": attributes,
+                },
+            }
+        )
+    out = kubectl(
+        "create", "-f", "-", "-o", "json", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": reviews})
+    ).stdout
     items = json_documents(out)
     assert len(items) == len(reviews), out
     return [bool(item["status"].get("allowed")) for item in items]
@@ -99,13 +114,22 @@ def json_documents(text: str) -> list[dict]:
 def test_server_validation_is_real(kubectl, third_party_crds):
     """The KEDA CRD's schema rejects a bad ScaledObject, and strict validation rejects unknown fields."""
     kubectl("create", "namespace", "chart-validation", check=False)
-    bad = {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": {"name": "bad", "namespace": "chart-validation"},
-           "spec": {"scaleTargetRef": {"name": "x"}, "minReplicaCount": -1,
-                    "triggers": [{"type": "redis", "metadata": {"listName": "ai"}}]}}
+    bad = {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {"name": "bad", "namespace": "chart-validation"},
+        "spec": {
+            "scaleTargetRef": {"name": "x"},
+            "minReplicaCount": -1,
+            "triggers": [{"type": "redis", "metadata": {"listName": "ai"}}],
+        },
+    }
     result = kubectl("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(bad), check=False)
     assert result.returncode != 0 and "minReplicaCount" in result.stderr, result.stderr
     unknown = {**bad, "spec": {**bad["spec"], "minReplicaCount": 0, "maxReplicas": 3}}
-    result = kubectl("apply", "--dry-run=server", "--validate=strict", "-f", "-", input=yaml.safe_dump(unknown), check=False)
+    result = kubectl(
+        "apply", "--dry-run=server", "--validate=strict", "-f", "-", input=yaml.safe_dump(unknown), check=False
+    )
     assert result.returncode != 0 and "maxReplicas" in result.stderr, result.stderr
 
 
@@ -122,14 +146,33 @@ def test_chart_installs_on_the_control_plane(value_set, kubectl, third_party_crd
     objects = [d for d in docs if d not in hooks]
 
     # 1. Every object passes the API server's validation and admission, unknown fields included.
-    result = kubectl("apply", "--dry-run=server", "--validate=strict", "-f", "-",
-                     input=yaml.safe_dump_all(objects), check=False, timeout=120)
+    result = kubectl(
+        "apply",
+        "--dry-run=server",
+        "--validate=strict",
+        "-f",
+        "-",
+        input=yaml.safe_dump_all(objects),
+        check=False,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("(server dry run)") == len(objects), result.stdout
 
     # 2. A real install.
-    helm("install", RELEASE, str(CHART), "--namespace", namespace, *values_args(value_set), "--wait=false",
-         "--timeout", "2m", env=helm_env, timeout=180)
+    helm(
+        "install",
+        RELEASE,
+        str(CHART),
+        "--namespace",
+        namespace,
+        *values_args(value_set),
+        "--wait=false",
+        "--timeout",
+        "2m",
+        env=helm_env,
+        timeout=180,
+    )
     try:
         status = json.loads(helm("status", RELEASE, "--namespace", namespace, "-o", "json", env=helm_env).stdout)
         assert status["info"]["status"] == "deployed"
@@ -137,15 +180,24 @@ def test_chart_installs_on_the_control_plane(value_set, kubectl, third_party_crd
         assert len(installed) == len(objects)  # test hooks are created by `helm test` only
         # The `helm test` Pod, as `helm test` would create it now (its ServiceAccount exists).
         assert [d["kind"] for d in hooks] == ["Pod"]
-        result = kubectl("apply", "--dry-run=server", "--validate=strict", "-f", "-",
-                         input=yaml.safe_dump_all(hooks), check=False)
+        result = kubectl(
+            "apply", "--dry-run=server", "--validate=strict", "-f", "-", input=yaml.safe_dump_all(hooks), check=False
+        )
         assert result.returncode == 0, result.stderr
-        stored_items = json_documents(kubectl("get", "-f", "-", "-o", "json", input=yaml.safe_dump_all(installed)).stdout)
+        stored_items = json_documents(
+            kubectl("get", "-f", "-", "-o", "json", input=yaml.safe_dump_all(installed)).stdout
+        )
         stored = {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o for o in stored_items}
         for doc in installed:
             key = (doc["kind"], doc["metadata"].get("namespace"), doc["metadata"]["name"])
             assert key in stored, f"{key} was not stored"
-            if doc["kind"] in ("ScaledObject", "TriggerAuthentication", "ServiceMonitor", "PodMonitor", "PrometheusRule"):
+            if doc["kind"] in (
+                "ScaledObject",
+                "TriggerAuthentication",
+                "ServiceMonitor",
+                "PodMonitor",
+                "PrometheusRule",
+            ):
                 # Nothing the chart wrote was pruned as unknown by the CRD's structural schema.
                 assert stored[key]["spec"] == doc["spec"], key
         crds = kubectl("get", "crd", "-o", "name").stdout
@@ -153,8 +205,11 @@ def test_chart_installs_on_the_control_plane(value_set, kubectl, third_party_crd
 
         # The operator's RBAC, asked of the API server's authorizer.
         operator_sa, app_sa = (namespace, f"{RELEASE}-operator"), (namespace, RELEASE)
-        watched = [d["metadata"]["namespace"] for d in docs
-                   if d["kind"] == "Role" and d["metadata"]["name"] == f"{RELEASE}-operator"]
+        watched = [
+            d["metadata"]["namespace"]
+            for d in docs
+            if d["kind"] == "Role" and d["metadata"]["name"] == f"{RELEASE}-operator"
+        ]
         cluster_wide = not watched
         policies = "unilingoproviderpolicies.unilingo.io"
         expected: list[tuple[tuple, bool]] = []  # ((sa_ns, sa, verb, resource, namespace, subresource), allowed)

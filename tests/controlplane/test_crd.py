@@ -121,16 +121,31 @@ def test_the_server_defaults_the_common_figures_and_leaves_per_provider_ones_to_
 
 
 def test_edge_values_are_accepted(kubectl, namespace):
-    spec = {"provider": "aws-polly", "requestsPerMinute": 0, "burst": 1000, "maxInFlight": 1,
-            "breaker": {"openSeconds": 1, "halfOpenProbes": 1}, "suspended": True}
+    spec = {
+        "provider": "aws-polly",
+        "requestsPerMinute": 0,
+        "burst": 1000,
+        "maxInFlight": 1,
+        "breaker": {"openSeconds": 1, "halfOpenProbes": 1},
+        "suspended": True,
+    }
     kubectl("apply", "-n", namespace, "-f", "-", input=manifest("edges", spec))
     ProviderPolicy.model_validate(spec)
 
 
 def test_provider_is_immutable(kubectl, namespace):
     kubectl("apply", "-n", namespace, "-f", "-", input=manifest("fixed", {"provider": "openai"}))
-    result = kubectl("patch", "upp", "fixed", "-n", namespace, "--type=merge",
-                     "-p", '{"spec":{"provider":"azure-vision"}}', check=False)
+    result = kubectl(
+        "patch",
+        "upp",
+        "fixed",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"spec":{"provider":"azure-vision"}}',
+        check=False,
+    )
     assert result.returncode != 0 and "provider is immutable" in result.stderr
 
 

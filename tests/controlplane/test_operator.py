@@ -51,8 +51,14 @@ def wait_for(predicate, timeout: float = 20.0, interval: float = 0.1, what: str 
 
 
 def manifest(name: str, spec: dict) -> str:
-    return yaml.safe_dump({"apiVersion": "unilingo.io/v1alpha1", "kind": "UnilingoProviderPolicy",
-                           "metadata": {"name": name}, "spec": spec})
+    return yaml.safe_dump(
+        {
+            "apiVersion": "unilingo.io/v1alpha1",
+            "kind": "UnilingoProviderPolicy",
+            "metadata": {"name": name},
+            "spec": spec,
+        }
+    )
 
 
 class Cluster:
@@ -78,8 +84,9 @@ class Cluster:
                 return condition
         return {}
 
-    def wait_ready(self, name: str, status: str = "True", reason: str | None = None, *, after: int = 0,
-                   timeout: float = 20.0) -> dict:
+    def wait_ready(
+        self, name: str, status: str = "True", reason: str | None = None, *, after: int = 0, timeout: float = 20.0
+    ) -> dict:
         """The resource once Ready has ``status`` (and ``reason``) for its current generation,
         with a revision above ``after`` when Ready."""
 
@@ -93,16 +100,18 @@ class Cluster:
                 return None
             if condition.get("observedGeneration") != body["metadata"]["generation"]:
                 return None
-            if status == "True" and (st.get("observedGeneration") != body["metadata"]["generation"]
-                                     or (st.get("revision") or 0) <= after):
+            if status == "True" and (
+                st.get("observedGeneration") != body["metadata"]["generation"] or (st.get("revision") or 0) <= after
+            ):
                 return None
             return body
 
         return wait_for(done, timeout, what=f"{name} Ready={status} {reason or ''}")
 
     def events(self, name: str) -> list[dict]:
-        out = self.kubectl("get", "events", "-n", self.ns, "--field-selector", f"involvedObject.name={name}",
-                           "-o", "json").stdout
+        out = self.kubectl(
+            "get", "events", "-n", self.ns, "--field-selector", f"involvedObject.name={name}", "-o", "json"
+        ).stdout
         return sorted(json.loads(out)["items"], key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
 
     def delete(self, name: str, wait: bool = True) -> None:
@@ -136,8 +145,13 @@ class Worker:
     """A separate process making limiter decisions on the operator's Redis."""
 
     def __init__(self, redis_url: str):
-        self.process = subprocess.Popen([sys.executable, "-c", WORKER, redis_url], cwd=ROOT, text=True,
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", WORKER, redis_url],
+            cwd=ROOT,
+            text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
         assert self.process.stdout.readline().strip() == "ready"
 
     def ask(self, command: str, provider: str) -> dict:
@@ -188,8 +202,12 @@ def test_configuration_from_the_charts_environment(monkeypatch):
     assert config.liveness_endpoint == "http://127.0.0.1:8081/healthz"  # loopback unless told (the chart says 0.0.0.0)
     monkeypatch.setenv("OPERATOR_HEALTH_HOST", "0.0.0.0")
     assert OperatorConfig().liveness_endpoint == "http://0.0.0.0:8081/healthz"
-    for name, value in {"WATCH_NAMESPACE": "a", "OPERATOR_CLUSTER_WIDE": "true", "OPERATOR_PEERING": "unilingo",
-                        "OPERATOR_PRIORITY": "7"}.items():
+    for name, value in {
+        "WATCH_NAMESPACE": "a",
+        "OPERATOR_CLUSTER_WIDE": "true",
+        "OPERATOR_PEERING": "unilingo",
+        "OPERATOR_PRIORITY": "7",
+    }.items():
         monkeypatch.setenv(name, value)
     config = OperatorConfig()
     assert (config.clusterwide, config.peering_name, config.priority) == (True, "unilingo", 7)
@@ -205,10 +223,18 @@ def test_kubeconfig_resolution_and_relative_paths(tmp_path, monkeypatch):
     monkeypatch.setattr(config_module, "LOCAL_KUBECONFIG", local)
     assert config_module.OperatorConfig(kubeconfig=None).resolve_kubeconfig() is None
     local.parent.mkdir()
-    local.write_text(json.dumps({
-        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1", "certificate-authority": "ca.crt"}}],
-        "users": [{"name": "u", "user": {"token": "t"}}],
-        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}], "current-context": "x"}))
+    local.write_text(
+        json.dumps(
+            {
+                "clusters": [
+                    {"name": "c", "cluster": {"server": "https://127.0.0.1:1", "certificate-authority": "ca.crt"}}
+                ],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
     assert config_module.OperatorConfig(kubeconfig=None).resolve_kubeconfig() == str(local)
     assert config_module.OperatorConfig(kubeconfig="/elsewhere").resolve_kubeconfig() == "/elsewhere"
     monkeypatch.setenv("KUBECONFIG", str(local))
@@ -261,16 +287,38 @@ def chart_rbac(kubectl, namespace):
     """The chart's operator ServiceAccount and RBAC, rendered by helm and applied as admin."""
     assert (ROOT / "charts/unilingo/templates/operator/rbac.yaml").exists(), "the chart's operator RBAC is missing"
     rendered = subprocess.run(
-        [str(HELM), "template", "unilingo", str(ROOT / "charts/unilingo"), "--namespace", namespace,
-         "--show-only", "templates/operator/rbac.yaml", "--show-only", "templates/operator/serviceaccount.yaml"],
-        capture_output=True, text=True, check=True,
+        [
+            str(HELM),
+            "template",
+            "unilingo",
+            str(ROOT / "charts/unilingo"),
+            "--namespace",
+            namespace,
+            "--show-only",
+            "templates/operator/rbac.yaml",
+            "--show-only",
+            "templates/operator/serviceaccount.yaml",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     kinds = [d["kind"] for d in yaml.safe_load_all(rendered) if d]
     assert "ServiceAccount" in kinds and "Role" in kinds
     kubectl("apply", "-f", "-", input=rendered)
     # kopf's peering object for the namespace (as the chart's installation provides it).
-    kubectl("apply", "-f", "-", input=yaml.safe_dump(
-        {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "default", "namespace": namespace}}))
+    kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=yaml.safe_dump(
+            {
+                "apiVersion": "kopf.dev/v1",
+                "kind": "KopfPeering",
+                "metadata": {"name": "default", "namespace": namespace},
+            }
+        ),
+    )
     return rendered
 
 
@@ -278,12 +326,18 @@ def chart_rbac(kubectl, namespace):
 def operator_kubeconfig(kubectl, control_plane, namespace, chart_rbac, tmp_path_factory) -> Path:
     token = kubectl("create", "token", SERVICE_ACCOUNT, "-n", namespace, "--duration=2h").stdout.strip()
     config = {
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": "local", "cluster": {"server": control_plane.url,
-                                                   "certificate-authority": str(control_plane.ca_file)}}],
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "local",
+                "cluster": {"server": control_plane.url, "certificate-authority": str(control_plane.ca_file)},
+            }
+        ],
         "users": [{"name": SERVICE_ACCOUNT, "user": {"token": token}}],
-        "contexts": [{"name": "operator", "context": {"cluster": "local", "user": SERVICE_ACCOUNT,
-                                                      "namespace": namespace}}],
+        "contexts": [
+            {"name": "operator", "context": {"cluster": "local", "user": SERVICE_ACCOUNT, "namespace": namespace}}
+        ],
         "current-context": "operator",
     }
     path = tmp_path_factory.mktemp("operator") / "kubeconfig"
@@ -307,7 +361,10 @@ def start_operator(operator_kubeconfig, namespace, redis_srv, tmp_path_factory):
                 return False
 
         service = Service.python(
-            f"operator-{priority}", "unilingo_operator", log_dir=log_dir, ready=healthy,
+            f"operator-{priority}",
+            "unilingo_operator",
+            log_dir=log_dir,
+            ready=healthy,
             env={
                 "KUBECONFIG": str(operator_kubeconfig),
                 "REDIS_URL": redis_srv.url,
@@ -403,8 +460,11 @@ def test_an_edit_raises_the_revision_and_the_next_decision_follows(cluster, oper
     assert body["status"]["revision"] > revision
     assert store.read("azure-vision").policy.suspended is True
     decision = worker.ask("acquire", "azure-vision")
-    assert (decision["granted"], decision["reason"], decision["revision"]) == (False, "suspended",
-                                                                               body["status"]["revision"])
+    assert (decision["granted"], decision["reason"], decision["revision"]) == (
+        False,
+        "suspended",
+        body["status"]["revision"],
+    )
 
     cluster.patch("vision", {"suspended": False, "requestsPerMinute": 20, "burst": 5})
     again = cluster.wait_ready("vision", after=body["status"]["revision"])
@@ -429,8 +489,11 @@ def test_a_redis_flush_is_repaired(cluster, operator, store, redis_srv):
 def test_a_policy_changed_behind_the_operators_back_is_put_back(cluster, operator, store):
     in_force = store.read("azure-vision")
     store.write(ProviderPolicy(provider="azure-vision", requests_per_minute=1, burst=1))
-    wait_for(lambda: document(store.read("azure-vision").policy) == document(in_force.policy), timeout=15,
-             what="the policy in force to come back")
+    wait_for(
+        lambda: document(store.read("azure-vision").policy) == document(in_force.policy),
+        timeout=15,
+        what="the policy in force to come back",
+    )
 
 
 def test_invalid_spec_that_reaches_the_operator_keeps_the_last_good_policy(kubectl, cluster, operator, store):
@@ -442,16 +505,33 @@ def test_invalid_spec_that_reaches_the_operator_keeps_the_last_good_policy(kubec
 
     def strip(node):
         if isinstance(node, dict):
-            return {k: strip(v) for k, v in node.items()
-                    if k not in ("x-kubernetes-validations", "minimum", "maximum", "enum")}
+            return {
+                k: strip(v)
+                for k, v in node.items()
+                if k not in ("x-kubernetes-validations", "minimum", "maximum", "enum")
+            }
         return [strip(v) for v in node] if isinstance(node, list) else node
 
     version["spec"] = strip(version["spec"])
     kubectl("apply", "-f", "-", input=json.dumps(lax))
     try:
-        wait_for(lambda: cluster.kubectl("patch", "upp", "vision", "-n", cluster.ns, "--type=merge",
-                                         "-p", '{"spec":{"requestsPerMinute":-3}}', check=False).returncode == 0,
-                 what="the lax CRD to serve")
+        wait_for(
+            lambda: (
+                cluster.kubectl(
+                    "patch",
+                    "upp",
+                    "vision",
+                    "-n",
+                    cluster.ns,
+                    "--type=merge",
+                    "-p",
+                    '{"spec":{"requestsPerMinute":-3}}',
+                    check=False,
+                ).returncode
+                == 0
+            ),
+            what="the lax CRD to serve",
+        )
         condition = cluster.wait_ready("vision", "False", "InvalidSpec")["status"]["conditions"][0]
         assert "requestsPerMinute" in condition["message"] and "greater than or equal to 0" in condition["message"]
         assert f"revision {good.revision}" in condition["message"]
@@ -547,8 +627,7 @@ def test_two_replicas_one_writer(cluster, operator, start_operator, store, kubec
 
     operator.kill(signal.SIGKILL)  # no goodbye: the standby waits for the keep-alive to expire
     operator.process.wait()
-    wait_for(lambda: "Resuming operations after the pause" in standby.log(), timeout=30,
-             what="the standby to resume")
+    wait_for(lambda: "Resuming operations after the pause" in standby.log(), timeout=30, what="the standby to resume")
     cluster.patch("vision", {"requestsPerMinute": 16})
     body = cluster.wait_ready("vision", after=revision, timeout=30)
     assert store.read("azure-vision").policy.requests_per_minute == 16

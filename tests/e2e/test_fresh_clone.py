@@ -37,8 +37,11 @@ BOOT_SECONDS = 900
 def user_environment(ports: dict[str, int]) -> dict[str, str]:
     """The caller's environment without any of the platform's settings, plus the ports."""
     ours = {name.upper() for name in Settings.model_fields}
-    env = {k: v for k, v in os.environ.items()
-           if k not in ours and k not in ("PYTHONPATH", "VIRTUAL_ENV", "UNILINGO_TOKEN", "UNILINGO_API", "UNILINGO_USER")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ours and k not in ("PYTHONPATH", "VIRTUAL_ENV", "UNILINGO_TOKEN", "UNILINGO_API", "UNILINGO_USER")
+    }
     env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if "/.venv/" not in p)
     env.update({name: str(port) for name, port in ports.items() if name != "REDIS_PORT"})
     env["REDIS_URL"] = f"redis://127.0.0.1:{ports['REDIS_PORT']}/0"
@@ -79,8 +82,9 @@ def clone(tmp_path_factory):
 
 def start(clone: Path, target: str, env: dict[str, str], log: Path) -> subprocess.Popen:
     with log.open("wb") as out:
-        return subprocess.Popen(["make", target], cwd=clone, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        return subprocess.Popen(
+            ["make", target], cwd=clone, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
 
 def test_make_redis_from_a_fresh_clone(clone, tmp_path):
@@ -104,8 +108,17 @@ def test_make_redis_from_a_fresh_clone(clone, tmp_path):
 
 
 def test_make_run_from_a_fresh_clone_serves_the_readme_commands(clone, tmp_path):
-    ports = {name: free_port() for name in
-             ("REDIS_PORT", "API_PORT", "SANDBOX_PORT", "SANDBOX_AWS_PORT", "POSTGRES_PORT", "WORKER_METRICS_PORT")}
+    ports = {
+        name: free_port()
+        for name in (
+            "REDIS_PORT",
+            "API_PORT",
+            "SANDBOX_PORT",
+            "SANDBOX_AWS_PORT",
+            "POSTGRES_PORT",
+            "WORKER_METRICS_PORT",
+        )
+    }
     env = user_environment(ports)
     log = tmp_path / "make-run.log"
     process = start(clone, "run", env, log)
@@ -114,8 +127,14 @@ def test_make_run_from_a_fresh_clone_serves_the_readme_commands(clone, tmp_path)
         wait_until_serving(api, process, log, timeout=BOOT_SECONDS)
 
         def unilingo(*args: str) -> dict:
-            out = subprocess.run([str(clone / ".venv" / "bin" / "unilingo"), *args], cwd=clone, env=env,
-                                 capture_output=True, text=True, timeout=180)
+            out = subprocess.run(
+                [str(clone / ".venv" / "bin" / "unilingo"), *args],
+                cwd=clone,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=180,
+            )
             assert out.returncode == 0, out.stderr + out.stdout
             assert "Traceback" not in out.stderr
             return json.loads(out.stdout)
@@ -129,8 +148,9 @@ def test_make_run_from_a_fresh_clone_serves_the_readme_commands(clone, tmp_path)
         listed = unilingo("jobs")
         assert {job["job_id"], cards["job_id"]} <= {j["job_id"] for j in listed["jobs"]}
         # The README's curl works with the token `make token USER=me` prints: the CLI's user.
-        token = subprocess.run(["make", "-s", "token", "USER=me"], cwd=clone, env=env, capture_output=True,
-                               text=True, check=True).stdout.strip()
+        token = subprocess.run(
+            ["make", "-s", "token", "USER=me"], cwd=clone, env=env, capture_output=True, text=True, check=True
+        ).stdout.strip()
         mine = httpx.get(f"{api}/api/jobs/{cards['job_id']}", headers={"Authorization": f"Bearer {token}"}).json()
         assert mine["status"] == "succeeded"
         # /docs renders from the API alone: its scripts are served by the API, not a CDN.

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -27,7 +27,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def stack(tmp_path):
-    ports = {"API_PORT": free_port(), "SANDBOX_PORT": free_port(), "SANDBOX_AWS_PORT": free_port(), "POSTGRES_PORT": free_port()}
+    ports = {
+        "API_PORT": free_port(),
+        "SANDBOX_PORT": free_port(),
+        "SANDBOX_AWS_PORT": free_port(),
+        "POSTGRES_PORT": free_port(),
+    }
     redis_port = free_port()
     env = {
         **os.environ,
@@ -39,8 +44,14 @@ def stack(tmp_path):
         "POSTGRES_DIR": tempfile.mkdtemp(prefix="unilingo-e2e-pg-"),
     }
     log = open(tmp_path / "stack.log", "wb")
-    process = subprocess.Popen([sys.executable, "-m", "devstack.run"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "devstack.run"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     api = f"http://127.0.0.1:{ports['API_PORT']}"
     wait_until_serving(api, process, tmp_path / "stack.log", timeout=90)
     yield env, api
@@ -50,8 +61,14 @@ def stack(tmp_path):
 
 
 def cli(env: dict, api: str, *args: str) -> dict:
-    out = subprocess.run([sys.executable, "-m", "unilingo.cli", "--api", api, "--user", "e2e", *args],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "unilingo.cli", "--api", api, "--user", "e2e", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr + out.stdout
     return json.loads(out.stdout)
 
@@ -65,8 +82,13 @@ def test_make_run_serves_pdf_and_flashcards_jobs(stack, tmp_path):
     # The user's file outlives the job's Redis TTL: archived in object storage (moto here).
     import boto3
 
-    s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{env['SANDBOX_AWS_PORT']}", region_name="us-east-1",
-                      aws_access_key_id="sandbox", aws_secret_access_key="sandbox")
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{env['SANDBOX_AWS_PORT']}",
+        region_name="us-east-1",
+        aws_access_key_id="sandbox",
+        aws_secret_access_key="sandbox",
+    )
     assert job["result"]["upload"] == {"archived": True}  # where it is kept is not the client's business
     archived = s3.get_object(Bucket="unilingo-uploads", Key=f"uploads/e2e/{job['job_id']}")
     assert archived["Body"].read() == pdf.read_bytes()

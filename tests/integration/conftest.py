@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import httpx
 import pytest
 import redis
@@ -17,7 +16,10 @@ def start_sandbox(log_dir, latency_scale: float = 0.01) -> Service:
     """``python -m sandbox`` on free ports, its latencies scaled; ``url`` and ``aws_port`` set on it."""
     port, aws_port = free_port(), free_port()
     service = Service.python(
-        "sandbox", "sandbox", port=port, log_dir=log_dir,
+        "sandbox",
+        "sandbox",
+        port=port,
+        log_dir=log_dir,
         env={"SANDBOX_PORT": str(port), "SANDBOX_AWS_PORT": str(aws_port), "SANDBOX_LATENCY_SCALE": str(latency_scale)},
     )
     service.start()
@@ -70,7 +72,10 @@ def start_worker(redis_url, sandbox, tmp_path):
         before = set(client.zrange(keys.workers_alive(), 0, -1))
         port = int(sandbox.url.rsplit(":", 1)[1])
         service = Service.python(
-            f"worker{len(started)}", "workers", env=worker_env(redis_url, port, sandbox.aws_port, **extra), log_dir=tmp_path,
+            f"worker{len(started)}",
+            "workers",
+            env=worker_env(redis_url, port, sandbox.aws_port, **extra),
+            log_dir=tmp_path,
             ready=lambda: bool(set(client.zrange(keys.workers_alive(), 0, -1)) - before),
         )
         started.append(service)

@@ -97,9 +97,16 @@ async def test_jwks_tokens_rs256_and_es256(api_factory):
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        client = await api_factory(supabase_jwks_url=f"http://127.0.0.1:{server.server_address[1]}/auth/v1/.well-known/jwks.json")
-        claims = {"sub": "carol", "aud": "authenticated", "iss": "unilingo-local", "exp": int(time.time()) + 300,
-                  "role": "authenticated"}
+        client = await api_factory(
+            supabase_jwks_url=f"http://127.0.0.1:{server.server_address[1]}/auth/v1/.well-known/jwks.json"
+        )
+        claims = {
+            "sub": "carol",
+            "aud": "authenticated",
+            "iss": "unilingo-local",
+            "exp": int(time.time()) + 300,
+            "role": "authenticated",
+        }
         for key, alg, kid in ((rsa_key, "RS256", "rsa-1"), (ec_key, "ES256", "ec-1")):
             signed = jwt.encode(claims, key, algorithm=alg, headers={"kid": kid})
             response = await client.get("/api/jobs", headers={"Authorization": f"Bearer {signed}"})
@@ -155,8 +162,10 @@ async def test_reading_jobs_spends_the_users_read_quota_not_the_address(api_fact
 
 async def test_requests_with_bad_tokens_spend_the_address_quota(api_factory):
     client = await api_factory(quota_ip="3/1m")
-    answers = [(await client.get("/api/jobs", headers={"Authorization": "Bearer forged.token.value"})).status_code
-               for _ in range(5)]
+    answers = [
+        (await client.get("/api/jobs", headers={"Authorization": "Bearer forged.token.value"})).status_code
+        for _ in range(5)
+    ]
     assert answers == [401, 401, 401, 429, 429]
     assert (await client.get("/api/jobs")).status_code == 429  # no token at all: the same address
     assert (await client.get("/api/jobs", headers=auth())).status_code == 200  # a valid token still reads
@@ -167,10 +176,12 @@ async def test_an_idempotent_replay_spends_no_quota(api_factory):
     body = {"topic": "Ordering food"}
     first = await client.post("/api/ai/generate-lesson", json=body, headers={**auth("gil"), "Idempotency-Key": "k-1"})
     assert first.status_code == 202
-    replays = await asyncio.gather(*(
-        client.post("/api/ai/generate-lesson", json=body, headers={**auth("gil"), "Idempotency-Key": "k-1"})
-        for _ in range(20)
-    ))
+    replays = await asyncio.gather(
+        *(
+            client.post("/api/ai/generate-lesson", json=body, headers={**auth("gil"), "Idempotency-Key": "k-1"})
+            for _ in range(20)
+        )
+    )
     assert {r.status_code for r in replays} == {200}
     assert {r.json()["job_id"] for r in replays} == {first.json()["job_id"]}
     # The quota still has its second request left.
@@ -181,7 +192,9 @@ async def test_an_idempotent_replay_spends_no_quota(api_factory):
 async def test_user_ai_quota_is_per_user_and_only_on_ai(api_factory):
     client = await api_factory(quota_user_ai="2/1h")
     for _ in range(2):
-        assert (await client.post("/api/ai/generate-lesson", json={"topic": "t"}, headers=auth("dave"))).status_code == 202
+        assert (
+            await client.post("/api/ai/generate-lesson", json={"topic": "t"}, headers=auth("dave"))
+        ).status_code == 202
     refused = await client.post("/api/ai/generate-flashcards", json={"content": "c"}, headers=auth("dave"))
     assert refused.status_code == 429 and "ai quota" in refused.json()["error"]["message"]
     assert (await client.post("/api/ai/generate-lesson", json={"topic": "t"}, headers=auth("erin"))).status_code == 202
@@ -205,7 +218,11 @@ async def test_forwarded_for_is_believed_only_from_trusted_proxies(api_factory):
 
 async def test_another_users_job_is_404_everywhere(api):
     job_id = await submit(api, "alice")
-    for method, path in (("GET", f"/api/jobs/{job_id}"), ("GET", f"/api/jobs/{job_id}/events"), ("DELETE", f"/api/jobs/{job_id}")):
+    for method, path in (
+        ("GET", f"/api/jobs/{job_id}"),
+        ("GET", f"/api/jobs/{job_id}/events"),
+        ("DELETE", f"/api/jobs/{job_id}"),
+    ):
         response = await api.request(method, path, headers=auth("mallory"))
         assert response.status_code == 404 and response.json()["error"]["code"] == "job_not_found"
         unknown = await api.request(method, path.replace(job_id, "0" * 32), headers=auth("alice"))
@@ -298,10 +315,18 @@ async def asgi_stream(app, path: str, headers: dict[str, str], on_body) -> tuple
                 done.set()
 
     scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
-        "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
         "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
-        "client": ("127.0.0.1", 40000), "server": ("testserver", 80),
+        "client": ("127.0.0.1", 40000),
+        "server": ("testserver", 80),
     }
     await app(scope, receive, send)
     start = sent[0]
@@ -319,7 +344,9 @@ async def test_sse_follows_queued_running_succeeded(api, redis_url):
         if b"data:" in chunk:
             first_event.set()
 
-    status, headers, body = await asyncio.wait_for(asgi_stream(api.app, f"/api/jobs/{job_id}/events", auth(), on_body), timeout=20)
+    status, headers, body = await asyncio.wait_for(
+        asgi_stream(api.app, f"/api/jobs/{job_id}/events", auth(), on_body), timeout=20
+    )
     worker.join()
     assert status == 200 and headers["content-type"].startswith("text/event-stream")
     events = parse_sse(body.decode())
@@ -349,7 +376,11 @@ async def test_health_detailed_reports_queues_and_live_workers(api):
     await api.post("/api/process-pdf", files={"file": ("a.pdf", PDF)}, headers=auth())
     body = (await api.get("/api/health/detailed")).json()
     assert body["status"] == "degraded" and body["workers"]["alive"] == 0
-    assert body["queues"]["ai"] == 1 and body["queues"]["pdf"] == 1 and set(body["queues"]) >= {"ai", "pdf", "speech", "ocr", "tts"}
+    assert (
+        body["queues"]["ai"] == 1
+        and body["queues"]["pdf"] == 1
+        and set(body["queues"]) >= {"ai", "pdf", "speech", "ocr", "tts"}
+    )
     assert body["redis"]["ok"] and body["redis"]["latency_ms"] >= 0
     now = time.time()
     api.redis.zadd(keys.workers_alive(), {"worker-a@host": now, "worker-old@host": now - 120})
@@ -381,8 +412,17 @@ async def test_metrics_count_requests_by_route_template(api):
 
 async def test_openapi_and_docs(api):
     spec = (await api.get("/openapi.json")).json()
-    for path in ("/api/ai/generate-flashcards", "/api/ai/generate-lesson", "/api/pronunciation-assess", "/api/process-image",
-                 "/api/process-pdf", "/api/audio/generate", "/api/jobs/{job_id}", "/api/jobs/{job_id}/events", "/api/jobs"):
+    for path in (
+        "/api/ai/generate-flashcards",
+        "/api/ai/generate-lesson",
+        "/api/pronunciation-assess",
+        "/api/process-image",
+        "/api/process-pdf",
+        "/api/audio/generate",
+        "/api/jobs/{job_id}",
+        "/api/jobs/{job_id}/events",
+        "/api/jobs",
+    ):
         assert path in spec["paths"], path
     assert "multipart/form-data" in spec["paths"]["/api/process-pdf"]["post"]["requestBody"]["content"]
     assert (await api.get("/docs")).status_code == 200

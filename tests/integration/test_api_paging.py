@@ -30,9 +30,18 @@ async def page_through(api, limit: int, **params) -> tuple[list[dict], int]:  # 
 
 
 def stored_job(store: JobStore, owner: str, created_at: float) -> str:
-    job = Job(job_id=new_job_id(), type=JobType.TTS, status=JobStatus.QUEUED, owner=owner, params={"text": "x"},
-              created_at=created_at, updated_at=created_at)
-    store.create(NewJob(job=job, message=task_message(job.workload.task, job.workload.queue, [job.job_id], task_id=job.job_id)))
+    job = Job(
+        job_id=new_job_id(),
+        type=JobType.TTS,
+        status=JobStatus.QUEUED,
+        owner=owner,
+        params={"text": "x"},
+        created_at=created_at,
+        updated_at=created_at,
+    )
+    store.create(
+        NewJob(job=job, message=task_message(job.workload.task, job.workload.queue, [job.job_id], task_id=job.job_id))
+    )
     return job.job_id
 
 

@@ -17,6 +17,7 @@ from schemathesis import GenerationMode
 
 from api.main import create_app
 from tests.support.api import auth, make_settings
+
 pytestmark = pytest.mark.integration
 
 EXAMPLES = 25  # per operation and mode; about 30 s in all
@@ -29,8 +30,15 @@ def _not_implemented(response) -> bool:
 def test_no_server_errors(redis_url):
     # Quotas off: thousands of requests from one address would otherwise meet them.
     # A slow answer from a busy test machine's Redis is not what this test looks for: a long Redis timeout.
-    app = create_app(make_settings(redis_url, quota_ip="off", quota_user_ai="off", quota_user_pronunciation="off",
-                                   redis_socket_timeout_seconds=10))
+    app = create_app(
+        make_settings(
+            redis_url,
+            quota_ip="off",
+            quota_user_ai="off",
+            quota_user_pronunciation="off",
+            redis_socket_timeout_seconds=10,
+        )
+    )
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     failures: list[str] = []
     operations = [result.ok() for result in schema.get_all_operations()]
@@ -47,10 +55,14 @@ def test_no_server_errors(redis_url):
                 response = case.call(headers={**(case.headers or {}), **headers})
                 seen.setdefault(f"{case.method} {operation.path}", set()).add(response.status_code)
                 if response.status_code >= 500 and not _not_implemented(response):
-                    failures.append(f"{case.method} {case.formatted_path} ({mode.value}) -> {response.status_code}: {response.text[:300]}\n{case.as_curl_command()}")
+                    failures.append(
+                        f"{case.method} {case.formatted_path} ({mode.value}) -> {response.status_code}: {response.text[:300]}\n{case.as_curl_command()}"
+                    )
                 unauth = case.call()  # and without a token
                 if unauth.status_code >= 500:
-                    failures.append(f"{case.method} {case.formatted_path} unauthenticated -> {unauth.status_code}: {unauth.text[:300]}")
+                    failures.append(
+                        f"{case.method} {case.formatted_path} unauthenticated -> {unauth.status_code}: {unauth.text[:300]}"
+                    )
 
             try:
                 run()

@@ -15,6 +15,7 @@ import redis.exceptions
 from api.redis_conn import ScriptChannel
 from devstack.redis import RedisServer
 from tests.support.api import auth
+
 pytestmark = pytest.mark.integration
 
 ECHO = "return {ARGV[1], tonumber(ARGV[2]), {KEYS[1], redis.call('INCR', KEYS[1])}}"
@@ -32,7 +33,11 @@ async def test_a_script_answers_as_on_redis_py(redis_url):
     client = aioredis.Redis.from_url(redis_url)
     channel = channel_for(redis_url)
     try:
-        for text in (ECHO, "return redis.call('GET', 'missing')", "return {1, false, 'x', {2.5, redis.status_reply('OK')}}"):
+        for text in (
+            ECHO,
+            "return redis.call('GET', 'missing')",
+            "return {1, false, 'x', {2.5, redis.status_reply('OK')}}",
+        ):
             await client.delete("k")
             theirs = await client.register_script(text)(keys=["k"], args=["hello", 3])
             await client.delete("k")
@@ -157,7 +162,9 @@ async def test_auth_and_database_from_the_url(tmp_path):
         checker = redis.Redis(port=server.port, password="s3cret", db=3)
         assert checker.get("k:auth") == b"1" and redis.Redis(port=server.port, password="s3cret").get("k:auth") is None
         with pytest.raises(redis.exceptions.ConnectionError):
-            await channel_for(f"redis://:wrong@127.0.0.1:{server.port}/0").register_script(ECHO)(keys=["k"], args=["a", 1])
+            await channel_for(f"redis://:wrong@127.0.0.1:{server.port}/0").register_script(ECHO)(
+                keys=["k"], args=["a", 1]
+            )
         await channel.aclose()
     finally:
         server.stop()

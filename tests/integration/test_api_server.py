@@ -84,14 +84,18 @@ def test_an_oversized_upload_is_refused_before_it_is_read(server, redis_url):
 
 def test_chunked_oversized_upload_is_cut_off(server, redis_url):
     def chunks():
-        yield b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.pdf\"\r\n\r\n%PDF-1.4\n"
+        yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.pdf"\r\n\r\n%PDF-1.4\n'
         for _ in range(200):
             yield b"0" * 4096  # 800 KB, past the 50 KB limit (+ 64 KiB)
         yield b"\r\n--b--\r\n"
 
     with httpx.Client(base_url=server.url, timeout=10) as http:
         try:
-            response = http.post("/api/process-pdf", content=chunks(), headers={**auth(), "Content-Type": "multipart/form-data; boundary=b"})
+            response = http.post(
+                "/api/process-pdf",
+                content=chunks(),
+                headers={**auth(), "Content-Type": "multipart/form-data; boundary=b"},
+            )
         except httpx.HTTPError:
             return  # the server may close the connection while we are still sending: also a refusal
         assert response.status_code == 413
@@ -129,8 +133,12 @@ async def test_sse_streams_share_one_redis_subscription_per_process(server, redi
     client = redis.Redis.from_url(redis_url)
     streams = 30
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
-        job_ids = [(await http.post("/api/ai/generate-flashcards", json={"content": f"fact {i}"}, headers=auth())).json()["job_id"]
-                   for i in range(streams)]
+        job_ids = [
+            (await http.post("/api/ai/generate-flashcards", json={"content": f"fact {i}"}, headers=auth())).json()[
+                "job_id"
+            ]
+            for i in range(streams)
+        ]
         opened: list = []
         first_events = 0
 

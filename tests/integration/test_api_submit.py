@@ -55,12 +55,19 @@ async def test_flashcards_accepted_and_enqueued(api):
     job = (await api.get(f"/api/jobs/{job_id}", headers=auth())).json()
     assert job["type"] == "flashcards" and job["status"] == "queued" and job["attempts"] == 0
     record = api.redis.hgetall(keys.job(job_id))
-    assert orjson.loads(record[b"params"]) == {"content": "Le chat est noir.", "subject": "French", "count": 12, "language": "fr"}
+    assert orjson.loads(record[b"params"]) == {
+        "content": "Le chat est noir.",
+        "subject": "French",
+        "count": 12,
+        "language": "fr",
+    }
     assert record[b"owner"] == b"alice"
 
 
 async def test_lesson_accepted_and_enqueued(api):
-    response = await api.post("/api/ai/generate-lesson", json={"topic": "Ser vs estar", "level": "B1", "language": "es"}, headers=auth())
+    response = await api.post(
+        "/api/ai/generate-lesson", json={"topic": "Ser vs estar", "level": "B1", "language": "es"}, headers=auth()
+    )
     assert_accepted(response, "ai", "unilingo.lesson", api)
 
 
@@ -110,9 +117,13 @@ async def test_json_validation(api, path, body, status, code):
 
 
 async def test_malformed_json_and_wrong_content_type_are_4xx(api):
-    response = await api.post("/api/ai/generate-flashcards", content=b"{not json", headers={**auth(), "Content-Type": "application/json"})
+    response = await api.post(
+        "/api/ai/generate-flashcards", content=b"{not json", headers={**auth(), "Content-Type": "application/json"}
+    )
     assert response.status_code == 422 and response.json()["error"]["code"] == "validation_error"
-    response = await api.post("/api/ai/generate-flashcards", content=b"content=x", headers={**auth(), "Content-Type": "text/plain"})
+    response = await api.post(
+        "/api/ai/generate-flashcards", content=b"content=x", headers={**auth(), "Content-Type": "text/plain"}
+    )
     assert response.status_code == 422
 
 
@@ -123,9 +134,13 @@ async def test_an_oversized_json_body_is_refused_while_read(api):
         for i in range(0, len(huge), 64 * 1024):
             yield huge[i : i + 64 * 1024]
 
-    response = await api.post("/api/ai/generate-flashcards", content=chunks(), headers={**auth(), "Content-Type": "application/json"})
+    response = await api.post(
+        "/api/ai/generate-flashcards", content=chunks(), headers={**auth(), "Content-Type": "application/json"}
+    )
     assert response.status_code == 413 and response.json()["error"]["code"] == "payload_too_large"
-    response = await api.post("/api/ai/generate-flashcards", content=huge, headers={**auth(), "Content-Type": "application/json"})
+    response = await api.post(
+        "/api/ai/generate-flashcards", content=huge, headers={**auth(), "Content-Type": "application/json"}
+    )
     assert response.status_code == 413  # declared Content-Length: refused before reading
 
 
@@ -144,10 +159,14 @@ async def test_upload_validation(api, path, field, data, extra):
     response = await api.post(path, files={field: ("x.bin", wrong, "application/octet-stream")}, data=extra, headers=h)
     assert response.status_code == 415 and response.json()["error"]["code"] == "unsupported_file_type"
     # oversized (limit 20,000 bytes in these tests): the file is refused
-    response = await api.post(path, files={field: ("x.bin", data + b"\x00" * 20_001, "application/octet-stream")}, data=extra, headers=h)
+    response = await api.post(
+        path, files={field: ("x.bin", data + b"\x00" * 20_001, "application/octet-stream")}, data=extra, headers=h
+    )
     assert response.status_code == 413 and response.json()["error"]["code"] == "file_too_large"
     # far past the limit: the body itself is refused, whatever it holds
-    response = await api.post(path, files={field: ("x.bin", data + b"\x00" * 200_000, "application/octet-stream")}, data=extra, headers=h)
+    response = await api.post(
+        path, files={field: ("x.bin", data + b"\x00" * 200_000, "application/octet-stream")}, data=extra, headers=h
+    )
     assert response.status_code == 413 and response.json()["error"]["code"] == "payload_too_large"
     # empty
     response = await api.post(path, files={field: ("x.bin", b"", "application/octet-stream")}, data=extra, headers=h)
@@ -170,7 +189,9 @@ async def test_pronunciation_fields_are_validated(api):
     files = {"audio": ("a.wav", WAV, "audio/wav")}
     response = await api.post("/api/pronunciation-assess", files=files, data={"language": "en-US"}, headers=auth())
     assert response.status_code == 422 and response.json()["error"]["details"][0]["field"] == "reference_text"
-    response = await api.post("/api/pronunciation-assess", files=files, data={"reference_text": "hi", "language": "!!"}, headers=auth())
+    response = await api.post(
+        "/api/pronunciation-assess", files=files, data={"reference_text": "hi", "language": "!!"}, headers=auth()
+    )
     assert response.status_code == 422
     response = await api.post(
         "/api/pronunciation-assess", files=files, data={"reference_text": "r" * 1_001, "language": "en"}, headers=auth()
@@ -181,7 +202,11 @@ async def test_pronunciation_fields_are_validated(api):
 # --- availability --------------------------------------------------------------------------
 
 _OTHERS = [
-    (JobType.PRONUNCIATION, "/api/pronunciation-assess", {"files": {"audio": ("a.wav", WAV, "audio/wav")}, "data": {"reference_text": "hello", "language": "en-US"}}),
+    (
+        JobType.PRONUNCIATION,
+        "/api/pronunciation-assess",
+        {"files": {"audio": ("a.wav", WAV, "audio/wav")}, "data": {"reference_text": "hello", "language": "en-US"}},
+    ),
     (JobType.OCR, "/api/process-image", {"files": {"image": ("a.png", PNG, "image/png")}}),
     (JobType.TTS, "/api/audio/generate", {"json": {"text": "Hola", "language": "es"}}),
 ]
@@ -202,10 +227,14 @@ async def test_other_types_are_queued_when_available_else_501(api, job_type, pat
 
 async def test_an_unavailable_type_answers_501_only_after_auth_and_validation(api, monkeypatch):
     workload = WORKLOADS[JobType.PDF]
-    monkeypatch.setitem(WORKLOADS, JobType.PDF, Workload(workload.queue, workload.task, workload.provider, available=False))
+    monkeypatch.setitem(
+        WORKLOADS, JobType.PDF, Workload(workload.queue, workload.task, workload.provider, available=False)
+    )
     files = {"file": ("a.pdf", PDF, "application/pdf")}
     assert (await api.post("/api/process-pdf", files=files)).status_code == 401
-    assert (await api.post("/api/process-pdf", files={"file": ("a.png", PNG, "image/png")}, headers=auth())).status_code == 415
+    assert (
+        await api.post("/api/process-pdf", files={"file": ("a.png", PNG, "image/png")}, headers=auth())
+    ).status_code == 415
     response = await api.post("/api/process-pdf", files=files, headers=auth())
     assert response.status_code == 501 and response.json()["error"]["code"] == "not_implemented"
     assert api.redis.llen("pdf") == 0
@@ -224,7 +253,9 @@ async def test_idempotency_key_returns_the_same_job(api):
     assert api.redis.llen("ai") == 1  # one job, one message
 
     # the same key with another body is refused; nothing new is queued
-    other = await api.post("/api/ai/generate-flashcards", json={**body, "count": 4}, headers={**auth(), "Idempotency-Key": "k-1"})
+    other = await api.post(
+        "/api/ai/generate-flashcards", json={**body, "count": 4}, headers={**auth(), "Idempotency-Key": "k-1"}
+    )
     assert other.status_code == 422 and other.json()["error"]["code"] == "idempotency_key_reused"
     other = await api.post("/api/ai/generate-lesson", json={"topic": "x"}, headers={**auth(), "Idempotency-Key": "k-1"})
     assert other.status_code == 422
@@ -240,12 +271,16 @@ async def test_idempotent_uploads_compare_the_file(api):
     first = await api.post("/api/process-pdf", files={"file": ("a.pdf", PDF, "application/pdf")}, headers=h)
     again = await api.post("/api/process-pdf", files={"file": ("a.pdf", PDF, "application/pdf")}, headers=h)
     assert (first.status_code, again.status_code) == (202, 200) and first.json()["job_id"] == again.json()["job_id"]
-    changed = await api.post("/api/process-pdf", files={"file": ("a.pdf", PDF + b"%changed", "application/pdf")}, headers=h)
+    changed = await api.post(
+        "/api/process-pdf", files={"file": ("a.pdf", PDF + b"%changed", "application/pdf")}, headers=h
+    )
     assert changed.status_code == 422
 
 
 async def test_a_malformed_idempotency_key_is_422(api):
-    response = await api.post("/api/ai/generate-flashcards", json={"content": "x"}, headers={**auth(), "Idempotency-Key": "x" * 300})
+    response = await api.post(
+        "/api/ai/generate-flashcards", json={"content": "x"}, headers={**auth(), "Idempotency-Key": "x" * 300}
+    )
     assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_idempotency_key"
 
 
@@ -254,7 +289,9 @@ async def test_a_malformed_idempotency_key_is_422(api):
 
 async def test_a_private_webhook_target_is_refused_at_submission(api):
     for url in ("http://127.0.0.1:9/hook", "http://169.254.169.254/", "ftp://example.com/x", "http://localhost/hook"):
-        response = await api.post("/api/ai/generate-flashcards", json={"content": "x", "webhook_url": url}, headers=auth())
+        response = await api.post(
+            "/api/ai/generate-flashcards", json={"content": "x", "webhook_url": url}, headers=auth()
+        )
         assert response.status_code == 422, (url, response.text)
         assert response.json()["error"]["code"].startswith("webhook_")
     assert api.redis.llen("ai") == 0

@@ -9,8 +9,8 @@ import orjson
 import pytest
 import redis
 
-from tests.support.api import Receiver
 from devstack.processes import wait_until
+from tests.support.api import Receiver
 from unilingo import keys, webhooks
 from unilingo.jobs import Job, JobStatus, JobStore, JobType, NewJob, new_job_id
 from unilingo.messages import task_message
@@ -29,13 +29,30 @@ def client(redis_url):
 
 
 def settings(**overrides) -> Settings:
-    return Settings(**{"webhook_secret": SECRET, "webhook_allow_private": True, "webhook_timeout_seconds": 2.0, "webhook_attempts": 3, **overrides})
+    return Settings(
+        **{
+            "webhook_secret": SECRET,
+            "webhook_allow_private": True,
+            "webhook_timeout_seconds": 2.0,
+            "webhook_attempts": 3,
+            **overrides,
+        }
+    )
 
 
 def finished_job(client, url: str, status: str = "succeeded") -> str:
     store = JobStore(client)
     now = time.time()
-    job = Job(job_id=new_job_id(), type=JobType.PDF, status=JobStatus.QUEUED, owner="alice", params={}, webhook_url=url, created_at=now, updated_at=now)
+    job = Job(
+        job_id=new_job_id(),
+        type=JobType.PDF,
+        status=JobStatus.QUEUED,
+        owner="alice",
+        params={},
+        webhook_url=url,
+        created_at=now,
+        updated_at=now,
+    )
     store.create(NewJob(job=job, message=task_message("unilingo.pdf", "pdf", [job.job_id], task_id=job.job_id)))
     claim = store.claim(job.job_id, 30)
     if status == "succeeded":

@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from sandbox.images import png_with_text
-from tests.integration.test_providers import configure, submit, wav_bytes, speech_like, _reset_process_caches
+from tests.integration.test_providers import _reset_process_caches, configure, speech_like, submit, wav_bytes
 from unilingo import cache
 from unilingo.jobs import JobStatus, JobStore, JobType
 from unilingo.limiter import Limiter
@@ -53,7 +53,9 @@ def test_repeated_flashcards_are_served_from_the_cache(env):
 
     # The same request from another user, spaced and cased differently.
     messy = "  " + CONTENT.upper().replace(" ", "   \n ") + "\n"
-    outcome, second = run_job(client, JobType.FLASHCARDS, {"content": messy, "count": 3, "subject": "biology "}, owner="bob")
+    outcome, second = run_job(
+        client, JobType.FLASHCARDS, {"content": messy, "count": 3, "subject": "biology "}, owner="bob"
+    )
     assert outcome == "succeeded" and second.status is JobStatus.SUCCEEDED
     assert second.cache_hit and second.public()["cache_hit"] is True
     assert second.result["cards"] == first.result["cards"]
@@ -113,7 +115,15 @@ def test_cache_keys_normalise_text_and_option_order():
     from unilingo.jobs import Job
 
     def job(params):
-        return Job(job_id="x", type=JobType.LESSON, status=JobStatus.QUEUED, owner="a", params=params, created_at=0, updated_at=0)
+        return Job(
+            job_id="x",
+            type=JobType.LESSON,
+            status=JobStatus.QUEUED,
+            owner="a",
+            params=params,
+            created_at=0,
+            updated_at=0,
+        )
 
     a = cache.digest(job({"topic": "Past  tense", "level": "B1", "webhook_url": "https://a"}), None)
     b = cache.digest(job({"level": "b1", "topic": " past tense\n"}), None)

@@ -53,11 +53,21 @@ def start_worker(redis_url: str, tmp_path, queue: str = "pdf", prelude: str = ""
     env = {"REDIS_URL": redis_url, "WORKER_QUEUES": queue, "WORKER_CONCURRENCY": "1", "WORKER_LOG_LEVEL": "INFO"}
     if prelude:
         argv = [sys.executable, "-c", prelude + "\nfrom workers.__main__ import main\nmain()\n"]
-        service = Service("worker", argv, env=env, log_dir=tmp_path,
-                          ready=lambda: bool(set(client.zrange(keys.workers_alive(), 0, -1)) - before))
+        service = Service(
+            "worker",
+            argv,
+            env=env,
+            log_dir=tmp_path,
+            ready=lambda: bool(set(client.zrange(keys.workers_alive(), 0, -1)) - before),
+        )
     else:
-        service = Service.python("worker", "workers", env=env, log_dir=tmp_path,
-                                 ready=lambda: bool(set(client.zrange(keys.workers_alive(), 0, -1)) - before))
+        service = Service.python(
+            "worker",
+            "workers",
+            env=env,
+            log_dir=tmp_path,
+            ready=lambda: bool(set(client.zrange(keys.workers_alive(), 0, -1)) - before),
+        )
     return service.start()
 
 
@@ -142,8 +152,14 @@ def test_helm_test_script_passes_against_the_real_api_and_a_pdf_worker(redis_url
         # The Pod's own command and environment, pointed at this API; SUPABASE_JWT_SECRET is
         # the local default here, the credentials Secret's key in a cluster.
         env.update({"API_URL": f"http://127.0.0.1:{port}", "TEST_TIMEOUT_SECONDS": "60"})
-        result = subprocess.run([sys.executable, "-c", container["command"][2]], env={**os.environ, **env},
-                                cwd=REPO, capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            [sys.executable, "-c", container["command"][2]],
+            env={**os.environ, **env},
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert result.returncode == 0, result.stdout + result.stderr + api.log()[-2000:] + worker.log()[-2000:]
         assert result.stdout.strip().endswith("PASS"), result.stdout
     finally:

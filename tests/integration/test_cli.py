@@ -11,12 +11,18 @@ import pytest
 
 from devstack.ports import free_port
 from tests.support.api import SECRET, ApiProcess, token
+
 pytestmark = pytest.mark.integration
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    out = subprocess.run([sys.executable, "-m", "unilingo.cli", *args], env={**os.environ, **(env or {})},
-                         capture_output=True, text=True, timeout=timeout)
+    out = subprocess.run(
+        [sys.executable, "-m", "unilingo.cli", *args],
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert "Traceback" not in out.stderr, out.stderr
     return out
 
@@ -29,7 +35,12 @@ def api_process(redis_url, tmp_path):
 
 
 def local(api: ApiProcess, redis_url: str, user: str = "cli-user") -> dict[str, str]:
-    return {"UNILINGO_API": api.url, "UNILINGO_TOKEN": token(user), "REDIS_URL": redis_url, "SUPABASE_JWT_SECRET": SECRET}
+    return {
+        "UNILINGO_API": api.url,
+        "UNILINGO_TOKEN": token(user),
+        "REDIS_URL": redis_url,
+        "SUPABASE_JWT_SECRET": SECRET,
+    }
 
 
 def test_errors_are_one_line_with_their_own_exit_status(api_process, redis_url, tmp_path):
@@ -55,7 +66,19 @@ def test_errors_are_one_line_with_their_own_exit_status(api_process, redis_url, 
 def test_every_command_explains_itself():
     top = run_cli("--help")
     assert top.returncode == 0 and "exit status" in top.stdout
-    for command in ("pdf", "flashcards", "lesson", "pronounce", "ocr", "tts", "job", "wait", "jobs", "cancel", "policy"):
+    for command in (
+        "pdf",
+        "flashcards",
+        "lesson",
+        "pronounce",
+        "ocr",
+        "tts",
+        "job",
+        "wait",
+        "jobs",
+        "cancel",
+        "policy",
+    ):
         help_ = run_cli(command, "--help")
         assert help_.returncode == 0 and len(help_.stdout.splitlines()) > 2, command
         assert command in top.stdout
@@ -91,10 +114,12 @@ def test_a_failed_job_exits_non_zero(api_process, redis_url, tmp_path, start_wor
     env = local(api_process, redis_url)
     start_worker(worker_queues="pdf")
     scanned = tmp_path / "scan.pdf"  # a PDF without a text layer fails as pdf_no_text
-    scanned.write_bytes(b"%PDF-1.4\n1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj\n"
-                        b"2 0 obj << /Type /Pages /Kids [3 0 R] /Count 1 >> endobj\n"
-                        b"3 0 obj << /Type /Page /Parent 2 0 R /MediaBox [0 0 10 10] >> endobj\n"
-                        b"trailer << /Root 1 0 R >>\n%%EOF\n")
+    scanned.write_bytes(
+        b"%PDF-1.4\n1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj\n"
+        b"2 0 obj << /Type /Pages /Kids [3 0 R] /Count 1 >> endobj\n"
+        b"3 0 obj << /Type /Page /Parent 2 0 R /MediaBox [0 0 10 10] >> endobj\n"
+        b"trailer << /Root 1 0 R >>\n%%EOF\n"
+    )
     out = run_cli("pdf", str(scanned), env=env)
     assert out.returncode == 1, out.stderr
     assert json.loads(out.stdout)["status"] == "failed"

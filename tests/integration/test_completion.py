@@ -27,22 +27,39 @@ def client(redis_url):
 
 
 def test_a_worker_killed_between_the_answer_and_the_completion_still_sends_exactly_one_webhook(
-        client, start_worker, sandbox_reset):
+    client, start_worker, sandbox_reset
+):
     store = JobStore(client)
     with Receiver() as receiver:
         now = time.time()
-        job = Job(job_id=new_job_id(), type=JobType.FLASHCARDS, status=JobStatus.QUEUED, owner="alice",
-                  params={"content": "Bees dance to show where the flowers are.", "count": 1},
-                  webhook_url=receiver.url, created_at=now, updated_at=now)
-        store.create(NewJob(job=job, message=task_message(job.workload.task, job.workload.queue, [job.job_id], task_id=job.job_id)))
+        job = Job(
+            job_id=new_job_id(),
+            type=JobType.FLASHCARDS,
+            status=JobStatus.QUEUED,
+            owner="alice",
+            params={"content": "Bees dance to show where the flowers are.", "count": 1},
+            webhook_url=receiver.url,
+            created_at=now,
+            updated_at=now,
+        )
+        store.create(
+            NewJob(
+                job=job, message=task_message(job.workload.task, job.workload.queue, [job.job_id], task_id=job.job_id)
+            )
+        )
         fault(sandbox_reset, provider="openai", mode="slow", delay_s=1.5, duration_s=60)
-        doomed = start_worker(worker_concurrency=1, worker_queues="ai", webhook_allow_private="true", cache_enabled="false")
+        doomed = start_worker(
+            worker_concurrency=1, worker_queues="ai", webhook_allow_private="true", cache_enabled="false"
+        )
         wait_until(lambda: sandbox_stats(sandbox_reset, "openai")["in_flight"] >= 1, timeout=30)
         # Redis takes no write while the provider answers: the worker holds the answer and
         # cannot complete the job. Then it dies.
         client.execute_command("CLIENT", "PAUSE", 20000, "WRITE")
         try:
-            wait_until(lambda: (s := sandbox_stats(sandbox_reset, "openai"))["in_flight"] == 0 and s["requests"] >= 1, timeout=15)
+            wait_until(
+                lambda: (s := sandbox_stats(sandbox_reset, "openai"))["in_flight"] == 0 and s["requests"] >= 1,
+                timeout=15,
+            )
             time.sleep(0.3)  # the answer reaches the worker, which now waits on Redis
             doomed.kill()
         finally:
@@ -65,7 +82,9 @@ def test_a_slow_webhook_receiver_does_not_stall_the_workers_housekeeping(client,
     receiver = DripReceiver(interval=0.5, drips=120)  # a minute for one answer
     try:
         before = set(client.zrange(keys.workers_alive(), 0, -1))
-        start_worker(worker_concurrency=1, worker_queues="pdf", webhook_allow_private="true", webhook_timeout_seconds=60)
+        start_worker(
+            worker_concurrency=1, worker_queues="pdf", webhook_allow_private="true", webhook_timeout_seconds=60
+        )
         (worker,) = set(client.zrange(keys.workers_alive(), 0, -1)) - before
         hooked = _job(store, JobType.PDF, webhook_url=receiver.url)
         store.succeed(hooked, store.claim(hooked, 30).run_token, {"text": "x", "pages": 1})
@@ -88,7 +107,16 @@ def test_a_slow_webhook_receiver_does_not_stall_the_workers_housekeeping(client,
 
 def _job(store: JobStore, job_type: JobType, webhook_url: str | None = None) -> str:
     now = time.time()
-    job = Job(job_id=new_job_id(), type=job_type, status=JobStatus.QUEUED, owner="alice", webhook_url=webhook_url,
-              created_at=now, updated_at=now)
-    store.create(NewJob(job=job, message=task_message(job.workload.task, job.workload.queue, [job.job_id], task_id=job.job_id)))
+    job = Job(
+        job_id=new_job_id(),
+        type=job_type,
+        status=JobStatus.QUEUED,
+        owner="alice",
+        webhook_url=webhook_url,
+        created_at=now,
+        updated_at=now,
+    )
+    store.create(
+        NewJob(job=job, message=task_message(job.workload.task, job.workload.queue, [job.job_id], task_id=job.job_id))
+    )
     return job.job_id

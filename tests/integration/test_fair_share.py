@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import redis
 
 from tests.support.api import PDF, auth
 from unilingo import keys
 from unilingo.jobs import JobStore
-
-import pytest
 
 pytestmark = pytest.mark.integration
 
@@ -74,7 +73,6 @@ async def test_a_deferred_job_goes_back_with_its_turn(api_factory):
 
 async def test_with_real_workers_light_users_finish_long_before_the_backlog(api_factory, redis_url, start_worker):
     from devstack.processes import wait_until
-
     from tests.samples import pdf_with_text
 
     client = await api_factory()
@@ -83,8 +81,12 @@ async def test_with_real_workers_light_users_finish_long_before_the_backlog(api_
     light = [await submit(client, f"light-{i}", pdf=pdf) for i in range(5)]
     start_worker(worker_queues="pdf")
     store = JobStore(client.redis)
-    wait_until(lambda: all(store.get(j).status.terminal for j in heavy + light), timeout=240, interval=0.5,
-               message="the backlog drained")
+    wait_until(
+        lambda: all(store.get(j).status.terminal for j in heavy + light),
+        timeout=240,
+        interval=0.5,
+        message="the backlog drained",
+    )
     jobs = {j: store.get(j) for j in heavy + light}
     assert all(job.status.value == "succeeded" for job in jobs.values())
     # The order the workers took them in, not seconds (those are the bench's: bench/fairness_bench.py).
@@ -114,6 +116,9 @@ async def test_a_message_a_dying_consumer_took_is_queued_again(api_factory, redi
     start_worker(worker_queues="pdf")
     from devstack.processes import wait_until
 
-    jobs = wait_until(lambda: (js := [store.get(j) for j in ids]) and all(j.status.terminal for j in js) and js,
-                      timeout=60, message="the three jobs ran")
+    jobs = wait_until(
+        lambda: (js := [store.get(j) for j in ids]) and all(j.status.terminal for j in js) and js,
+        timeout=60,
+        message="the three jobs ran",
+    )
     assert [job.status.value for job in jobs] == ["succeeded"] * 3 and all(job.attempts == 1 for job in jobs)

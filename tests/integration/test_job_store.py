@@ -15,7 +15,15 @@ from unilingo.messages import task_message
 
 def make_job(store: JobStore, owner="alice", idem=None, job_type=JobType.PDF) -> str:
     now = time.time()
-    job = Job(job_id=new_job_id(), type=job_type, status=JobStatus.QUEUED, owner=owner, params={"n": 1}, created_at=now, updated_at=now)
+    job = Job(
+        job_id=new_job_id(),
+        type=job_type,
+        status=JobStatus.QUEUED,
+        owner=owner,
+        params={"n": 1},
+        created_at=now,
+        updated_at=now,
+    )
     message = task_message(job.workload.task, job.workload.queue, [job.job_id], task_id=job.job_id)
     created, job_id = store.create(NewJob(job=job, message=message, upload=b"%PDF-1.4", idempotency_key=idem))
     assert created or idem
@@ -117,9 +125,18 @@ def test_cancel_while_running_refuses_the_late_result(store):
 
 def _with_webhook(store: JobStore, url: str = "https://hooks.example.com/unilingo") -> str:
     now = time.time()
-    job = Job(job_id=new_job_id(), type=JobType.PDF, status=JobStatus.QUEUED, owner="alice", webhook_url=url,
-              created_at=now, updated_at=now)
-    store.create(NewJob(job=job, message=task_message(job.workload.task, job.workload.queue, [job.job_id], task_id=job.job_id)))
+    job = Job(
+        job_id=new_job_id(),
+        type=JobType.PDF,
+        status=JobStatus.QUEUED,
+        owner="alice",
+        webhook_url=url,
+        created_at=now,
+        updated_at=now,
+    )
+    store.create(
+        NewJob(job=job, message=task_message(job.workload.task, job.workload.queue, [job.job_id], task_id=job.job_id))
+    )
     return job.job_id
 
 

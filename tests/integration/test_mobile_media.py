@@ -9,16 +9,25 @@ from __future__ import annotations
 import pytest
 import redis
 
-from tests.support.api import auth
 from devstack.processes import wait_until
 from tests.samples import PHONE_AUDIO, encode_audio, spoken_wav, wav_bytes
+from tests.support.api import auth
 from unilingo.jobs import JobStore
 
 pytestmark = pytest.mark.integration
 
 SENTENCE = "Good morning, how are you today"
-CODECS = {"m4a-aac": "aac", "3gp-amr": "amrnb", "webm-opus": "opus", "ogg-opus": "opus", "ogg-vorbis": "vorbis",
-          "mp3": "mp3float", "flac": "flac", "wav-8k": "pcm_s16le", "wav-48k-stereo": "pcm_s16le"}
+CODECS = {
+    "m4a-aac": "aac",
+    "3gp-amr": "amrnb",
+    "webm-opus": "opus",
+    "ogg-opus": "opus",
+    "ogg-vorbis": "vorbis",
+    "mp3": "mp3float",
+    "flac": "flac",
+    "wav-8k": "pcm_s16le",
+    "wav-48k-stereo": "pcm_s16le",
+}
 
 
 def finished(store: JobStore, job_ids: dict[str, str]):
@@ -27,7 +36,10 @@ def finished(store: JobStore, job_ids: dict[str, str]):
 
 
 async def test_a_pronunciation_job_succeeds_for_every_format_phones_record(
-    api_factory, start_worker, sandbox_reset, redis_url  # noqa: F811
+    api_factory,
+    start_worker,
+    sandbox_reset,
+    redis_url,  # noqa: F811
 ):
     api = await api_factory(max_audio_bytes=2_000_000)
     start_worker(worker_queues="speech")
@@ -38,8 +50,10 @@ async def test_a_pronunciation_job_succeeds_for_every_format_phones_record(
     job_ids = {}
     for name, data in uploads.items():
         response = await api.post(
-            "/api/pronunciation-assess", headers=auth("phone-user"),
-            data={"reference_text": SENTENCE, "language": "en-US"}, files={"audio": (f"recording.{name}", data)},
+            "/api/pronunciation-assess",
+            headers=auth("phone-user"),
+            data={"reference_text": SENTENCE, "language": "en-US"},
+            files={"audio": (f"recording.{name}", data)},
         )
         assert response.status_code == 202, (name, response.text)
         job_ids[name] = response.json()["job_id"]
@@ -91,7 +105,10 @@ def photo_of_text(text: str, fmt: str, exif_orientation: int | None = None) -> b
 
 
 async def test_heic_webp_and_sideways_jpeg_photos_are_read(
-    api_factory, start_worker, sandbox_reset, redis_url  # noqa: F811
+    api_factory,
+    start_worker,
+    sandbox_reset,
+    redis_url,  # noqa: F811
 ):
     api = await api_factory(max_image_bytes=2_000_000)
     start_worker(worker_queues="ocr", azure_vision_poll_seconds="0.05")
@@ -102,8 +119,12 @@ async def test_heic_webp_and_sideways_jpeg_photos_are_read(
     }
     job_ids = {}
     for name, data in photos.items():
-        response = await api.post("/api/process-image", headers=auth("phone-user"), data={"language": "de"},
-                                  files={"image": (f"IMG_0001.{name}", data)})
+        response = await api.post(
+            "/api/process-image",
+            headers=auth("phone-user"),
+            data={"language": "de"},
+            files={"image": (f"IMG_0001.{name}", data)},
+        )
         assert response.status_code == 202, (name, response.text)
         job_ids[name] = response.json()["job_id"]
     store = JobStore(redis.Redis.from_url(redis_url))

@@ -26,8 +26,8 @@ import redis
 
 from devstack.processes import Service
 from tests.integration.conftest import worker_env
-from tests.support.api import ApiProcess, auth, token
 from tests.samples import pdf_with_text
+from tests.support.api import ApiProcess, auth, token
 from unilingo import keys
 from unilingo.limiter import Limiter
 
@@ -82,10 +82,24 @@ def browser(tmp_path_factory):
     binary = chromium()
     profile = tmp_path_factory.mktemp("chromium")
     process = subprocess.Popen(
-        [binary, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-         "--disable-extensions", "--hide-scrollbars", "--remote-debugging-address=127.0.0.1",
-         "--remote-debugging-port=0", f"--user-data-dir={profile}", "--window-size=1440,1000", "about:blank"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            binary,
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--disable-extensions",
+            "--hide-scrollbars",
+            "--remote-debugging-address=127.0.0.1",
+            "--remote-debugging-port=0",
+            f"--user-data-dir={profile}",
+            "--window-size=1440,1000",
+            "about:blank",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     port_file = profile / "DevToolsActivePort"
     deadline = time.monotonic() + 30
@@ -121,7 +135,9 @@ def live(redis_server, sandbox, tmp_path_factory):
     port = int(sandbox.url.rsplit(":", 1)[1])
     before = set(client.zrange(keys.workers_alive(), 0, -1))
     worker = Service.python(
-        "page-worker", "workers", log_dir=workdir,
+        "page-worker",
+        "workers",
+        log_dir=workdir,
         env=worker_env(redis_server.url, port, worker_queues="ai,pdf", worker_metrics_port=0),
         ready=lambda: bool(set(client.zrange(keys.workers_alive(), 0, -1)) - before),
     ).start(timeout=90)
@@ -129,12 +145,18 @@ def live(redis_server, sandbox, tmp_path_factory):
         with httpx.Client(base_url=api.url, timeout=15) as http:
             ids = []
             for i in range(4):
-                r = http.post("/api/process-pdf", headers=auth("maria"),
-                              files={"file": (f"{i}.pdf", pdf_with_text([f"Lesson {i}"]), "application/pdf")})
+                r = http.post(
+                    "/api/process-pdf",
+                    headers=auth("maria"),
+                    files={"file": (f"{i}.pdf", pdf_with_text([f"Lesson {i}"]), "application/pdf")},
+                )
                 ids.append((r.json()["job_id"], "maria"))
             for i in range(5):  # 3 accepted, 2 over the quota
-                r = http.post("/api/ai/generate-flashcards", headers=auth("greedy"),
-                              json={"content": f"Irregular verbs, set {i}", "count": 3})
+                r = http.post(
+                    "/api/ai/generate-flashcards",
+                    headers=auth("greedy"),
+                    json={"content": f"Irregular verbs, set {i}", "count": 3},
+                )
                 if r.status_code == 202:
                     ids.append((r.json()["job_id"], "greedy"))
             for i in range(3):
@@ -290,10 +312,13 @@ async def test_the_admin_ip_allowlist(api_factory):  # noqa: F811
     assert (await elsewhere.get("/api/ai/status", headers=auth("maria"))).status_code == 200
 
 
-@pytest.mark.parametrize("path, rendered", [
-    ("/docs", "document.querySelectorAll('.opblock').length"),  # Swagger UI: one block per operation
-    ("/redoc", "document.querySelectorAll('[data-section-id^=\"operation/\"]').length"),  # ReDoc: one section each
-])
+@pytest.mark.parametrize(
+    "path, rendered",
+    [
+        ("/docs", "document.querySelectorAll('.opblock').length"),  # Swagger UI: one block per operation
+        ("/redoc", "document.querySelectorAll('[data-section-id^=\"operation/\"]').length"),  # ReDoc: one section each
+    ],
+)
 def test_api_docs_render_from_the_api_alone(browser, live, path, rendered):
     """The documentation pages draw every operation with scripts the API serves: no CDN, no internet."""
     browser.call("Page.navigate", url=f"{live.url}{path}")
@@ -304,7 +329,8 @@ def test_api_docs_render_from_the_api_alone(browser, live, path, rendered):
     # Scripts, styles and the OpenAPI document; ReDoc's footer links an <img> of Redocly's logo,
     # which simply stays blank offline.
     loaded = browser.evaluate(
-        "performance.getEntriesByType('resource').filter(r => r.initiatorType !== 'img').map(r => r.name)")
+        "performance.getEntriesByType('resource').filter(r => r.initiatorType !== 'img').map(r => r.name)"
+    )
     assert f"{live.url}/openapi.json" in loaded and all(url.startswith(live.url) for url in loaded), loaded
 
 

@@ -48,10 +48,10 @@ import yaml
 
 from devstack.ports import free_port, wait_for_port
 from devstack.processes import Service, wait_until
-from tests.integration.conftest import worker_env
 from sandbox.images import png_with_text
-from tests.support.api import ApiProcess, auth
+from tests.integration.conftest import worker_env
 from tests.samples import pdf_with_text, speech_like, wav_bytes
+from tests.support.api import ApiProcess, auth
 from unilingo import keys
 from unilingo import metrics as m
 from unilingo.policy import BreakerPolicy, PolicyStore, ProviderPolicy, RetryPolicy
@@ -92,10 +92,14 @@ class _StandIn(http.server.BaseHTTPRequestHandler):
     replicas: dict[str, int] = {}
 
     def do_GET(self):  # noqa: N802
-        lines = ["# HELP kube_deployment_status_replicas The number of replicas per deployment.",
-                 "# TYPE kube_deployment_status_replicas gauge"]
+        lines = [
+            "# HELP kube_deployment_status_replicas The number of replicas per deployment.",
+            "# TYPE kube_deployment_status_replicas gauge",
+        ]
         for deployment, count in sorted(self.replicas.items()):
-            lines.append(f'kube_deployment_status_replicas{{namespace="{NAMESPACE}",deployment="{deployment}"}} {count}')
+            lines.append(
+                f'kube_deployment_status_replicas{{namespace="{NAMESPACE}",deployment="{deployment}"}} {count}'
+            )
         body = ("\n".join(lines) + "\n").encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/plain; version=0.0.4")
@@ -134,7 +138,10 @@ class Stack:
 def rendered_rules() -> dict:
     out = subprocess.run(
         [str(ROOT / ".tools" / "bin" / "helm"), "template", RELEASE, str(CHART), "--namespace", NAMESPACE],
-        capture_output=True, text=True, check=True, timeout=120,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
     ).stdout
     (rule,) = [d for d in yaml.safe_load_all(out) if d and d["kind"] == "PrometheusRule"]
     return {"groups": rule["spec"]["groups"]}
@@ -148,9 +155,14 @@ def start_prometheus(workdir: Path, api_port: int, worker_ports: list[int], stan
         "rule_files": ["rules.yaml"],
         "scrape_configs": [
             # the job names the chart's ServiceMonitor and PodMonitor give these targets
-            {"job_name": f"{RELEASE}-api", "static_configs": [{"targets": [f"127.0.0.1:{api_port}"], "labels": labels}]},
-            {"job_name": f"{RELEASE}-worker",
-             "static_configs": [{"targets": [f"127.0.0.1:{p}" for p in worker_ports], "labels": labels}]},
+            {
+                "job_name": f"{RELEASE}-api",
+                "static_configs": [{"targets": [f"127.0.0.1:{api_port}"], "labels": labels}],
+            },
+            {
+                "job_name": f"{RELEASE}-worker",
+                "static_configs": [{"targets": [f"127.0.0.1:{p}" for p in worker_ports], "labels": labels}],
+            },
             {"job_name": "kube-state-metrics", "static_configs": [{"targets": [f"127.0.0.1:{standin_port}"]}]},
         ],
     }
@@ -158,9 +170,16 @@ def start_prometheus(workdir: Path, api_port: int, worker_ports: list[int], stan
     port = free_port()
     log = open(workdir / "prometheus.log", "wb")
     process = subprocess.Popen(
-        [str(PROMETHEUS), f"--config.file={workdir / 'prometheus.yml'}", f"--storage.tsdb.path={workdir / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-        cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
+        [
+            str(PROMETHEUS),
+            f"--config.file={workdir / 'prometheus.yml'}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        cwd=workdir,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -195,28 +214,56 @@ def drive_load(stack: Stack, http: httpx.Client, sandbox_url: str) -> None:
         # For 5 s OpenAI answers half its calls with 429 (Retry-After: 1); Azure Vision answers 500.
         fault = {"provider": "openai", "mode": "429", "duration_s": 5, "rate": 0.5}
         assert sandbox.post("/_sandbox/faults", json=fault).status_code == 201
-        assert sandbox.post("/_sandbox/faults", json={"provider": "azure-vision", "mode": "500", "duration_s": 300}).status_code == 201
+        assert (
+            sandbox.post(
+                "/_sandbox/faults", json={"provider": "azure-vision", "mode": "500", "duration_s": 300}
+            ).status_code
+            == 201
+        )
     for i in range(3):
-        submit("flashcards", "/api/ai/generate-flashcards", "alice", json={"content": f"Photosynthesis part {i}", "count": 3})
+        submit(
+            "flashcards",
+            "/api/ai/generate-flashcards",
+            "alice",
+            json={"content": f"Photosynthesis part {i}", "count": 3},
+        )
     # (one lesson: a lesson is three calls, and a deferred lesson starts again from its first)
     submit("lesson", "/api/ai/generate-lesson", "bob", json={"topic": "French numbers"})
     for i in range(7):  # the AI quota is 5 per hour: two refusals
         submit("flashcards", "/api/ai/generate-flashcards", "greedy", json={"content": f"Spam {i}", "count": 1})
     for i in range(3):
-        submit("pdf", "/api/process-pdf", "carol", files={"file": (f"{i}.pdf", pdf_with_text([f"page {i}"]), "application/pdf")})
+        submit(
+            "pdf",
+            "/api/process-pdf",
+            "carol",
+            files={"file": (f"{i}.pdf", pdf_with_text([f"page {i}"]), "application/pdf")},
+        )
     for i in range(3):
         image = png_with_text(240, 80, f"Page {i}")
-        submit("ocr", "/api/process-image", "dave", files={"image": (f"{i}.png", image, "image/png")}, data={"language": "en"})
-    submit("pronunciation", "/api/pronunciation-assess", "erin",
-           files={"audio": ("a.wav", wav_bytes(speech_like(1.0)), "audio/wav")},
-           data={"reference_text": "hello world", "language": "en-US"})
+        submit(
+            "ocr",
+            "/api/process-image",
+            "dave",
+            files={"image": (f"{i}.png", image, "image/png")},
+            data={"language": "en"},
+        )
+    submit(
+        "pronunciation",
+        "/api/pronunciation-assess",
+        "erin",
+        files={"audio": ("a.wav", wav_bytes(speech_like(1.0)), "audio/wav")},
+        data={"reference_text": "hello world", "language": "en-US"},
+    )
     for i in range(2):
         submit("tts", "/api/audio/generate", "frank", json={"text": f"Hello number {i}"})
     cancelled = jobs["tts"][0]
     assert http.delete(f"/api/jobs/{cancelled}", headers=auth("frank")).status_code == 200
     with httpx.Client(base_url=sandbox_url, timeout=10) as sandbox:
-        wait_until(lambda: sandbox.get("/_sandbox/stats").json()["openai"]["rejected_429"] >= 2, 15,
-                   message="OpenAI answered 429s during the storm")
+        wait_until(
+            lambda: sandbox.get("/_sandbox/stats").json()["openai"]["rejected_429"] >= 2,
+            15,
+            message="OpenAI answered 429s during the storm",
+        )
 
 
 def terminal(http: httpx.Client, job_id: str, user: str) -> str:
@@ -240,8 +287,13 @@ def run_stack(redis_url: str, sandbox_url: str, workdir: Path) -> Iterator[Stack
     httpx.post(f"{sandbox_url}/_sandbox/reset").raise_for_status()  # faults, stats and quota windows
     # Azure Vision: two failures open its breaker for 10 minutes; a failed call is not retried.
     policies = PolicyStore(client)
-    policies.write(ProviderPolicy(provider="azure-vision", breaker=BreakerPolicy(failure_threshold=2, open_seconds=600),
-                                  retry=RetryPolicy(attempts=1, backoff_seconds=1, max_backoff_seconds=1)))
+    policies.write(
+        ProviderPolicy(
+            provider="azure-vision",
+            breaker=BreakerPolicy(failure_threshold=2, open_seconds=600),
+            retry=RetryPolicy(attempts=1, backoff_seconds=1, max_backoff_seconds=1),
+        )
+    )
 
     api, standin, prometheus = None, None, None
     workers: list[Service] = []
@@ -255,9 +307,18 @@ def run_stack(redis_url: str, sandbox_url: str, workdir: Path) -> Iterator[Stack
             mp_dir = workdir / f"worker{index}-metrics"
             before = set(client.zrange(keys.workers_alive(), 0, -1))
             service = Service.python(
-                f"obs-worker{index}", "workers", log_dir=workdir,
-                env=worker_env(redis_url, sandbox_port, worker_queues=queues, worker_concurrency=concurrency,
-                               worker_metrics_port=port, prometheus_multiproc_dir=str(mp_dir), job_lease_seconds=10),
+                f"obs-worker{index}",
+                "workers",
+                log_dir=workdir,
+                env=worker_env(
+                    redis_url,
+                    sandbox_port,
+                    worker_queues=queues,
+                    worker_concurrency=concurrency,
+                    worker_metrics_port=port,
+                    prometheus_multiproc_dir=str(mp_dir),
+                    job_lease_seconds=10,
+                ),
                 ready=lambda: bool(set(client.zrange(keys.workers_alive(), 0, -1)) - before),
             )
             workers.append(service)
@@ -266,16 +327,26 @@ def run_stack(redis_url: str, sandbox_url: str, workdir: Path) -> Iterator[Stack
             worker_ports.append(port)
             worker_dirs.append(mp_dir)
 
-        _StandIn.replicas = {f"{RELEASE}-worker-{q}": sum(1 for queues, _ in plan if q in queues.split(","))
-                             for q in ("ai", "speech", "ocr", "pdf", "tts")}
+        _StandIn.replicas = {
+            f"{RELEASE}-worker-{q}": sum(1 for queues, _ in plan if q in queues.split(","))
+            for q in ("ai", "speech", "ocr", "pdf", "tts")
+        }
         standin = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _StandIn)
         threading.Thread(target=standin.serve_forever, daemon=True).start()
 
         rules = rendered_rules()
         prometheus, prometheus_url = start_prometheus(workdir, api.port, worker_ports, standin.server_address[1], rules)
-        stack = Stack(api=api, workers=workers, worker_ports=worker_ports, worker_dirs=worker_dirs,
-                      prometheus=prometheus, prometheus_url=prometheus_url, redis=client, rules=rules)
-        wait_until(lambda: len(stack.query('up == 1')) == 4, 30, message="all four targets up")
+        stack = Stack(
+            api=api,
+            workers=workers,
+            worker_ports=worker_ports,
+            worker_dirs=worker_dirs,
+            prometheus=prometheus,
+            prometheus_url=prometheus_url,
+            redis=client,
+            rules=rules,
+        )
+        wait_until(lambda: len(stack.query("up == 1")) == 4, 30, message="all four targets up")
         yield stack
     finally:
         if prometheus is not None:
@@ -316,32 +387,59 @@ def stack(redis_server, sandbox, tmp_path_factory):
                         users[job_id] = owner
             done = {"succeeded", "failed", "cancelled"}
             must_end = [j for k in ("flashcards", "lesson", "pdf", "pronunciation") for j in stack.jobs[k]]
-            wait_until(lambda: all(terminal(http, j, users[j]) in done for j in must_end), 120, interval=0.5,
-                       message=lambda: "the AI, PDF and pronunciation jobs finish: " + str([
-                           http.get(f"/api/jobs/{j}", headers=auth(users[j])).json() for j in must_end
-                           if terminal(http, j, users[j]) not in done]))
+            wait_until(
+                lambda: all(terminal(http, j, users[j]) in done for j in must_end),
+                120,
+                interval=0.5,
+                message=lambda: (
+                    "the AI, PDF and pronunciation jobs finish: "
+                    + str(
+                        [
+                            http.get(f"/api/jobs/{j}", headers=auth(users[j])).json()
+                            for j in must_end
+                            if terminal(http, j, users[j]) not in done
+                        ]
+                    )
+                ),
+            )
             # OCR: the first failure, while the provider looked healthy, spends its one attempt; the
             # second opens the breaker and, like the third, waits deferred (an outage fails no job).
-            wait_until(lambda: sorted(terminal(http, j, "dave") for j in stack.jobs["ocr"]).count("failed") == 1
-                       and client.zcard(keys.deferred("azure-vision")) == 2, 60, interval=0.5,
-                       message=lambda: f"one OCR job fails and two are deferred: "
-                                       f"{[http.get(f'/api/jobs/{j}', headers=auth('dave')).json() for j in stack.jobs['ocr']]}, "
-                                       f"deferred {client.zcard(keys.deferred('azure-vision'))}")
+            wait_until(
+                lambda: (
+                    sorted(terminal(http, j, "dave") for j in stack.jobs["ocr"]).count("failed") == 1
+                    and client.zcard(keys.deferred("azure-vision")) == 2
+                ),
+                60,
+                interval=0.5,
+                message=lambda: (
+                    f"one OCR job fails and two are deferred: "
+                    f"{[http.get(f'/api/jobs/{j}', headers=auth('dave')).json() for j in stack.jobs['ocr']]}, "
+                    f"deferred {client.zcard(keys.deferred('azure-vision'))}"
+                ),
+            )
             # A repeat of a finished AI request is answered from the cache.
             first = stack.jobs["flashcards"][0]
-            repeat = http.post("/api/ai/generate-flashcards", headers=auth("bob"),
-                               json={"content": "Photosynthesis part 0", "count": 3})
+            repeat = http.post(
+                "/api/ai/generate-flashcards",
+                headers=auth("bob"),
+                json={"content": "Photosynthesis part 0", "count": 3},
+            )
             assert repeat.status_code == 202
             stack.jobs["flashcards"].append(repeat.json()["job_id"])
-            wait_until(lambda: http.get(f"/api/jobs/{repeat.json()['job_id']}", headers=auth("bob")).json().get("cache_hit"),
-                       60, message="the repeat is a cache hit")
+            wait_until(
+                lambda: http.get(f"/api/jobs/{repeat.json()['job_id']}", headers=auth("bob")).json().get("cache_hit"),
+                60,
+                message="the repeat is a cache hit",
+            )
             assert terminal(http, first, "alice") == "succeeded"
+
         # The workers' counters as Prometheus scraped them equal the cluster totals in Redis.
         def scraped_equals_totals():
             totals = {k.decode(): float(v) for k, v in client.hgetall(keys.stats("counters")).items()}
             want = sum(v for k, v in totals.items() if k.startswith("jobs:") and not k.endswith(":cancelled"))
             got = stack.scalar(f'sum(unilingo_jobs_total{{job="{RELEASE}-worker"}})')
             return got is not None and got == want and want > 0
+
         wait_until(scraped_equals_totals, 30, message="Prometheus has scraped the final counts")
         time.sleep(3)  # a few more scrapes and rule evaluations
         yield stack
@@ -424,13 +522,22 @@ def test_the_load_triggers_its_alerts_in_prometheus(stack):
     for name, labels in MUST_TRIGGER.items():
         result = stack.query(exprs[name])
         assert any(all(r["metric"].get(k) == v for k, v in labels.items()) for r in result), (
-            name, result, stack.query('sum by (provider, outcome) (unilingo_provider_calls_total) > 0'),
-            stack.query(THRESHOLD.match(exprs[name]).group("inner")))
+            name,
+            result,
+            stack.query("sum by (provider, outcome) (unilingo_provider_calls_total) > 0"),
+            stack.query(THRESHOLD.match(exprs[name]).group("inner")),
+        )
 
     def active():
         alerts = httpx.get(f"{stack.prometheus_url}/api/v1/alerts", timeout=10).json()["data"]["alerts"]
-        return {(a["labels"]["alertname"], tuple(sorted((k, a["labels"].get(k)) for k in MUST_TRIGGER.get(a["labels"]["alertname"], {}))))
-                for a in alerts if a["state"] in ("pending", "firing")}
+        return {
+            (
+                a["labels"]["alertname"],
+                tuple(sorted((k, a["labels"].get(k)) for k in MUST_TRIGGER.get(a["labels"]["alertname"], {}))),
+            )
+            for a in alerts
+            if a["state"] in ("pending", "firing")
+        }
 
     want = {(name, tuple(sorted(labels.items()))) for name, labels in MUST_TRIGGER.items()}
     wait_until(lambda: want <= active(), 20, message=f"alerts {sorted(want)} pending or firing")
@@ -449,7 +556,7 @@ def test_prefork_worker_counters_match_the_cluster_totals(stack):
     assert stack.scalar('sum(unilingo_provider_calls_total{job="unilingo-worker"})') == calls > 0
     assert stack.scalar('sum(unilingo_provider_calls_total{outcome="throttled", provider="openai"})') >= 1
     assert stack.scalar('sum(unilingo_provider_tokens_total{provider="openai"})') == totals["tokens:openai"] > 0
-    assert stack.scalar('sum(unilingo_jobs_running)') == 0  # no job runs now: nothing stuck in a live gauge
+    assert stack.scalar("sum(unilingo_jobs_running)") == 0  # no job runs now: nothing stuck in a live gauge
     assert stack.scalar('sum(unilingo_cache_hits_total{type="flashcards"})') == 1
     # The jobs really ran in several pool processes of a worker, whose /metrics sums them.
     pids = {int(p.stem.split("_")[-1]) for p in stack.worker_dirs[0].glob("counter_*.db")}
@@ -472,9 +579,9 @@ def test_api_metrics_and_scrape_time_gauges(stack):
     assert stack.scalar('unilingo_provider_requests_limit{provider="openai"}') == 50
     assert stack.scalar('sum(unilingo_quota_rejections_total{scope="ai"})') == stack.quota_refusals == 2
     assert stack.scalar('sum(unilingo_jobs_total{type="tts", outcome="cancelled"})') == 1
-    assert stack.scalar('sum(unilingo_jobs_submitted_total)') == sum(len(v) for v in stack.jobs.values())
+    assert stack.scalar("sum(unilingo_jobs_submitted_total)") == sum(len(v) for v in stack.jobs.values())
     assert stack.scalar('sum(unilingo_http_requests_total{route="/api/ai/generate-flashcards", status="429"})') == 2
-    assert stack.scalar('unilingo_redis_up') == 1
+    assert stack.scalar("unilingo_redis_up") == 1
 
 
 def test_monitoring_json_endpoints_show_the_same_picture(stack):
@@ -483,7 +590,10 @@ def test_monitoring_json_endpoints_show_the_same_picture(stack):
         summary = http.get("/api/metrics", headers=admin).json()
         assert summary["requests"]["total"] > 20 and summary["requests"]["error_rate"] == 0
         assert summary["requests"]["p95_ms"] is not None
-        assert summary["jobs"]["by_type"]["ocr"]["failed"] == 1 and summary["jobs"]["by_type"]["ocr"]["failure_rate"] == 1.0
+        assert (
+            summary["jobs"]["by_type"]["ocr"]["failed"] == 1
+            and summary["jobs"]["by_type"]["ocr"]["failure_rate"] == 1.0
+        )
         assert summary["jobs"]["by_type"]["pdf"]["succeeded"] == 3
         assert summary["jobs"]["cancelled"] == 1
         assert summary["services"]["openai"]["throttled"] >= 1 and summary["services"]["openai"]["tokens"] > 0

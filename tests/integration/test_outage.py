@@ -33,18 +33,28 @@ def client(redis_url):
 def test_a_25s_outage_fails_no_job_and_the_provider_sees_threshold_plus_probes(client, start_worker, sandbox_reset):
     store = JobStore(client)
     limiter = Limiter(client)
-    set_policy(client, "openai", breaker={"failureThreshold": THRESHOLD, "openSeconds": OPEN_SECONDS, "halfOpenProbes": PROBES})
+    set_policy(
+        client, "openai", breaker={"failureThreshold": THRESHOLD, "openSeconds": OPEN_SECONDS, "halfOpenProbes": PROBES}
+    )
     for _ in range(2):
         start_worker(worker_concurrency=3, worker_queues="ai")
-    before = [submit(store, JobType.FLASHCARDS, {"content": f"Before {i}: rivers run to the sea.", "count": 1}) for i in range(6)]
+    before = [
+        submit(store, JobType.FLASHCARDS, {"content": f"Before {i}: rivers run to the sea.", "count": 1})
+        for i in range(6)
+    ]
     fault(sandbox_reset, provider="openai", mode="500", duration_s=OUTAGE_SECONDS)
     calls_before = sandbox_stats(sandbox_reset, "openai")["requests"]
     wait_until(lambda: limiter.status("openai").breaker.value == "open", timeout=20)
-    during = [submit(store, JobType.FLASHCARDS, {"content": f"During {i}: the moon pulls the tides.", "count": 1}) for i in range(6)]
+    during = [
+        submit(store, JobType.FLASHCARDS, {"content": f"During {i}: the moon pulls the tides.", "count": 1})
+        for i in range(6)
+    ]
     waiting = [store.get(j) for j in before + during]
     assert not any(j.status is JobStatus.FAILED for j in waiting), [j.error for j in waiting if j.error]
 
-    wait_until(lambda: not httpx.get(f"{sandbox_reset.url}/_sandbox/faults").json()["faults"], timeout=OUTAGE_SECONDS + 20)
+    wait_until(
+        lambda: not httpx.get(f"{sandbox_reset.url}/_sandbox/faults").json()["faults"], timeout=OUTAGE_SECONDS + 20
+    )
     calls_during = sandbox_stats(sandbox_reset, "openai")["requests"] - calls_before
     trips = limiter.status("openai").breaker_trips  # the first opening, then one per failed probe
     half_open_periods = trips - 1
@@ -70,8 +80,13 @@ def test_a_lone_job_outlasts_an_outage_its_own_retries_could_not(client, start_w
     start_worker(worker_concurrency=1, worker_queues="ai")
     fault(sandbox_reset, provider="openai", mode="500", duration_s=8)
     job_id = submit(store, JobType.FLASHCARDS, {"content": "Alone: glaciers carve valleys.", "count": 1})
-    wait_until(lambda: limiter.status("openai").breaker.value == "open", timeout=30,
-               message=lambda: f"breaker open ({limiter.status('openai')}, {store.get(job_id)}, {sandbox_stats(sandbox_reset, 'openai')})")
+    wait_until(
+        lambda: limiter.status("openai").breaker.value == "open",
+        timeout=30,
+        message=lambda: (
+            f"breaker open ({limiter.status('openai')}, {store.get(job_id)}, {sandbox_stats(sandbox_reset, 'openai')})"
+        ),
+    )
     (job,) = wait_until(lambda: finished(store, [job_id]), timeout=60, interval=0.5)
     assert job.status is JobStatus.SUCCEEDED, job.error
     assert job.attempts == 2  # the outage's first failure, then the success

@@ -49,8 +49,15 @@ def db(database_url, monkeypatch):
 
 def make_job(job_type: JobType, params: dict, owner: str = "alice") -> Job:
     now = time.time()
-    return Job(job_id=uuid.uuid4().hex, type=job_type, status=JobStatus.RUNNING, owner=owner, params=params,
-               created_at=now, updated_at=now)
+    return Job(
+        job_id=uuid.uuid4().hex,
+        type=job_type,
+        status=JobStatus.RUNNING,
+        owner=owner,
+        params=params,
+        created_at=now,
+        updated_at=now,
+    )
 
 
 LESSON = {
@@ -75,7 +82,15 @@ def test_migrations_apply_in_order_and_once(database_url, tmp_path):
         assert persistence.migrate(conn) == ["001_initial"]
         assert persistence.migrate(conn) == []  # already applied: nothing to do
         tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
-        assert {"schema_migrations", "users", "esp_lessons", "lesson_vocab", "flashcard_sets", "audio_lessons", "usage"} <= tables
+        assert {
+            "schema_migrations",
+            "users",
+            "esp_lessons",
+            "lesson_vocab",
+            "flashcard_sets",
+            "audio_lessons",
+            "usage",
+        } <= tables
 
         # A later migration applies after the earlier ones; a broken one applies nothing.
         (tmp_path / "001_initial.sql").write_text("SELECT 1")  # recorded already: skipped
@@ -87,7 +102,10 @@ def test_migrations_apply_in_order_and_once(database_url, tmp_path):
         assert versions == ["001_initial"]
         (tmp_path / "003_broken.sql").unlink()
         assert persistence.migrate(conn, tmp_path) == ["002_add_notes"]
-        assert conn.execute("SELECT count(*) FROM information_schema.columns WHERE column_name = 'notes'").fetchone()[0] == 1
+        assert (
+            conn.execute("SELECT count(*) FROM information_schema.columns WHERE column_name = 'notes'").fetchone()[0]
+            == 1
+        )
 
 
 def test_a_lesson_and_its_vocabulary_are_written_once(db):
@@ -96,11 +114,21 @@ def test_a_lesson_and_its_vocabulary_are_written_once(db):
     assert persistence.persist(job, LESSON, usage)
     assert persistence.persist(job, LESSON, usage)  # the retry
     assert persistence.persist(job, LESSON, usage, cache_hit=True)  # a late duplicate delivery
-    lesson = db.execute("SELECT id, user_id, title, topic, level, objectives FROM esp_lessons WHERE job_id = %s", (job.job_id,)).fetchall()
+    lesson = db.execute(
+        "SELECT id, user_id, title, topic, level, objectives FROM esp_lessons WHERE job_id = %s", (job.job_id,)
+    ).fetchall()
     assert len(lesson) == 1
     lesson_id, user_id, title, topic, level, objectives = lesson[0]
-    assert (user_id, title, topic, level, objectives) == ("alice", "Ordering food", "Restaurants", "A2", LESSON["objectives"])
-    vocab = db.execute("SELECT position, term, translation FROM lesson_vocab WHERE lesson_id = %s ORDER BY position", (lesson_id,)).fetchall()
+    assert (user_id, title, topic, level, objectives) == (
+        "alice",
+        "Ordering food",
+        "Restaurants",
+        "A2",
+        LESSON["objectives"],
+    )
+    vocab = db.execute(
+        "SELECT position, term, translation FROM lesson_vocab WHERE lesson_id = %s ORDER BY position", (lesson_id,)
+    ).fetchall()
     assert vocab == [(0, "la cuenta", "the bill"), (1, "el menú", "the menu"), (2, "la propina", "the tip")]
     assert db.execute("SELECT tokens, providers, cache_hit FROM usage WHERE job_id = %s", (job.job_id,)).fetchall() == [
         (1234, {"openai": 1234}, False)
@@ -110,13 +138,33 @@ def test_a_lesson_and_its_vocabulary_are_written_once(db):
 
 def test_flashcards_and_audio_rows(db):
     cards = make_job(JobType.FLASHCARDS, {"content": "...", "subject": "Biology", "language": "en"}, owner="bob")
-    persistence.persist(cards, {"cards": [{"front": "a", "back": "b"}, {"front": "c", "back": "d"}], "count": 2}, {"openai": 90})
+    persistence.persist(
+        cards, {"cards": [{"front": "a", "back": "b"}, {"front": "c", "back": "d"}], "count": 2}, {"openai": 90}
+    )
     audio = make_job(JobType.TTS, {"text": "Hola"}, owner="bob")
-    persistence.persist(audio, {"audio_url": "http://x/y", "bucket": "unilingo-audio", "key": "tts/bob/1.mp3", "voice": "Lucia",
-                                "language": "es-ES", "content_type": "audio/mpeg", "characters": 4}, {"aws-polly": 4})
-    assert db.execute("SELECT card_count, subject FROM flashcard_sets WHERE user_id = 'bob'").fetchall() == [(2, "Biology")]
-    assert db.execute("SELECT storage_key, voice, characters FROM audio_lessons").fetchall() == [("tts/bob/1.mp3", "Lucia", 4)]
-    assert db.execute("SELECT job_type, tokens FROM usage ORDER BY job_type").fetchall() == [("flashcards", 90), ("tts", 0)]
+    persistence.persist(
+        audio,
+        {
+            "audio_url": "http://x/y",
+            "bucket": "unilingo-audio",
+            "key": "tts/bob/1.mp3",
+            "voice": "Lucia",
+            "language": "es-ES",
+            "content_type": "audio/mpeg",
+            "characters": 4,
+        },
+        {"aws-polly": 4},
+    )
+    assert db.execute("SELECT card_count, subject FROM flashcard_sets WHERE user_id = 'bob'").fetchall() == [
+        (2, "Biology")
+    ]
+    assert db.execute("SELECT storage_key, voice, characters FROM audio_lessons").fetchall() == [
+        ("tts/bob/1.mp3", "Lucia", 4)
+    ]
+    assert db.execute("SELECT job_type, tokens FROM usage ORDER BY job_type").fetchall() == [
+        ("flashcards", 90),
+        ("tts", 0),
+    ]
 
 
 def test_foreign_keys_hold(db):
@@ -168,7 +216,9 @@ def test_persistence_is_off_without_database_url_and_transient_when_down(monkeyp
     _reset_process_caches()
 
 
-def test_a_job_retried_after_its_write_writes_once_and_pays_once(db, database_url, sandbox_reset, redis_url, monkeypatch):
+def test_a_job_retried_after_its_write_writes_once_and_pays_once(
+    db, database_url, sandbox_reset, redis_url, monkeypatch
+):
     """The first attempt writes its rows and then dies; the retry is a cache hit and a no-op write."""
     sandbox = configure(monkeypatch, sandbox_reset, redis_url, DATABASE_URL=database_url)
     sandbox.http.post("/_sandbox/reset")
@@ -198,5 +248,7 @@ def test_a_job_retried_after_its_write_writes_once_and_pays_once(db, database_ur
     assert count(db, "esp_lessons", "job_id = %s", job_id) == 1
     lesson_id = db.execute("SELECT id FROM esp_lessons WHERE job_id = %s", (job_id,)).fetchone()[0]
     assert count(db, "lesson_vocab", "lesson_id = %s", lesson_id) == len(job.result["vocabulary"]) > 0
-    assert db.execute("SELECT cache_hit, tokens > 0 FROM usage WHERE job_id = %s", (job_id,)).fetchall() == [(False, True)]
+    assert db.execute("SELECT cache_hit, tokens > 0 FROM usage WHERE job_id = %s", (job_id,)).fetchall() == [
+        (False, True)
+    ]
     client.close()

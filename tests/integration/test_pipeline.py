@@ -41,9 +41,15 @@ def test_sigkilled_worker_loses_no_job_and_each_result_lands_once(store, start_w
     # Slow provider calls so that the kill lands mid-job.
     import httpx
 
-    httpx.post(f"{sandbox_reset.url}/_sandbox/faults", json={"provider": "openai", "mode": "slow", "delay_s": 2.5, "duration_s": 6})
+    httpx.post(
+        f"{sandbox_reset.url}/_sandbox/faults",
+        json={"provider": "openai", "mode": "slow", "delay_s": 2.5, "duration_s": 6},
+    )
     doomed = start_worker(worker_concurrency=2)
-    ids = [submit(store, JobType.FLASHCARDS, {"content": f"Topic number {i}: the water cycle.", "count": 2}) for i in range(4)]
+    ids = [
+        submit(store, JobType.FLASHCARDS, {"content": f"Topic number {i}: the water cycle.", "count": 2})
+        for i in range(4)
+    ]
     wait_until(lambda: sum(store.get(j).status is JobStatus.RUNNING for j in ids) >= 2, timeout=20)
     doomed.kill()  # SIGKILL the whole worker: main process and pool children
     start_worker(worker_concurrency=2)
@@ -58,7 +64,10 @@ def test_a_job_still_running_when_the_drain_time_is_up_is_handed_back_at_once(st
 
     # A provider call far longer than the drain time, and a job lease far longer than the test:
     # only an explicit hand-back can get the job running elsewhere in time.
-    httpx.post(f"{sandbox_reset.url}/_sandbox/faults", json={"provider": "openai", "mode": "slow", "delay_s": 20, "duration_s": 8})
+    httpx.post(
+        f"{sandbox_reset.url}/_sandbox/faults",
+        json={"provider": "openai", "mode": "slow", "delay_s": 20, "duration_s": 8},
+    )
     leaving = start_worker(worker_concurrency=1, worker_queues="ai", worker_drain_seconds=2, job_lease_seconds=120)
     job_id = submit(store, JobType.FLASHCARDS, {"content": "The Rhine flows into the North Sea.", "count": 2})
     wait_until(lambda: store.get(job_id).status is JobStatus.RUNNING, timeout=20)
@@ -97,7 +106,11 @@ def test_a_lesson_resumes_after_its_last_paid_part(store, start_worker, sandbox_
     job_id = submit(store, JobType.LESSON, {"topic": "Am Bahnhof", "level": "beginner", "language": "de"})
     outline = {"title": "Fahrkarten kaufen", "objectives": ["eine Fahrkarte kaufen"], "sections": ["Dialog"]}
     # What an earlier run left behind when it was deferred after its first call.
-    store.client.hset(keys.job(job_id), "progress", orjson.dumps({"step": "outline", "steps_done": 1, "steps": 3, "parts": {"outline": outline}}))
+    store.client.hset(
+        keys.job(job_id),
+        "progress",
+        orjson.dumps({"step": "outline", "steps_done": 1, "steps": 3, "parts": {"outline": outline}}),
+    )
     start_worker(worker_queues="ai")
     job = wait_until(lambda: finished(store, [job_id]), timeout=60)[0]
     assert job.status is JobStatus.SUCCEEDED, job.error

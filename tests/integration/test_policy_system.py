@@ -38,7 +38,10 @@ def api_replicas(redis_url, sandbox, tmp_path):
         for i in range(count):
             port = free_port()
             service = Service.python(
-                f"api{i}", "api", port=port, log_dir=tmp_path,
+                f"api{i}",
+                "api",
+                port=port,
+                log_dir=tmp_path,
                 env={"REDIS_URL": redis_url, "API_PORT": str(port), **{k.upper(): str(v) for k, v in env.items()}},
             )
             started.append(service.start())
@@ -56,11 +59,13 @@ def test_one_user_hammering_three_replicas_gets_exactly_the_quota(api_replicas):
 
     async def hammer() -> list[int]:
         async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as client:
+
             async def one(i):
                 r = await client.post(f"{urls[i % 3]}/api/ai/generate-flashcards", json={"content": f"text {i}"})
                 if r.status_code == 429:
                     assert int(r.headers["Retry-After"]) > 0 and r.headers["RateLimit-Remaining"] == "0"
                 return r.status_code
+
             return await asyncio.gather(*(one(i) for i in range(90)))
 
     codes = asyncio.run(hammer())
@@ -74,7 +79,10 @@ def test_at_the_true_quota_the_provider_sees_no_429_and_no_minute_over(store, st
         # A lease longer than the tests' 3 s: on a busy machine a late heartbeat would requeue a
         # healthy job and count a second attempt, which is not what this test is about.
         start_worker(worker_concurrency=3, worker_queues="ai", job_lease_seconds=20, job_heartbeat_seconds=2)
-    ids = [submit(store, JobType.FLASHCARDS, {"content": f"Fact {i}: water boils at 100 °C.", "count": 2}) for i in range(70)]
+    ids = [
+        submit(store, JobType.FLASHCARDS, {"content": f"Fact {i}: water boils at 100 °C.", "count": 2})
+        for i in range(70)
+    ]
     wait_until(lambda: sandbox_stats(sandbox_reset, "openai")["requests"] >= 10, timeout=30)
     waiting = [j for j in (store.get(i) for i in ids) if j.status is JobStatus.QUEUED]
     assert len(waiting) >= 20  # over the quota: waiting in Redis, not failed
@@ -108,7 +116,9 @@ def test_in_flight_cap_holds_across_workers_even_when_one_is_killed(store, start
     assert sandbox_stats(sandbox_reset, "openai")["peak_concurrency"] <= 3
 
 
-def test_429_storm_and_outage_open_the_breaker_for_everyone_and_lose_nothing(store, start_worker, sandbox_reset, redis_url):
+def test_429_storm_and_outage_open_the_breaker_for_everyone_and_lose_nothing(
+    store, start_worker, sandbox_reset, redis_url
+):
     client = redis.Redis.from_url(redis_url)
     # Unilingo v1's breaker (5 failures) with a shorter open time, so the test takes seconds.
     set_policy(client, "openai", breaker={"failureThreshold": 5, "openSeconds": 3, "halfOpenProbes": 1})

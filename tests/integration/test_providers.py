@@ -31,17 +31,27 @@ def silence(seconds: float, rate: int = 16_000) -> list[int]:
     return [0] * int(seconds * rate)
 
 
-def submit(client, job_type: JobType, params: dict | None = None, upload: bytes | None = None, owner: str = "alice") -> str:
+def submit(
+    client, job_type: JobType, params: dict | None = None, upload: bytes | None = None, owner: str = "alice"
+) -> str:
     now = time.time()
-    job = Job(job_id=new_job_id(), type=job_type, status=JobStatus.QUEUED, owner=owner, params=params or {},
-              created_at=now, updated_at=now)
+    job = Job(
+        job_id=new_job_id(),
+        type=job_type,
+        status=JobStatus.QUEUED,
+        owner=owner,
+        params=params or {},
+        created_at=now,
+        updated_at=now,
+    )
     message = task_message(job.workload.task, job.workload.queue, [job.job_id], task_id=job.job_id)
     JobStore(client).create(NewJob(job=job, message=message, upload=upload))
     return job.job_id
 
 
-def job_context(redis_url: str, job_type: JobType, params: dict | None = None, upload: bytes | None = None,
-                owner: str = "alice") -> JobContext:
+def job_context(
+    redis_url: str, job_type: JobType, params: dict | None = None, upload: bytes | None = None, owner: str = "alice"
+) -> JobContext:
     """A claimed job and the context the runner would hand its handler (heartbeat not started)."""
     client = redis.Redis.from_url(redis_url)
     store = JobStore(client)
@@ -49,7 +59,9 @@ def job_context(redis_url: str, job_type: JobType, params: dict | None = None, u
     claim = store.claim(job_id, 30)
     assert claim.claimed
     heartbeat = _Heartbeat(store, job_id, claim.run_token, 30, 10)
-    return JobContext(job=store.get(job_id), store=store, run_token=claim.run_token, limiter=Limiter(client), heartbeat=heartbeat)
+    return JobContext(
+        job=store.get(job_id), store=store, run_token=claim.run_token, limiter=Limiter(client), heartbeat=heartbeat
+    )
 
 
 class Sandbox:
@@ -64,7 +76,9 @@ class Sandbox:
         return self.stats()[provider]["requests"]
 
     def fault(self, provider: str, mode: str, duration_s: float = 30, **extra) -> None:
-        response = self.http.post("/_sandbox/faults", json={"provider": provider, "mode": mode, "duration_s": duration_s, **extra})
+        response = self.http.post(
+            "/_sandbox/faults", json={"provider": provider, "mode": mode, "duration_s": duration_s, **extra}
+        )
         assert response.status_code in (200, 201), response.text
 
     def clear(self) -> None:
@@ -72,9 +86,9 @@ class Sandbox:
 
 
 def _reset_process_caches() -> None:
+    from unilingo import storage
     from unilingo.settings import get_settings
     from workers import runner
-    from unilingo import storage
     from workers.providers import azure_vision, openai_chat, polly
 
     get_settings.cache_clear()
@@ -100,8 +114,15 @@ def configure(monkeypatch, sandbox_service, redis_url: str, **extra: str) -> San
         "AWS_TIMEOUT_SECONDS": "3",
         **extra,
     }
-    for name in ("AZURE_SPEECH_HOST", "AZURE_SPEECH_REGION", "AWS_ENDPOINT_URL", "AZURE_VISION_ENDPOINT",
-                 "OPENAI_BASE_URL", "DATABASE_URL", "CACHE_ENABLED"):
+    for name in (
+        "AZURE_SPEECH_HOST",
+        "AZURE_SPEECH_REGION",
+        "AWS_ENDPOINT_URL",
+        "AZURE_VISION_ENDPOINT",
+        "OPENAI_BASE_URL",
+        "DATABASE_URL",
+        "CACHE_ENABLED",
+    ):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -123,8 +144,9 @@ def providers(sandbox_reset, redis_url, monkeypatch):
 
 def test_pronunciation_assessed_through_the_sdk_over_websocket(providers, redis_url):
     reference = "My brother plays football"
-    ctx = job_context(redis_url, JobType.PRONUNCIATION, {"reference_text": reference, "language": "en"},
-                      wav_bytes(spoken(reference)))
+    ctx = job_context(
+        redis_url, JobType.PRONUNCIATION, {"reference_text": reference, "language": "en"}, wav_bytes(spoken(reference))
+    )
     result = speech.pronunciation(ctx)
     scores = result["scores"]
     assert set(scores) == {"accuracy", "fluency", "completeness", "pronunciation"}
@@ -137,14 +159,20 @@ def test_pronunciation_assessed_through_the_sdk_over_websocket(providers, redis_
     assert {e["error_type"] for e in result["errors"]} <= {"Mispronunciation", "Omission", "Insertion"}
     assert providers.requests("azure-speech") == 1
     # Deterministic: the same recording scores the same.
-    again = speech.pronunciation(job_context(redis_url, JobType.PRONUNCIATION, {"reference_text": reference}, wav_bytes(spoken(reference))))
+    again = speech.pronunciation(
+        job_context(redis_url, JobType.PRONUNCIATION, {"reference_text": reference}, wav_bytes(spoken(reference)))
+    )
     assert again["scores"] == scores
 
 
 def test_stopping_early_is_an_omission_and_lowers_completeness(providers, redis_url):
     reference = "one two three four five six seven eight nine ten eleven twelve"
-    ctx = job_context(redis_url, JobType.PRONUNCIATION, {"reference_text": reference, "language": "en-US"},
-                      wav_bytes(speech_like(0.6, rate=8_000), rate=8_000))
+    ctx = job_context(
+        redis_url,
+        JobType.PRONUNCIATION,
+        {"reference_text": reference, "language": "en-US"},
+        wav_bytes(speech_like(0.6, rate=8_000), rate=8_000),
+    )
     result = speech.pronunciation(ctx)
     assert result["scores"]["completeness"] < 100
     assert result["error_counts"].get("Omission", 0) >= 1
@@ -154,8 +182,12 @@ def test_stopping_early_is_an_omission_and_lowers_completeness(providers, redis_
 def test_stereo_48k_audio_is_mixed_down_and_assessed(providers, redis_url):
     mono = spoken("my brother plays football", rate=48_000)
     stereo = [s for sample in mono for s in (sample, sample)]
-    ctx = job_context(redis_url, JobType.PRONUNCIATION, {"reference_text": "my brother plays football"},
-                      wav_bytes(stereo, rate=48_000, channels=2))
+    ctx = job_context(
+        redis_url,
+        JobType.PRONUNCIATION,
+        {"reference_text": "my brother plays football"},
+        wav_bytes(stereo, rate=48_000, channels=2),
+    )
     assert speech.pronunciation(ctx)["scores"]["completeness"] == 100
 
 
@@ -168,15 +200,19 @@ def test_silence_fails_as_silent_audio_before_any_provider_call(providers, redis
 
 
 def test_8_bit_pcm_is_decoded_and_assessed(providers, redis_url):
-    ctx = job_context(redis_url, JobType.PRONUNCIATION, {"reference_text": "hello there"},
-                      wav_bytes(speech_like(1.0), width=1))
+    ctx = job_context(
+        redis_url, JobType.PRONUNCIATION, {"reference_text": "hello there"}, wav_bytes(speech_like(1.0), width=1)
+    )
     assert speech.pronunciation(ctx)["audio_codec"] == "pcm_u8"
 
 
-@pytest.mark.parametrize("audio", [
-    b"ID3\x03\x00\x00\x00\x00\x00\x00" + b"\xff\xfb" * 200,  # an MP3 header and no frames
-    b"OggS" + b"\x00" * 100,
-])
+@pytest.mark.parametrize(
+    "audio",
+    [
+        b"ID3\x03\x00\x00\x00\x00\x00\x00" + b"\xff\xfb" * 200,  # an MP3 header and no frames
+        b"OggS" + b"\x00" * 100,
+    ],
+)
 def test_undecodable_audio_fails_before_any_provider_call(providers, redis_url, audio):
     ctx = job_context(redis_url, JobType.PRONUNCIATION, {"reference_text": "hello"}, audio)
     with pytest.raises(PermanentError) as err:
@@ -240,11 +276,14 @@ def test_ocr_reads_lines_and_words_with_boxes(providers, redis_url):
     assert operation and "/" not in operation  # the operation's id, not the provider's address
 
 
-@pytest.mark.parametrize("job_type, params, upload", [
-    (JobType.OCR, {}, png_with_text(320, 120, "Bonjour")),
-    (JobType.TTS, {"text": "Hola", "language": "es"}, None),
-    (JobType.FLASHCARDS, {"content": "The Danube flows into the Black Sea.", "count": 1}, None),
-])
+@pytest.mark.parametrize(
+    "job_type, params, upload",
+    [
+        (JobType.OCR, {}, png_with_text(320, 120, "Bonjour")),
+        (JobType.TTS, {"text": "Hola", "language": "es"}, None),
+        (JobType.FLASHCARDS, {"content": "The Danube flows into the Black Sea.", "count": 1}, None),
+    ],
+)
 def test_each_permit_learns_when_its_request_actually_left(providers, redis_url, monkeypatch, job_type, params, upload):
     """The limiter's window follows the provider's count: from the send, not from the grant."""
     ctx = job_context(redis_url, job_type, params, upload)
@@ -271,7 +310,9 @@ def test_ocr_resumes_a_started_operation_instead_of_paying_again(providers, redi
     store = first.store
     job = store.get(first.job.job_id)
     before = providers.stats()["azure-vision"]["requests"]
-    again = JobContext(job=job, store=store, run_token=first.run_token, limiter=first.limiter, heartbeat=first.heartbeat)
+    again = JobContext(
+        job=job, store=store, run_token=first.run_token, limiter=first.limiter, heartbeat=first.heartbeat
+    )
     assert ocr.read_image(again)["text"] == "Bonjour"
     assert providers.stats()["azure-vision"]["requests"] == before + 1  # one poll, no new analysis
 
@@ -291,9 +332,14 @@ def test_not_an_image_is_refused_once(providers, redis_url):
     assert providers.requests("azure-vision") == 0  # refused before the call
 
 
-@pytest.mark.parametrize("mode, expected, code", [
-    ("429", Throttled, None), ("500", TransientError, "provider_error"), ("timeout", TransientError, None),
-])
+@pytest.mark.parametrize(
+    "mode, expected, code",
+    [
+        ("429", Throttled, None),
+        ("500", TransientError, "provider_error"),
+        ("timeout", TransientError, None),
+    ],
+)
 def test_vision_faults_map_to_our_errors(providers, redis_url, mode, expected, code):
     providers.fault("azure-vision", mode, **({"delay_s": 0.2} if mode == "timeout" else {}))
     ctx = job_context(redis_url, JobType.OCR, {}, png_with_text(200, 100, "Hola"))
@@ -323,13 +369,20 @@ def test_tts_synthesises_stores_and_signs(providers, redis_url):
 
 
 def test_ssml_is_sent_as_ssml_and_a_named_voice_wins(providers, redis_url):
-    ctx = job_context(redis_url, JobType.TTS, {"text": "<speak>Hello <break time='300ms'/> world</speak>", "voice": "Matthew"})
+    ctx = job_context(
+        redis_url, JobType.TTS, {"text": "<speak>Hello <break time='300ms'/> world</speak>", "voice": "Matthew"}
+    )
     result = tts.synthesize(ctx)
-    assert result["text_type"] == "ssml" and result["voice"] == "Matthew" and result["characters"] == len("Hello  world")
+    assert (
+        result["text_type"] == "ssml" and result["voice"] == "Matthew" and result["characters"] == len("Hello  world")
+    )
 
 
 def test_malformed_ssml_and_unknown_languages_fail_before_polly(providers, redis_url):
-    for params, code in (({"text": "<speak>unclosed"}, "invalid_ssml"), ({"text": "hi", "language": "xx-YY"}, "unsupported_language")):
+    for params, code in (
+        ({"text": "<speak>unclosed"}, "invalid_ssml"),
+        ({"text": "hi", "language": "xx-YY"}, "unsupported_language"),
+    ):
         with pytest.raises(PermanentError) as err:
             tts.synthesize(job_context(redis_url, JobType.TTS, params))
         assert err.value.code == code
@@ -344,10 +397,16 @@ def test_polly_bad_request_fails_once(providers, redis_url):
     assert providers.requests("aws-polly") == 1  # botocore's own retries are off
 
 
-@pytest.mark.parametrize("provider, mode, expected", [
-    ("aws-polly", "429", Throttled), ("aws-polly", "500", TransientError), ("aws-polly", "timeout", TransientError),
-    ("storage", "429", Throttled), ("storage", "500", TransientError),
-])
+@pytest.mark.parametrize(
+    "provider, mode, expected",
+    [
+        ("aws-polly", "429", Throttled),
+        ("aws-polly", "500", TransientError),
+        ("aws-polly", "timeout", TransientError),
+        ("storage", "429", Throttled),
+        ("storage", "500", TransientError),
+    ],
+)
 def test_aws_faults_map_to_our_errors(providers, redis_url, provider, mode, expected):
     providers.fault(provider, mode, **({"delay_s": 0.2} if mode == "timeout" else {}))
     ctx = job_context(redis_url, JobType.TTS, {"text": "hello world"})
@@ -365,16 +424,26 @@ def test_the_three_job_types_through_a_real_worker(sandbox_reset, redis_url, sta
     """Celery worker process, real runner, SDKs inside the worker: what production runs."""
     from tests.integration.conftest import wait_until
 
-    start_worker(sandbox_aws_port=sandbox_reset.env["SANDBOX_AWS_PORT"], azure_vision_poll_seconds="0.05",
-                 worker_queues="speech,ocr,tts")
+    start_worker(
+        sandbox_aws_port=sandbox_reset.env["SANDBOX_AWS_PORT"],
+        azure_vision_poll_seconds="0.05",
+        worker_queues="speech,ocr,tts",
+    )
     client = redis.Redis.from_url(redis_url)
     store = JobStore(client)
     ids = {
-        "speech": submit(client, JobType.PRONUNCIATION,
-                         {"reference_text": "my brother plays football", "language": "en-GB"},
-                         wav_bytes(spoken("my brother plays football"))),
-        "silent": submit(client, JobType.PRONUNCIATION, {"reference_text": "good morning", "language": "en-GB"},
-                         wav_bytes(silence(0.8))),
+        "speech": submit(
+            client,
+            JobType.PRONUNCIATION,
+            {"reference_text": "my brother plays football", "language": "en-GB"},
+            wav_bytes(spoken("my brother plays football")),
+        ),
+        "silent": submit(
+            client,
+            JobType.PRONUNCIATION,
+            {"reference_text": "good morning", "language": "en-GB"},
+            wav_bytes(silence(0.8)),
+        ),
         "ocr": submit(client, JobType.OCR, {}, png_with_text(300, 100, "Buongiorno")),
         "tts": submit(client, JobType.TTS, {"text": "Buongiorno a tutti", "language": "it"}),
     }

@@ -111,7 +111,10 @@ def test_a_lowered_limit_waits_for_enough_hits_to_leave(quota, clock):
 def test_headers_from_a_real_hit(quota):
     allowed = quota.hit("ip", "h", "2/15m")
     assert rate_limit_headers(allowed) == {
-        "RateLimit-Limit": "2", "RateLimit-Remaining": "1", "RateLimit-Reset": "900", "RateLimit-Policy": "2;w=900",
+        "RateLimit-Limit": "2",
+        "RateLimit-Remaining": "1",
+        "RateLimit-Reset": "900",
+        "RateLimit-Policy": "2;w=900",
     }
     quota.hit("ip", "h", "2/15m")
     headers = rate_limit_headers(quota.hit("ip", "h", "2/15m"))

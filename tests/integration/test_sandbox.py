@@ -460,9 +460,9 @@ def test_speech_assessment_listens_to_what_was_said(sandbox):
     """The same reference scores clearly lower for a recording of another sentence."""
     reference = "my brother plays football"
     itself = speech_request(sandbox, wav_bytes(spoken(reference)), reference, EnableMiscue=True).json()["NBest"][0]
-    other = speech_request(
-        sandbox, wav_bytes(spoken("we are going to the park")), reference, EnableMiscue=True
-    ).json()["NBest"][0]
+    other = speech_request(sandbox, wav_bytes(spoken("we are going to the park")), reference, EnableMiscue=True).json()[
+        "NBest"
+    ][0]
     # What the engine heard, not the reference: the sentence itself, and none of it for the other.
     assert len(set(itself["Lexical"].split()) & set(reference.split())) >= 3, itself["Lexical"]
     assert not set(other["Lexical"].split()) & set(reference.split()), other["Lexical"]
@@ -474,7 +474,9 @@ def test_speech_assessment_listens_to_what_was_said(sandbox):
 
 def test_speech_miscue_marks_omissions_and_insertions(sandbox):
     reference = "my brother plays football every day after school"
-    stopped_early = speech_request(sandbox, wav_bytes(spoken("my brother plays football")), reference, EnableMiscue=True)
+    stopped_early = speech_request(
+        sandbox, wav_bytes(spoken("my brother plays football")), reference, EnableMiscue=True
+    )
     best = stopped_early.json()["NBest"][0]
     errors = [word["ErrorType"] for word in best["Words"]]
     assert errors[-3:] == ["Omission"] * 3 and errors[0] != "Omission", errors
@@ -490,8 +492,11 @@ def test_speech_without_a_model_falls_back_to_voice_activity(sandbox):
     answer = sandbox.http.post(
         f"{sandbox.url}{SPEECH_PATH}?language=de-DE&format=detailed",
         content=audio,
-        headers={**AZURE_KEY, "Content-Type": WAV_CONTENT_TYPE,
-                 "Pronunciation-Assessment": assessment_header("wir gehen heute in den park")},
+        headers={
+            **AZURE_KEY,
+            "Content-Type": WAV_CONTENT_TYPE,
+            "Pronunciation-Assessment": assessment_header("wir gehen heute in den park"),
+        },
     )
     assert answer.status_code == 200, answer.text
     assert answer.headers["X-Sandbox-Recognizer"] == "voice-activity"
@@ -624,10 +629,35 @@ def test_vision_ocr_returns_the_words_of_an_image_drawn_in_the_test(sandbox, ima
 
 def decoded(audio: bytes, kind: str) -> tuple[bytes, float]:
     """sox decodes what Polly sent: (16 kHz 16-bit mono WAV, duration in seconds)."""
-    source = ["-t", "raw", "-r", "16000", "-e", "signed-integer", "-b", "16", "-c", "1", "-L"] if kind == "pcm" else ["-t", kind]
+    source = (
+        ["-t", "raw", "-r", "16000", "-e", "signed-integer", "-b", "16", "-c", "1", "-L"]
+        if kind == "pcm"
+        else ["-t", kind]
+    )
     raw = subprocess.run(
-        ["sox", "-q", "-D", *source, "-", "-r", "16000", "-c", "1", "-b", "16", "-e", "signed-integer", "-t", "raw", "-L", "-"],
-        input=audio, capture_output=True, check=True, timeout=60,
+        [
+            "sox",
+            "-q",
+            "-D",
+            *source,
+            "-",
+            "-r",
+            "16000",
+            "-c",
+            "1",
+            "-b",
+            "16",
+            "-e",
+            "signed-integer",
+            "-t",
+            "raw",
+            "-L",
+            "-",
+        ],
+        input=audio,
+        capture_output=True,
+        check=True,
+        timeout=60,
     ).stdout
     assert raw, "sox decoded no audio"
     out = io.BytesIO()

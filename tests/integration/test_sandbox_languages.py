@@ -15,10 +15,54 @@ from unilingo.jobs import JobType
 from workers.handlers import ai
 
 # English words the sandbox's own sentences would bring in; German ones they bring in instead.
-ENGLISH = {"the", "is", "a", "of", "in", "what", "does", "mean", "explain", "describe", "use", "key", "idea",
-           "think", "about", "how", "relates", "to", "for", "example", "translated", "beginner", "and"}
-GERMAN = {"der", "die", "das", "ist", "und", "was", "bedeutet", "beim", "thema", "erklären", "beschreiben",
-          "benutzen", "erkennen", "vergleichen", "übersetzung", "überlege", "wie", "mit", "zum", "ein", "wichtiger"}
+ENGLISH = {
+    "the",
+    "is",
+    "a",
+    "of",
+    "in",
+    "what",
+    "does",
+    "mean",
+    "explain",
+    "describe",
+    "use",
+    "key",
+    "idea",
+    "think",
+    "about",
+    "how",
+    "relates",
+    "to",
+    "for",
+    "example",
+    "translated",
+    "beginner",
+    "and",
+}
+GERMAN = {
+    "der",
+    "die",
+    "das",
+    "ist",
+    "und",
+    "was",
+    "bedeutet",
+    "beim",
+    "thema",
+    "erklären",
+    "beschreiben",
+    "benutzen",
+    "erkennen",
+    "vergleichen",
+    "übersetzung",
+    "überlege",
+    "wie",
+    "mit",
+    "zum",
+    "ein",
+    "wichtiger",
+}
 CONTENT_DE = (
     "Im Restaurant bestellt man zuerst die Getränke. Der Kellner bringt die Speisekarte. "
     "Zum Schluss bittet man um die Rechnung und gibt ein Trinkgeld."
@@ -42,8 +86,11 @@ def words_of(value) -> list[str]:
 
 
 def test_a_german_lesson_is_in_german(providers, redis_url):
-    ctx = job_context(redis_url, JobType.LESSON, {"topic": "Im Restaurant bestellen", "level": "beginner",
-                                                   "language": "de", "content": CONTENT_DE})
+    ctx = job_context(
+        redis_url,
+        JobType.LESSON,
+        {"topic": "Im Restaurant bestellen", "level": "beginner", "language": "de", "content": CONTENT_DE},
+    )
     lesson = ai.lesson(ctx)
     words = words_of({key: lesson[key] for key in ("title", "objectives", "sections", "vocabulary", "exercises")})
     assert not set(words) & ENGLISH, sorted(set(words) & ENGLISH)
@@ -62,7 +109,15 @@ def test_flashcards_follow_the_asked_language_and_the_content(providers, redis_u
     fronts = " ".join(card["front"] for card in cards).lower()
     assert any(term in fronts for term in ("kellner", "speisekarte", "rechnung", "trinkgeld", "restaurant")), fronts
 
-    english = ai.flashcards(job_context(redis_url, JobType.FLASHCARDS, {
-        "content": "The heart pumps blood through the arteries. Veins bring the blood back to the heart.",
-        "count": 2, "language": "en"}))["cards"]
+    english = ai.flashcards(
+        job_context(
+            redis_url,
+            JobType.FLASHCARDS,
+            {
+                "content": "The heart pumps blood through the arteries. Veins bring the blood back to the heart.",
+                "count": 2,
+                "language": "en",
+            },
+        )
+    )["cards"]
     assert any(word in ENGLISH for word in words_of(english))

@@ -16,9 +16,9 @@ import orjson
 import pytest
 import redis
 
-from tests.support.api import auth
 from devstack.processes import wait_until
 from tests.integration.test_persistence import database_url  # noqa: F401
+from tests.support.api import auth
 from unilingo import keys, persistence
 from unilingo.jobs import Job, JobStatus, JobStore, JobType
 
@@ -31,7 +31,11 @@ def finished(store: JobStore, job_ids: list[str]):
 
 
 async def test_saved_lessons_sets_and_audio_outlive_their_jobs(
-    api_factory, start_worker, sandbox_reset, redis_url, database_url  # noqa: F811
+    api_factory,
+    start_worker,
+    sandbox_reset,
+    redis_url,
+    database_url,  # noqa: F811
 ):
     # "localhost" rather than the workers' 127.0.0.1: the address a phone would be given.
     public_storage = f"http://localhost:{sandbox_reset.aws_port}"
@@ -41,7 +45,9 @@ async def test_saved_lessons_sets_and_audio_outlive_their_jobs(
     me = auth(user)
     submitted = {
         "lesson": await api.post("/api/ai/generate-lesson", json={"topic": "Am Bahnhof", "language": "de"}, headers=me),
-        "flashcards": await api.post("/api/ai/generate-flashcards", json={"content": "Der Zug fährt ab.", "count": 2}, headers=me),
+        "flashcards": await api.post(
+            "/api/ai/generate-flashcards", json={"content": "Der Zug fährt ab.", "count": 2}, headers=me
+        ),
         "tts": await api.post("/api/audio/generate", json={"text": "Guten Morgen", "language": "de"}, headers=me),
     }
     ids = {name: response.json()["job_id"] for name, response in submitted.items()}
@@ -83,7 +89,11 @@ async def test_saved_lessons_sets_and_audio_outlive_their_jobs(
     for link in links.values():
         response = await api.get(link["url"], headers=other)
         assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
-    for path, name in (("/api/lessons", "lessons"), ("/api/flashcard-sets", "flashcard_sets"), ("/api/audio-lessons", "audio_lessons")):
+    for path, name in (
+        ("/api/lessons", "lessons"),
+        ("/api/flashcard-sets", "flashcard_sets"),
+        ("/api/audio-lessons", "audio_lessons"),
+    ):
         assert (await api.get(path, headers=other)).json() == {name: [], "next_cursor": None}
 
 
@@ -94,8 +104,15 @@ async def test_saved_lists_page_by_cursor_each_item_once(api_factory, database_u
     with persistence.connect(database_url) as conn:
         persistence.migrate(conn)
         for i in range(11):
-            job = Job(job_id=uuid.uuid4().hex, type=JobType.FLASHCARDS, status=JobStatus.RUNNING, owner="pager",
-                      params={"subject": f"set {i}"}, created_at=now, updated_at=now)
+            job = Job(
+                job_id=uuid.uuid4().hex,
+                type=JobType.FLASHCARDS,
+                status=JobStatus.RUNNING,
+                owner="pager",
+                params={"subject": f"set {i}"},
+                created_at=now,
+                updated_at=now,
+            )
             persistence.write(conn, job, {"cards": [{"front": f"Q{i}", "back": f"A{i}"}]}, {})
             made.append(job.job_id)
         # Some rows in the same microsecond: ties broken by id.
@@ -118,4 +135,3 @@ async def test_saved_lists_page_by_cursor_each_item_once(api_factory, database_u
 async def test_without_a_database_saved_content_is_501(api):  # noqa: F811
     response = await api.get("/api/lessons", headers=auth())
     assert response.status_code == 501 and response.json()["error"]["code"] == "not_implemented"
-

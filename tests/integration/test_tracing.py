@@ -21,7 +21,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 import redis
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest, ExportTraceServiceResponse
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tests.integration.conftest import wait_until
@@ -70,7 +73,7 @@ class Collector:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    def __enter__(self) -> "Collector":
+    def __enter__(self) -> Collector:
         self.thread.start()
         return self
 
@@ -92,16 +95,18 @@ class Collector:
                 resource = {a.key: _value(a.value) for a in resource_spans.resource.attributes}
                 for scope_spans in resource_spans.scope_spans:
                     for span in scope_spans.spans:
-                        found.append({
-                            "service": resource.get("service.name"),
-                            "trace_id": span.trace_id.hex(),
-                            "span_id": span.span_id.hex(),
-                            "parent_id": span.parent_span_id.hex() or None,
-                            "name": span.name,
-                            "kind": Span.SpanKind.Name(span.kind),
-                            "attributes": {a.key: _value(a.value) for a in span.attributes},
-                            "status": span.status.code,
-                        })
+                        found.append(
+                            {
+                                "service": resource.get("service.name"),
+                                "trace_id": span.trace_id.hex(),
+                                "span_id": span.span_id.hex(),
+                                "parent_id": span.parent_span_id.hex() or None,
+                                "name": span.name,
+                                "kind": Span.SpanKind.Name(span.kind),
+                                "attributes": {a.key: _value(a.value) for a in span.attributes},
+                                "status": span.status.code,
+                            }
+                        )
         return found
 
     # --- Sentry -----------------------------------------------------------------------------
@@ -113,13 +118,13 @@ class Collector:
             cursor = body.index(b"\n") + 1  # past the envelope header
             while cursor < len(body):
                 end = body.find(b"\n", cursor)
-                header_line = body[cursor:end if end >= 0 else len(body)]
+                header_line = body[cursor : end if end >= 0 else len(body)]
                 if not header_line.strip():
                     break
                 item = json.loads(header_line)
                 cursor = end + 1
                 if item.get("length") is not None:
-                    payload = body[cursor:cursor + item["length"]]
+                    payload = body[cursor : cursor + item["length"]]
                     cursor += item["length"] + 1
                 else:
                     end = body.find(b"\n", cursor)
@@ -164,7 +169,9 @@ def wait_for_job(http: httpx.Client, job_id: str, timeout: float = 30) -> dict:
 # --- OpenTelemetry --------------------------------------------------------------------------
 
 
-def test_one_job_is_one_trace_across_the_api_and_the_worker(collector, redis_url, start_worker, sandbox_reset, tmp_path):
+def test_one_job_is_one_trace_across_the_api_and_the_worker(
+    collector, redis_url, start_worker, sandbox_reset, tmp_path
+):
     otel = {"otel_exporter_otlp_endpoint": collector.url, "otel_bsp_schedule_delay": 200}
     worker = start_worker(**otel)
     api = ApiProcess(redis_url, tmp_path, **otel).start()
@@ -264,13 +271,24 @@ def test_a_job_that_crashes_is_reported_to_sentry_with_its_job(collector, redis_
     store = JobStore(client)
     now = time.time()
     # A handler bug: ``int("many")`` inside the flashcards handler (the API would refuse this).
-    job = Job(job_id=new_job_id(), type=JobType.FLASHCARDS, status=JobStatus.QUEUED, owner="alice",
-              params={"content": "Anything at all.", "count": "many"}, created_at=now, updated_at=now)
-    store.create(NewJob(job=job, message=task_message(job.workload.task, job.workload.queue, [job.job_id], task_id=job.job_id)))
+    job = Job(
+        job_id=new_job_id(),
+        type=JobType.FLASHCARDS,
+        status=JobStatus.QUEUED,
+        owner="alice",
+        params={"content": "Anything at all.", "count": "many"},
+        created_at=now,
+        updated_at=now,
+    )
+    store.create(
+        NewJob(job=job, message=task_message(job.workload.task, job.workload.queue, [job.job_id], task_id=job.job_id))
+    )
     failed = wait_until(lambda: (j := store.get(job.job_id)).status.terminal and j, timeout=30)
     assert failed.status is JobStatus.FAILED and failed.error.code == "internal_error"
 
-    events = wait_until(lambda: [e for e in collector.events() if e.get("tags", {}).get("job_id") == job.job_id], timeout=15)
+    events = wait_until(
+        lambda: [e for e in collector.events() if e.get("tags", {}).get("job_id") == job.job_id], timeout=15
+    )
     time.sleep(0.5)  # a duplicate (the log record of the same crash) would arrive by now
     events = [e for e in collector.events() if e.get("tags", {}).get("job_id") == job.job_id]
     assert len(events) == 1, events
@@ -285,7 +303,9 @@ def test_a_job_that_crashes_is_reported_to_sentry_with_its_job(collector, redis_
 
 
 def test_an_api_crash_is_reported_to_sentry_with_its_job(collector, redis_url, tmp_path):
-    api = ApiProcess(redis_url, tmp_path, sentry_dsn=f"http://publickey@{collector.url.removeprefix('http://')}/1").start()
+    api = ApiProcess(
+        redis_url, tmp_path, sentry_dsn=f"http://publickey@{collector.url.removeprefix('http://')}/1"
+    ).start()
     client = redis.Redis.from_url(redis_url)
     client.set(keys.user_jobs("alice"), "not a sorted set")  # the job record's script fails midway
     try:

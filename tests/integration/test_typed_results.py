@@ -17,18 +17,22 @@ import jsonschema
 import pytest
 import redis
 
-from sandbox.images import png_with_text
-from tests.support.api import auth
 from devstack.processes import wait_until
+from sandbox.images import png_with_text
 from tests.samples import pdf_with_text, spoken_wav
+from tests.support.api import auth
 from unilingo.errors import JOB_ERROR_CODES
 from unilingo.jobs import JobStore
 
 pytestmark = pytest.mark.integration
 
 RESULT_SCHEMAS = {
-    "flashcards": "FlashcardsResult", "lesson": "LessonResult", "pronunciation": "PronunciationResult",
-    "ocr": "OcrResult", "pdf": "PdfResult", "tts": "TtsResult",
+    "flashcards": "FlashcardsResult",
+    "lesson": "LessonResult",
+    "pronunciation": "PronunciationResult",
+    "ocr": "OcrResult",
+    "pdf": "PdfResult",
+    "tts": "TtsResult",
 }
 
 
@@ -66,9 +70,24 @@ def generated_models(document: dict, tmp_path):
     source, target = tmp_path / "openapi.json", tmp_path / "unilingo_client_models.py"
     source.write_text(json.dumps(document))
     subprocess.run(
-        [sys.executable, "-m", "datamodel_code_generator", "--input", str(source), "--input-file-type", "openapi",
-         "--output-model-type", "pydantic_v2.BaseModel", "--formatters", "builtin", "--output", str(target)],
-        check=True, capture_output=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "datamodel_code_generator",
+            "--input",
+            str(source),
+            "--input-file-type",
+            "openapi",
+            "--output-model-type",
+            "pydantic_v2.BaseModel",
+            "--formatters",
+            "builtin",
+            "--output",
+            str(target),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
     )
     spec = importlib.util.spec_from_file_location("unilingo_client_models", target)
     module = importlib.util.module_from_spec(spec)
@@ -78,18 +97,34 @@ def generated_models(document: dict, tmp_path):
 
 
 async def test_real_jobs_of_every_type_validate_against_the_document(
-    api_factory, start_worker, sandbox_reset, redis_url, tmp_path  # noqa: F811
+    api_factory,
+    start_worker,
+    sandbox_reset,
+    redis_url,
+    tmp_path,  # noqa: F811
 ):
     api = await api_factory(max_audio_bytes=500_000)
     start_worker(worker_queues="ai,speech,ocr,pdf,tts", azure_vision_poll_seconds="0.05")
     headers = auth("typed-user")
     submissions = {
-        "flashcards": api.post("/api/ai/generate-flashcards", json={"content": "Der Hund schläft. Die Katze spielt.", "count": 2}, headers=headers),
-        "lesson": api.post("/api/ai/generate-lesson", json={"topic": "Ordering coffee", "language": "es"}, headers=headers),
+        "flashcards": api.post(
+            "/api/ai/generate-flashcards",
+            json={"content": "Der Hund schläft. Die Katze spielt.", "count": 2},
+            headers=headers,
+        ),
+        "lesson": api.post(
+            "/api/ai/generate-lesson", json={"topic": "Ordering coffee", "language": "es"}, headers=headers
+        ),
         "tts": api.post("/api/audio/generate", json={"text": "Buenos días", "language": "es"}, headers=headers),
-        "pronunciation": api.post("/api/pronunciation-assess", headers=headers, data={"reference_text": "good morning", "language": "en"},
-                                  files={"audio": ("r.wav", spoken_wav("good morning"))}),
-        "ocr": api.post("/api/process-image", headers=headers, files={"image": ("p.png", png_with_text(300, 100, "Bonjour"))}),
+        "pronunciation": api.post(
+            "/api/pronunciation-assess",
+            headers=headers,
+            data={"reference_text": "good morning", "language": "en"},
+            files={"audio": ("r.wav", spoken_wav("good morning"))},
+        ),
+        "ocr": api.post(
+            "/api/process-image", headers=headers, files={"image": ("p.png", png_with_text(300, 100, "Bonjour"))}
+        ),
         "pdf": api.post("/api/process-pdf", headers=headers, files={"file": ("l.pdf", pdf_with_text(["Hallo Welt"]))}),
         "failed": api.post("/api/process-pdf", headers=headers, files={"file": ("b.pdf", b"%PDF-1.4 not really")}),
     }
@@ -99,7 +134,9 @@ async def test_real_jobs_of_every_type_validate_against_the_document(
         assert response.status_code == 202, (name, response.text)
         ids[name] = response.json()["job_id"]
     store = JobStore(redis.Redis.from_url(redis_url))
-    wait_until(lambda: all((job := store.get(i)) is not None and job.status.terminal for i in ids.values()), timeout=120)
+    wait_until(
+        lambda: all((job := store.get(i)) is not None and job.status.terminal for i in ids.values()), timeout=120
+    )
 
     document = (await api.get("/openapi.json")).json()
     validator = jsonschema.Draft202012Validator({**job_schema(document), "components": document["components"]})
@@ -126,17 +163,30 @@ async def test_real_jobs_of_every_type_validate_against_the_document(
 
 
 def type_model(job_type: str) -> str:
-    return {"flashcards": "FlashcardsJob", "lesson": "LessonJob", "pronunciation": "PronunciationJob",
-            "ocr": "OcrJob", "pdf": "PdfJob", "tts": "TtsJob"}[job_type]
+    return {
+        "flashcards": "FlashcardsJob",
+        "lesson": "LessonJob",
+        "pronunciation": "PronunciationJob",
+        "ocr": "OcrJob",
+        "pdf": "PdfJob",
+        "tts": "TtsJob",
+    }[job_type]
 
 
 async def test_status_and_admin_answers_validate_against_the_document(api_factory):  # noqa: F811
     api = await api_factory()
-    await api.post("/api/ai/generate-flashcards", json={"content": "Activity for the admin views."}, headers=auth("maria"))
+    await api.post(
+        "/api/ai/generate-flashcards", json={"content": "Activity for the admin views."}, headers=auth("maria")
+    )
     document = (await api.get("/openapi.json")).json()
     admin = auth("ops", admin=True)
-    for path in ("/api/ai/status", "/api/pronunciation/status", "/api/metrics", "/api/admin/users/overview",
-                 "/api/admin/users/statistics"):
+    for path in (
+        "/api/ai/status",
+        "/api/pronunciation/status",
+        "/api/metrics",
+        "/api/admin/users/overview",
+        "/api/admin/users/statistics",
+    ):
         schema = document["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
         assert "$ref" in schema, (path, schema)  # a named model, not a free-form object
         response = await api.get(path, headers=admin)

@@ -82,7 +82,11 @@ def api_url(kube_env):
     """http://127.0.0.1:PORT forwarded to the API Service by `kubectl port-forward`."""
     proc = subprocess.Popen(
         [str(KUBECTL), "-n", NAMESPACE, "port-forward", f"svc/{RELEASE}-api", "0:80"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=kube_env)
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=kube_env,
+    )
     deadline = time.monotonic() + 60
     port = None
     while port is None and time.monotonic() < deadline:
@@ -113,14 +117,23 @@ def exec_in(core, pod: str, command: list[str], container: str | None = None) ->
     """Run ``command`` in ``pod`` through the API server and the kubelet (real exec)."""
     from kubernetes.stream import stream
 
-    return stream(core.connect_get_namespaced_pod_exec, pod, NAMESPACE, command=command,
-                  container=container, stderr=True, stdin=False, stdout=True, tty=False)
+    return stream(
+        core.connect_get_namespaced_pod_exec,
+        pod,
+        NAMESPACE,
+        command=command,
+        container=container,
+        stderr=True,
+        stdin=False,
+        stdout=True,
+        tty=False,
+    )
 
 
 def release_pods(core) -> list:
     pods = core.list_namespaced_pod(
-        NAMESPACE, label_selector=f"app.kubernetes.io/instance={RELEASE},"
-                                  "app.kubernetes.io/component!=helm-test").items
+        NAMESPACE, label_selector=f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component!=helm-test"
+    ).items
     return [p for p in pods if p.metadata.deletion_timestamp is None]
 
 
@@ -138,12 +151,17 @@ def watch_deployment(apps, name: str, predicate, timeout: float) -> object:
     deadline = time.monotonic() + timeout
     w = watch.Watch()
     while time.monotonic() < deadline:
-        for event in w.stream(apps.list_namespaced_deployment, NAMESPACE,
-                              field_selector=f"metadata.name={name}",
-                              timeout_seconds=max(1, int(deadline - time.monotonic()))):
+        for event in w.stream(
+            apps.list_namespaced_deployment,
+            NAMESPACE,
+            field_selector=f"metadata.name={name}",
+            timeout_seconds=max(1, int(deadline - time.monotonic())),
+        ):
             current = event["object"]
             if predicate(current):
                 w.stop()
                 return current
-    raise AssertionError(f"deployment {name}: condition not met within {timeout}s "
-                         f"(replicas {current.spec.replicas}, ready {current.status.ready_replicas})")
+    raise AssertionError(
+        f"deployment {name}: condition not met within {timeout}s "
+        f"(replicas {current.spec.replicas}, ready {current.status.ready_replicas})"
+    )

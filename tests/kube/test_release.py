@@ -11,8 +11,7 @@ import uuid
 import httpx
 import pytest
 
-from tests.kube.conftest import (HELM, NAMESPACE, RELEASE, exec_in, is_ready, release_pods,
-                                 watch_deployment)
+from tests.kube.conftest import HELM, NAMESPACE, RELEASE, exec_in, is_ready, release_pods, watch_deployment
 
 pytestmark = pytest.mark.kube
 
@@ -24,8 +23,10 @@ def pdf_with_text(text: str) -> bytes:
     import importlib.util
 
     from tests.kube.conftest import REPO
+
     spec = importlib.util.spec_from_file_location(
-        "smoke_test", REPO / "charts" / "unilingo" / "files" / "smoke_test.py")
+        "smoke_test", REPO / "charts" / "unilingo" / "files" / "smoke_test.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.pdf_with_text(text)
@@ -40,8 +41,12 @@ def test_every_pod_of_the_release_is_ready_on_the_node(core):
     pods = release_pods(core)
     w = watch.Watch()
     while not (pods and all(is_ready(p) for p in pods)) and time.monotonic() < deadline:
-        for _ in w.stream(core.list_namespaced_pod, NAMESPACE, timeout_seconds=5,
-                          label_selector=f"app.kubernetes.io/instance={RELEASE}"):
+        for _ in w.stream(
+            core.list_namespaced_pod,
+            NAMESPACE,
+            timeout_seconds=5,
+            label_selector=f"app.kubernetes.io/instance={RELEASE}",
+        ):
             pods = release_pods(core)
             if pods and all(is_ready(p) for p in pods):
                 w.stop()
@@ -56,15 +61,15 @@ def test_every_pod_of_the_release_is_ready_on_the_node(core):
 
 
 def test_services_and_dns_work_from_inside_a_pod(core):
-    api = next(p for p in release_pods(core)
-               if p.metadata.labels["app.kubernetes.io/component"] == "api")
+    api = next(p for p in release_pods(core) if p.metadata.labels["app.kubernetes.io/component"] == "api")
     script = (
         "import socket\n"
         f"for host, port in (('kubernetes.default.svc.cluster.local', 443),"
         f" ('{RELEASE}-redis.{NAMESPACE}.svc.cluster.local', 6379)):\n"
         "    address = socket.gethostbyname(host)\n"
         "    socket.create_connection((host, port), timeout=5).close()\n"
-        "    print(host, address, 'connected')\n")
+        "    print(host, address, 'connected')\n"
+    )
     out = exec_in(core, api.metadata.name, ["python", "-c", script], container="api")
     assert "kubernetes.default.svc.cluster.local 10.0.0.1 connected" in out, out
     assert f"{RELEASE}-redis.{NAMESPACE}.svc.cluster.local" in out and out.count("connected") == 2, out
@@ -72,9 +77,12 @@ def test_services_and_dns_work_from_inside_a_pod(core):
 
 def test_the_operator_writes_a_policy_the_workers_redis_holds(core, custom):
     redis_pod = f"{RELEASE}-redis-0"
-    body = {"apiVersion": "unilingo.io/v1alpha1", "kind": "UnilingoProviderPolicy",
-            "metadata": {"name": "openai"},
-            "spec": {"provider": "openai", "requestsPerMinute": 37, "maxInFlight": 5}}
+    body = {
+        "apiVersion": "unilingo.io/v1alpha1",
+        "kind": "UnilingoProviderPolicy",
+        "metadata": {"name": "openai"},
+        "spec": {"provider": "openai", "requestsPerMinute": 37, "maxInFlight": 5},
+    }
     group, version, plural = "unilingo.io", "v1alpha1", "unilingoproviderpolicies"
     try:
         custom.delete_namespaced_custom_object(group, version, NAMESPACE, plural, "openai")
@@ -94,17 +102,26 @@ def test_the_operator_writes_a_policy_the_workers_redis_holds(core, custom):
 
         w = watch.Watch()
         applied = False
-        for event in w.stream(custom.list_namespaced_custom_object, group, version, NAMESPACE,
-                              plural, field_selector="metadata.name=openai", timeout_seconds=90):
+        for event in w.stream(
+            custom.list_namespaced_custom_object,
+            group,
+            version,
+            NAMESPACE,
+            plural,
+            field_selector="metadata.name=openai",
+            timeout_seconds=90,
+        ):
             conditions = (event["object"].get("status") or {}).get("conditions") or []
-            if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions) \
-                    and event["object"]["status"].get("observedGeneration") == \
-                    event["object"]["metadata"]["generation"]:
+            if (
+                any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+                and event["object"]["status"].get("observedGeneration") == event["object"]["metadata"]["generation"]
+            ):
                 applied = True
                 w.stop()
         assert applied, "the operator never reported the policy Ready"
-        rpm = exec_in(core, redis_pod, ["redis-cli", "hget", "unilingo:policy:openai", "rpm"],
-                      container="redis").strip()
+        rpm = exec_in(
+            core, redis_pod, ["redis-cli", "hget", "unilingo:policy:openai", "rpm"], container="redis"
+        ).strip()
         assert rpm == "37"
     finally:
         custom.delete_namespaced_custom_object(group, version, NAMESPACE, plural, "openai")
@@ -144,7 +161,12 @@ def test_keda_takes_the_pdf_workers_up_from_zero_and_back(apps, api_url, token):
 
 
 def test_helm_test_passes(kube_env):
-    result = subprocess.run([str(HELM), "-n", NAMESPACE, "test", RELEASE, "--logs", "--timeout", "5m"],
-                            capture_output=True, text=True, env=kube_env, timeout=360)
+    result = subprocess.run(
+        [str(HELM), "-n", NAMESPACE, "test", RELEASE, "--logs", "--timeout", "5m"],
+        capture_output=True,
+        text=True,
+        env=kube_env,
+        timeout=360,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "PASS" in result.stdout

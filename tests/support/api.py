@@ -41,7 +41,15 @@ BASE_SETTINGS = dict(
 
 PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02\x00\x00\x00\x90wS\xde"
-WAV = b"RIFF" + struct.pack("<I", 36 + 8) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 1, 1, 16000, 32000, 2, 16) + b"data" + struct.pack("<I", 8) + b"\x00" * 8
+WAV = (
+    b"RIFF"
+    + struct.pack("<I", 36 + 8)
+    + b"WAVEfmt "
+    + struct.pack("<IHHIIHH", 16, 1, 1, 16000, 32000, 2, 16)
+    + b"data"
+    + struct.pack("<I", 8)
+    + b"\x00" * 8
+)
 
 
 def token(user: str = "alice", **kwargs) -> str:
@@ -98,9 +106,11 @@ class ApiProcess:
         self.log = log_dir / f"api-{self.port}.log"
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> "ApiProcess":
+    def start(self) -> ApiProcess:
         self._log = open(self.log, "wb")
-        self.process = subprocess.Popen([sys.executable, "-m", "api"], cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "api"], cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT
+        )
         try:
             wait_for_port(self.port, timeout=30)
         except TimeoutError:
@@ -148,12 +158,10 @@ class Receiver:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/unilingo"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    def __enter__(self) -> "Receiver":
+    def __enter__(self) -> Receiver:
         self.thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self.server.shutdown()
         self.server.server_close()
-
-

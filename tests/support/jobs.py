@@ -8,10 +8,19 @@ from unilingo.jobs import Job, JobStatus, JobStore, JobType, NewJob, new_job_id
 from unilingo.messages import task_message
 
 
-def submit(store: JobStore, job_type: JobType, params: dict | None = None, upload: bytes | None = None, owner="alice") -> str:
+def submit(
+    store: JobStore, job_type: JobType, params: dict | None = None, upload: bytes | None = None, owner="alice"
+) -> str:
     now = time.time()
-    job = Job(job_id=new_job_id(), type=job_type, status=JobStatus.QUEUED, owner=owner, params=params or {},
-              created_at=now, updated_at=now)
+    job = Job(
+        job_id=new_job_id(),
+        type=job_type,
+        status=JobStatus.QUEUED,
+        owner=owner,
+        params=params or {},
+        created_at=now,
+        updated_at=now,
+    )
     message = task_message(job.workload.task, job.workload.queue, [job.job_id], task_id=job.job_id)
     store.create(NewJob(job=job, message=message, upload=upload))
     return job.job_id

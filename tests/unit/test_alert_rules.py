@@ -87,13 +87,24 @@ def test_a_broken_expectation_fails(rules, tmp_path):
     scenario = {
         "rule_files": ["rules.yaml"],
         "evaluation_interval": "1m",
-        "tests": [{
-            "interval": "1m",
-            "input_series": [{"series": 'unilingo_breaker_state{namespace="unilingo", job="unilingo-api", '
-                                        'provider="openai"}', "values": "0x10"}],
-            "alert_rule_test": [{"eval_time": "5m", "alertname": "UnilingoBreakerOpen",
-                                 "exp_alerts": [{"exp_labels": {"severity": "warning", "provider": "openai"}}]}],
-        }],
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    {
+                        "series": 'unilingo_breaker_state{namespace="unilingo", job="unilingo-api", provider="openai"}',
+                        "values": "0x10",
+                    }
+                ],
+                "alert_rule_test": [
+                    {
+                        "eval_time": "5m",
+                        "alertname": "UnilingoBreakerOpen",
+                        "exp_alerts": [{"exp_labels": {"severity": "warning", "provider": "openai"}}],
+                    }
+                ],
+            }
+        ],
     }
     (tmp_path / "broken.yaml").write_text(yaml.safe_dump(scenario))
     result = subprocess.run([promtool, "test", "rules", "broken.yaml"], capture_output=True, text=True, cwd=tmp_path)

@@ -72,7 +72,9 @@ async def test_asymmetric_tokens_are_refused_without_a_jwks_url(verifier):
     from cryptography.hazmat.primitives.asymmetric import ec
 
     key = ec.generate_private_key(ec.SECP256R1())
-    token = jwt.encode({"sub": "u", "aud": "authenticated", "exp": int(time.time()) + 60}, key, algorithm="ES256", headers={"kid": "k"})
+    token = jwt.encode(
+        {"sub": "u", "aud": "authenticated", "exp": int(time.time()) + 60}, key, algorithm="ES256", headers={"kid": "k"}
+    )
     assert await _code(verifier, token) == "invalid_token"
 
 
@@ -93,7 +95,10 @@ def test_admin_claims():
 
 def test_token_command_prints_only_the_token():
     out = subprocess.run(
-        [sys.executable, "-m", "unilingo.tokens", "--user", "dev-1", "--admin"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "unilingo.tokens", "--user", "dev-1", "--admin"],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert out.count("\n") == 1
     claims = jwt.decode(out.strip(), options={"verify_signature": False})

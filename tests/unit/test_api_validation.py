@@ -42,7 +42,10 @@ def test_mp3_without_id3_is_recognised_by_its_frame_header():
     assert sniff(b"\xff\xff\xff\xff" + b"\x00" * 30) is None  # sync bits, but reserved fields
 
 
-@pytest.mark.parametrize("data", [b"", b"hello world", b"RIFF\x00\x00\x00\x00AVI LIST", b"\x00\x00\x00\x20ftypqt3d", b"<html>", b"PK\x03\x04"])
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"hello world", b"RIFF\x00\x00\x00\x00AVI LIST", b"\x00\x00\x00\x20ftypqt3d", b"<html>", b"PK\x03\x04"],
+)
 def test_other_bytes_are_not_recognised(data):
     assert sniff(data) is None
 
@@ -84,7 +87,9 @@ def test_text_too_long_is_413():
         {},  # missing content
         {"content": "   "},  # blank
         {"content": "\u202e\u200b"},  # only invisible characters: a right-to-left override and a zero-width space
-        {"content": "\u00a0\u2003\u3000\ufeff\u2060\u3164\u0301"},  # Unicode spaces, BOM, word joiner, filler, lone mark
+        {
+            "content": "\u00a0\u2003\u3000\ufeff\u2060\u3164\u0301"
+        },  # Unicode spaces, BOM, word joiner, filler, lone mark
         {"content": 5},  # wrong type
         {"content": "ok", "count": "5"},  # strict int
         {"content": "ok", "count": 0},
@@ -101,7 +106,15 @@ def test_flashcards_request_rejects(body):
 
 
 def test_request_models_accept_the_contract_fields():
-    FlashcardsRequest.model_validate({"content": "x", "subject": "Medicine", "count": 40, "language": "en-US", "webhook_url": "https://example.com/h"})
+    FlashcardsRequest.model_validate(
+        {
+            "content": "x",
+            "subject": "Medicine",
+            "count": 40,
+            "language": "en-US",
+            "webhook_url": "https://example.com/h",
+        }
+    )
     LessonRequest.model_validate({"topic": "Past tense", "level": "B1", "language": "es", "content": "text"})
     SpeechRequest.model_validate({"text": "Hola", "voice": "Lupe", "language": "es-US"})
     PronunciationFields.model_validate({"reference_text": "hello", "language": "en-US"})
@@ -109,8 +122,9 @@ def test_request_models_accept_the_contract_fields():
         PronunciationFields.model_validate({"reference_text": "hello"})  # language is required
 
 
-@pytest.mark.parametrize("model, field", [(FlashcardsRequest, "content"), (SpeechRequest, "text"),
-                                          (PronunciationFields, "reference_text")])
+@pytest.mark.parametrize(
+    "model, field", [(FlashcardsRequest, "content"), (SpeechRequest, "text"), (PronunciationFields, "reference_text")]
+)
 def test_invisible_only_text_is_refused_by_every_text_model(model, field):
     body = {field: "\u202e\u200b", "language": "en-US"} if model is PronunciationFields else {field: "\u202e\u200b"}
     with pytest.raises(ValidationError, match="blank"):

@@ -54,8 +54,9 @@ def values_args(value_set: str) -> list[str]:
 
 
 def helm(*args: str, check: bool = True, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    result = subprocess.run([str(ensure_helm()), *args], capture_output=True, text=True, cwd=REPO,
-                            env=env, timeout=timeout)
+    result = subprocess.run(
+        [str(ensure_helm()), *args], capture_output=True, text=True, cwd=REPO, env=env, timeout=timeout
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"helm {' '.join(args)} failed ({result.returncode}):\n{result.stderr}{result.stdout}")
     return result
@@ -96,8 +97,9 @@ def container_env(container: dict) -> dict[str, dict]:
 
 
 def worker_deployments(docs: list[dict]) -> list[dict]:
-    return [d for d in of_kind(docs, "Deployment")
-            if d["metadata"]["labels"].get("app.kubernetes.io/component") == "worker"]
+    return [
+        d for d in of_kind(docs, "Deployment") if d["metadata"]["labels"].get("app.kubernetes.io/component") == "worker"
+    ]
 
 
 def worker_container(deployment: dict) -> dict:
@@ -114,8 +116,9 @@ def celery_list_name(app, queue: str) -> str:
     from kombu.transport.redis import Channel
 
     options = app.conf.broker_transport_options or {}
-    stub = SimpleNamespace(sep=options.get("sep", Channel.sep),
-                           priority_steps=options.get("priority_steps", Channel.priority_steps))
+    stub = SimpleNamespace(
+        sep=options.get("sep", Channel.sep), priority_steps=options.get("priority_steps", Channel.priority_steps)
+    )
     stub.priority = lambda n: Channel.priority(stub, n)
     name = Channel._q_for_pri(stub, queue, app.conf.task_default_priority or 0)
     return options.get("global_keyprefix", "") + name
@@ -163,21 +166,25 @@ def scaling_problems(docs: list[dict], queue_lists: dict[str, str]) -> list[str]
                 continue
             list_name = meta.get("listName")
             if list_name not in consumed[target["name"]]:
-                problems.append(f"ScaledObject {name} watches list {list_name!r}, which its Deployment "
-                                f"{target['name']} does not consume (it consumes {sorted(consumed[target['name']])})")
+                problems.append(
+                    f"ScaledObject {name} watches list {list_name!r}, which its Deployment "
+                    f"{target['name']} does not consume (it consumes {sorted(consumed[target['name']])})"
+                )
             if list_name not in queue_lists.values():
                 problems.append(f"ScaledObject {name} watches list {list_name!r}, which no Celery queue uses")
             triggered.add(list_name)
             if redis_url:  # bundled and external: the trigger reads the very Redis and db the workers use
                 url = urlsplit(redis_url.replace("$(REDIS_PASSWORD)", "x"))
-                db = (url.path.lstrip("/") or "0")
+                db = url.path.lstrip("/") or "0"
                 if meta.get("databaseIndex", "0") != db:
                     problems.append(f"ScaledObject {name} reads db {meta.get('databaseIndex')}, workers use db {db}")
                 address = f"{url.hostname}:{url.port or 6379}"
                 if meta.get("address") != address:
                     problems.append(f"ScaledObject {name} reads {meta.get('address')}, workers use {address}")
                 if meta.get("enableTLS", "false") != str(url.scheme == "rediss").lower():
-                    problems.append(f"ScaledObject {name}: enableTLS {meta.get('enableTLS')} but REDIS_URL is {url.scheme}://")
+                    problems.append(
+                        f"ScaledObject {name}: enableTLS {meta.get('enableTLS')} but REDIS_URL is {url.scheme}://"
+                    )
     all_consumed = set().union(*consumed.values()) if consumed else set()
     for queue, list_name in sorted(queue_lists.items()):
         if list_name not in all_consumed:
@@ -227,13 +234,21 @@ def test_template_renders_well_formed_unique_objects(value_set, rendered):
 def test_default_values_render_every_component(rendered):
     docs = rendered["default"]
     kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
-    for expected in [("Deployment", "unilingo-api"), ("Service", "unilingo-api"), ("Ingress", "unilingo-api"),
-                     ("PodDisruptionBudget", "unilingo-api"), ("Deployment", "unilingo-operator"),
-                     ("StatefulSet", "unilingo-redis"), ("Service", "unilingo-redis"),
-                     ("ServiceMonitor", "unilingo-api"), ("PodMonitor", "unilingo-worker"),
-                     ("PrometheusRule", "unilingo"),
-                     ("ConfigMap", "unilingo-dashboard"), ("NetworkPolicy", "unilingo-redis"),
-                     ("Pod", "unilingo-test-pdf-job")]:
+    for expected in [
+        ("Deployment", "unilingo-api"),
+        ("Service", "unilingo-api"),
+        ("Ingress", "unilingo-api"),
+        ("PodDisruptionBudget", "unilingo-api"),
+        ("Deployment", "unilingo-operator"),
+        ("StatefulSet", "unilingo-redis"),
+        ("Service", "unilingo-redis"),
+        ("ServiceMonitor", "unilingo-api"),
+        ("PodMonitor", "unilingo-worker"),
+        ("PrometheusRule", "unilingo"),
+        ("ConfigMap", "unilingo-dashboard"),
+        ("NetworkPolicy", "unilingo-redis"),
+        ("Pod", "unilingo-test-pdf-job"),
+    ]:
         assert expected in kinds, expected
     assert not of_kind(docs, "HorizontalPodAutoscaler")  # api.autoscaling is off by default
     assert not of_kind(docs, "Secret")
@@ -242,8 +257,11 @@ def test_default_values_render_every_component(rendered):
 def test_monitoring_off_renders_no_monitoring_objects(rendered):
     kinds = {d["kind"] for d in rendered["monitoring-off"]}
     assert not kinds & {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
-    assert not [d for d in of_kind(rendered["monitoring-off"], "ConfigMap")
-                if d["metadata"].get("labels", {}).get("grafana_dashboard")]
+    assert not [
+        d
+        for d in of_kind(rendered["monitoring-off"], "ConfigMap")
+        if d["metadata"].get("labels", {}).get("grafana_dashboard")
+    ]
     assert "monitoring.coreos.com" not in template_text("monitoring-off")
 
 
@@ -265,7 +283,8 @@ def test_manifests_rendered_are_current():
         path = RENDERED_DIR / f"{value_set}.yaml"
         assert path.exists(), f"{path} missing: run .venv/bin/python -m tests.unit.test_chart_render"
         assert path.read_text() == rendered_file_text(value_set), (
-            f"{path} is stale: run .venv/bin/python -m tests.unit.test_chart_render")
+            f"{path} is stale: run .venv/bin/python -m tests.unit.test_chart_render"
+        )
 
 
 # ---- KEDA watches exactly the lists the workers consume ------------------------------------------
@@ -321,8 +340,14 @@ def test_scaledobject_settings_come_from_values(rendered):
     assert (ai["minReplicaCount"], ai["maxReplicaCount"]) == (1, 10)
     assert pdf["minReplicaCount"] == 0  # scale to zero allowed per queue (and not lost to a merge)
     meta = ai["triggers"][0]["metadata"]
-    assert meta == {"address": "unilingo-redis.unilingo.svc.cluster.local:6379", "listName": "ai",
-                    "listLength": "4", "activationListLength": "0", "databaseIndex": "0", "enableTLS": "false"}
+    assert meta == {
+        "address": "unilingo-redis.unilingo.svc.cluster.local:6379",
+        "listName": "ai",
+        "listLength": "4",
+        "activationListLength": "0",
+        "databaseIndex": "0",
+        "enableTLS": "false",
+    }
     behavior = ai["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
     assert behavior["scaleDown"]["stabilizationWindowSeconds"] == 300
     assert behavior["scaleDown"]["policies"] == [{"type": "Pods", "value": 1, "periodSeconds": 60}]
@@ -337,8 +362,12 @@ def test_external_redis_trigger_reads_the_url_and_authenticates(rendered):
     docs = rendered["external-redis"]
     so = of_kind(docs, "ScaledObject")[0]
     meta = so["spec"]["triggers"][0]["metadata"]
-    assert (meta["address"], meta["databaseIndex"], meta["enableTLS"], meta["username"]) == \
-        ("redis.example.internal:6380", "2", "true", "unilingo")
+    assert (meta["address"], meta["databaseIndex"], meta["enableTLS"], meta["username"]) == (
+        "redis.example.internal:6380",
+        "2",
+        "true",
+        "unilingo",
+    )
     assert so["spec"]["triggers"][0]["authenticationRef"] == {"name": "unilingo-redis"}
     (auth,) = of_kind(docs, "TriggerAuthentication")
     assert auth["spec"]["secretTargetRef"] == [{"parameter": "password", "name": "unilingo-redis", "key": "password"}]
@@ -361,7 +390,9 @@ def test_sentinel_renders_sentinel_env_and_trigger(rendered):
     env = container_env(worker_container(worker_deployments(docs)[0]))
     assert "REDIS_URL" not in env
     assert env["REDIS_SENTINEL_MASTER"]["value"] == "unilingo" and env["REDIS_DB"]["value"] == "1"
-    assert env["REDIS_SENTINELS"]["value"].split(",")[0] == "redis-sentinel-0.redis-sentinel.data.svc.cluster.local:26379"
+    assert (
+        env["REDIS_SENTINELS"]["value"].split(",")[0] == "redis-sentinel-0.redis-sentinel.data.svc.cluster.local:26379"
+    )
 
 
 # ---- graceful scale-down: the grace period outlasts the longest job ---------------------------------
@@ -412,7 +443,9 @@ def test_grace_period_follows_a_per_queue_job_timeout(rendered):
     pdf = next(d for d in worker_deployments(docs) if d["metadata"]["name"] == "unilingo-worker-pdf")
     assert pdf["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 1860
     assert container_env(worker_container(pdf))["JOB_TIMEOUT_SECONDS"]["value"] == "1800"
-    prod_pdf = next(d for d in worker_deployments(rendered["production"]) if d["metadata"]["name"] == "unilingo-worker-pdf")
+    prod_pdf = next(
+        d for d in worker_deployments(rendered["production"]) if d["metadata"]["name"] == "unilingo-worker-pdf"
+    )
     assert prod_pdf["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 900 + 90
 
 
@@ -429,28 +462,35 @@ def test_default_grace_period_matches_the_app_default_drain():
     defaults = Settings.model_fields
     docs = render("default")
     ai = next(d for d in worker_deployments(docs) if d["metadata"]["name"] == "unilingo-worker-ai")
-    assert ai["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == defaults["worker_drain_seconds"].default + 15
-    assert container_env(worker_container(ai))["JOB_TIMEOUT_SECONDS"]["value"] == str(defaults["job_timeout_seconds"].default)
+    assert (
+        ai["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == defaults["worker_drain_seconds"].default + 15
+    )
+    assert container_env(worker_container(ai))["JOB_TIMEOUT_SECONDS"]["value"] == str(
+        defaults["job_timeout_seconds"].default
+    )
 
 
 # ---- values.schema.json ------------------------------------------------------------------------------
-@pytest.mark.parametrize("setting, message", [
-    ("workers.queues.ai.maxReplicas=-1", "/workers/queues/ai/maxReplicas"),
-    ("workers.queues.ai.minReplicas=-1", "/workers/queues/ai/minReplicas"),
-    ("workers.defaults.drainMarginSeconds=5", "/workers/defaults/drainMarginSeconds"),
-    ("workers.queues.pdf.listLength=0", "/workers/queues/pdf/listLength"),
-    ("workers.queues.ai.replicaz=3", "replicaz"),
-    ("workers.queues.Bad_Queue.concurrency=1", "Bad_Queue"),
-    ("redis.mode=cluster", "/redis/mode"),
-    ("redis.external.url=redis://:hunter2@redis:6379/0", "/redis/external/url"),
-    ("api.port=70000", "/api/port"),
-    ("config.quotaIp=lots", "/config/quotaIp"),
-    ("config.trustedProxies[0]=everyone", "/config/trustedProxies/0"),
-    ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
-    ("monitoring.prometheusRule.thresholds.jobFailureRatio=2", "jobFailureRatio"),
-    ("operator.replicas=3", "/operator/replicas"),
-    ("unknownTopLevel=1", "unknownTopLevel"),
-])
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ("workers.queues.ai.maxReplicas=-1", "/workers/queues/ai/maxReplicas"),
+        ("workers.queues.ai.minReplicas=-1", "/workers/queues/ai/minReplicas"),
+        ("workers.defaults.drainMarginSeconds=5", "/workers/defaults/drainMarginSeconds"),
+        ("workers.queues.pdf.listLength=0", "/workers/queues/pdf/listLength"),
+        ("workers.queues.ai.replicaz=3", "replicaz"),
+        ("workers.queues.Bad_Queue.concurrency=1", "Bad_Queue"),
+        ("redis.mode=cluster", "/redis/mode"),
+        ("redis.external.url=redis://:hunter2@redis:6379/0", "/redis/external/url"),
+        ("api.port=70000", "/api/port"),
+        ("config.quotaIp=lots", "/config/quotaIp"),
+        ("config.trustedProxies[0]=everyone", "/config/trustedProxies/0"),
+        ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
+        ("monitoring.prometheusRule.thresholds.jobFailureRatio=2", "jobFailureRatio"),
+        ("operator.replicas=3", "/operator/replicas"),
+        ("unknownTopLevel=1", "unknownTopLevel"),
+    ],
+)
 def test_schema_rejects_bad_values(setting, message):
     result = helm("template", RELEASE, str(CHART), "--set", setting, check=False)
     assert result.returncode != 0, f"--set {setting} was accepted"
@@ -458,11 +498,14 @@ def test_schema_rejects_bad_values(setting, message):
     assert message in result.stderr, result.stderr
 
 
-@pytest.mark.parametrize("settings, message", [
-    (["redis.mode=external"], "redis.mode=external needs redis.external.url"),
-    (["redis.mode=sentinel"], "redis.mode=sentinel needs redis.sentinel.hosts"),
-    (["workers.queues.ai.minReplicas=20"], "minReplicas (20) exceeds maxReplicas (10)"),
-])
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        (["redis.mode=external"], "redis.mode=external needs redis.external.url"),
+        (["redis.mode=sentinel"], "redis.mode=sentinel needs redis.sentinel.hosts"),
+        (["workers.queues.ai.minReplicas=20"], "minReplicas (20) exceeds maxReplicas (10)"),
+    ],
+)
 def test_template_rejects_inconsistent_values(settings, message):
     args = [a for s in settings for a in ("--set", s)]
     result = helm("template", RELEASE, str(CHART), *args, check=False)
@@ -581,16 +624,23 @@ def test_bundled_redis_is_durable_and_never_evicts(rendered):
 @pytest.mark.parametrize("value_set", VALUE_SETS)
 def test_operator_rbac_is_least_privilege(value_set, rendered):
     docs = rendered[value_set]
-    rules = [(d["kind"], d["metadata"].get("namespace"), r) for d in docs
-             if d["kind"] in ("Role", "ClusterRole") for r in d["rules"]]
+    rules = [
+        (d["kind"], d["metadata"].get("namespace"), r)
+        for d in docs
+        if d["kind"] in ("Role", "ClusterRole")
+        for r in d["rules"]
+    ]
     assert rules
     for kind, _, rule in rules:
         assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"], rule
         assert not {"delete", "deletecollection", "escalate", "bind", "impersonate"} & set(rule["verbs"]), rule
         assert "secrets" not in rule["resources"], rule
     cluster = [r for k, _, r in rules if k == "ClusterRole"]
-    assert {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
-            "verbs": ["list", "watch"]} in cluster
+    assert {
+        "apiGroups": ["apiextensions.k8s.io"],
+        "resources": ["customresourcedefinitions"],
+        "verbs": ["list", "watch"],
+    } in cluster
     policy_rules = [(k, ns) for k, ns, r in rules if "unilingoproviderpolicies" in r["resources"]]
     cluster_wide = value_set == "external-redis"
     assert all(k == ("ClusterRole" if cluster_wide else "Role") for k, _ in policy_rules), policy_rules
@@ -604,8 +654,11 @@ def test_operator_watches_the_release_namespace_by_default(rendered):
     assert env["POD_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     roles = {(d["metadata"]["namespace"], d["metadata"]["name"]) for d in of_kind(docs, "Role")}
     assert roles == {(NAMESPACE, "unilingo-operator"), (NAMESPACE, "unilingo-operator-leases")}
-    sentinel_roles = {d["metadata"]["namespace"] for d in of_kind(rendered["sentinel"], "Role")
-                      if d["metadata"]["name"] == "unilingo-operator"}
+    sentinel_roles = {
+        d["metadata"]["namespace"]
+        for d in of_kind(rendered["sentinel"], "Role")
+        if d["metadata"]["name"] == "unilingo-operator"
+    }
     assert sentinel_roles == {"default", "unilingo-policies"}
 
 
@@ -616,15 +669,23 @@ def test_network_policies(rendered):
     assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}} in api_from
     assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}} in api_from
     # Workers accept only Prometheus's scrapes, on their metrics port.
-    assert nps["unilingo-worker"]["ingress"] == [{
-        "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
-        "ports": [{"port": "metrics", "protocol": "TCP"}]}]
-    worker_ports = {(p["port"], p["protocol"]) for rule in nps["unilingo-worker"]["egress"] for p in rule.get("ports", [])}
+    assert nps["unilingo-worker"]["ingress"] == [
+        {
+            "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+            "ports": [{"port": "metrics", "protocol": "TCP"}],
+        }
+    ]
+    worker_ports = {
+        (p["port"], p["protocol"]) for rule in nps["unilingo-worker"]["egress"] for p in rule.get("ports", [])
+    }
     assert {(53, "UDP"), (6379, "TCP"), (443, "TCP")} <= worker_ports
     redis_from = nps["unilingo-redis"]["ingress"][0]["from"]
-    assert {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "unilingo",
-                                            "app.kubernetes.io/instance": RELEASE}}} in redis_from
-    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "keda"}}} in redis_from  # KEDA reads lengths
+    assert {
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "unilingo", "app.kubernetes.io/instance": RELEASE}}
+    } in redis_from
+    assert {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "keda"}}
+    } in redis_from  # KEDA reads lengths
     assert nps["unilingo-redis"]["egress"] == []
     ext = {d["metadata"]["name"]: d["spec"] for d in of_kind(rendered["external-redis"], "NetworkPolicy")}
     ext_ports = {p["port"] for rule in ext["unilingo-worker"]["egress"] for p in rule.get("ports", [])}
@@ -632,11 +693,23 @@ def test_network_policies(rendered):
 
 
 # ---- monitoring ------------------------------------------------------------------------------------------
-ALERT_METRICS = ["unilingo_queue_depth", "unilingo_breaker_state", "unilingo_provider_calls_total",
-                 "unilingo_jobs_total", "unilingo_workers_alive", "unilingo_queue_oldest_age_seconds"]
+ALERT_METRICS = [
+    "unilingo_queue_depth",
+    "unilingo_breaker_state",
+    "unilingo_provider_calls_total",
+    "unilingo_jobs_total",
+    "unilingo_workers_alive",
+    "unilingo_queue_oldest_age_seconds",
+]
 DASHBOARD_METRICS = ALERT_METRICS + [
-    "unilingo_http_requests_total", "unilingo_http_request_duration_seconds_bucket", "unilingo_provider_tokens_total",
-    "unilingo_permits_total", "unilingo_quota_rejections_total", "unilingo_policy_revision", "unilingo_cache_hits_total"]
+    "unilingo_http_requests_total",
+    "unilingo_http_request_duration_seconds_bucket",
+    "unilingo_provider_tokens_total",
+    "unilingo_permits_total",
+    "unilingo_quota_rejections_total",
+    "unilingo_policy_revision",
+    "unilingo_cache_hits_total",
+]
 # Grafana's variables as a panel query sees them (the dashboard's own defaults for its textboxes).
 GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__range": "1h", "$namespace": ".*", "$usd_per_million_tokens": "0.6"}
 
@@ -649,8 +722,14 @@ def _rule_groups(docs):
 def test_alerts_cover_the_platform_failure_modes(rendered):
     groups = _rule_groups(rendered["default"])
     alerts = {r["alert"]: r for g in groups for r in g["rules"]}
-    assert {"UnilingoQueueBacklogHigh", "UnilingoQueueOldestJobTooOld", "UnilingoNoWorkersWhileJobsWait",
-            "UnilingoBreakerOpen", "UnilingoProviderThrottled", "UnilingoJobFailureRateHigh"} <= set(alerts)
+    assert {
+        "UnilingoQueueBacklogHigh",
+        "UnilingoQueueOldestJobTooOld",
+        "UnilingoNoWorkersWhileJobsWait",
+        "UnilingoBreakerOpen",
+        "UnilingoProviderThrottled",
+        "UnilingoJobFailureRateHigh",
+    } <= set(alerts)
     exprs = " ".join(r["expr"] for r in alerts.values())
     for metric in ALERT_METRICS:
         assert metric in exprs, metric
@@ -689,47 +768,80 @@ def test_alerts_fire_when_they_should(tmp_path, rendered):
     tests = {
         "rule_files": ["rules.yaml"],
         "evaluation_interval": "1m",
-        "tests": [{
-            "interval": "1m",
-            "input_series": [
-                # pdf jobs wait, no pdf worker is alive; ai has jobs and a live worker.
-                {"series": f'unilingo_queue_depth{{{sel}, queue="pdf", instance="a"}}', "values": "3x20"},
-                {"series": f'unilingo_queue_depth{{{sel}, queue="ai", instance="a"}}', "values": "3x20"},
-                {"series": f'unilingo_workers_alive{{{sel}, queue="ai", instance="a"}}', "values": "1x20"},
-                {"series": f'unilingo_workers_alive{{{sel}, queue="pdf", instance="a"}}', "values": "0x20"},
-                {"series": f'unilingo_breaker_state{{{sel}, provider="openai", instance="a"}}', "values": "2x20"},
-                {"series": f'unilingo_breaker_state{{{sel}, provider="azure-speech", instance="a"}}', "values": "1x20"},
-                {"series": f'unilingo_provider_calls_total{{{wsel}, provider="openai", outcome="throttled", instance="w"}}',
-                 "values": "0+10x30"},
-                {"series": f'unilingo_provider_calls_total{{{wsel}, provider="openai", outcome="success", instance="w"}}',
-                 "values": "0+10x30"},
-                {"series": f'up{{{sel}, instance="a"}}', "values": "1x20"},
-            ],
-            "alert_rule_test": [
-                {"eval_time": "10m", "alertname": "UnilingoNoWorkersWhileJobsWait", "exp_alerts": [
-                    {"exp_labels": {"queue": "pdf", "severity": "critical"},
-                     "exp_annotations": {
-                         "summary": "Jobs wait in queue pdf and no worker is alive",
-                         "description": "KEDA has not started a worker for this queue, or its workers crash or "
-                                        "cannot reach Redis.",
-                         "runbook": alerts["UnilingoNoWorkersWhileJobsWait"]["annotations"]["runbook"]}}]},
-                {"eval_time": "10m", "alertname": "UnilingoBreakerOpen", "exp_alerts": [
-                    {"exp_labels": {"provider": "openai", "severity": "warning"},
-                     "exp_annotations": {
-                         "summary": "Circuit breaker for openai is open",
-                         "description": "Calls to this provider failed in a row; its jobs are deferred (not failed) "
-                                        "until the breaker half-opens and a probe succeeds.",
-                         "runbook": alerts["UnilingoBreakerOpen"]["annotations"]["runbook"]}}]},
-                {"eval_time": "25m", "alertname": "UnilingoProviderThrottled", "exp_alerts": [
-                    {"exp_labels": {"provider": "openai", "severity": "warning"},
-                     "exp_annotations": {
-                         "summary": "Provider openai answers 429 to 50% of calls",
-                         "description": "The provider refuses calls our limiter allowed: its policy allows more than "
-                                        "the provider's real quota.",
-                         "runbook": alerts["UnilingoProviderThrottled"]["annotations"]["runbook"]}}]},
-                {"eval_time": "10m", "alertname": "UnilingoApiDown", "exp_alerts": []},
-            ],
-        }],
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    # pdf jobs wait, no pdf worker is alive; ai has jobs and a live worker.
+                    {"series": f'unilingo_queue_depth{{{sel}, queue="pdf", instance="a"}}', "values": "3x20"},
+                    {"series": f'unilingo_queue_depth{{{sel}, queue="ai", instance="a"}}', "values": "3x20"},
+                    {"series": f'unilingo_workers_alive{{{sel}, queue="ai", instance="a"}}', "values": "1x20"},
+                    {"series": f'unilingo_workers_alive{{{sel}, queue="pdf", instance="a"}}', "values": "0x20"},
+                    {"series": f'unilingo_breaker_state{{{sel}, provider="openai", instance="a"}}', "values": "2x20"},
+                    {
+                        "series": f'unilingo_breaker_state{{{sel}, provider="azure-speech", instance="a"}}',
+                        "values": "1x20",
+                    },
+                    {
+                        "series": f'unilingo_provider_calls_total{{{wsel}, provider="openai", outcome="throttled", instance="w"}}',
+                        "values": "0+10x30",
+                    },
+                    {
+                        "series": f'unilingo_provider_calls_total{{{wsel}, provider="openai", outcome="success", instance="w"}}',
+                        "values": "0+10x30",
+                    },
+                    {"series": f'up{{{sel}, instance="a"}}', "values": "1x20"},
+                ],
+                "alert_rule_test": [
+                    {
+                        "eval_time": "10m",
+                        "alertname": "UnilingoNoWorkersWhileJobsWait",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {"queue": "pdf", "severity": "critical"},
+                                "exp_annotations": {
+                                    "summary": "Jobs wait in queue pdf and no worker is alive",
+                                    "description": "KEDA has not started a worker for this queue, or its workers crash or "
+                                    "cannot reach Redis.",
+                                    "runbook": alerts["UnilingoNoWorkersWhileJobsWait"]["annotations"]["runbook"],
+                                },
+                            }
+                        ],
+                    },
+                    {
+                        "eval_time": "10m",
+                        "alertname": "UnilingoBreakerOpen",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {"provider": "openai", "severity": "warning"},
+                                "exp_annotations": {
+                                    "summary": "Circuit breaker for openai is open",
+                                    "description": "Calls to this provider failed in a row; its jobs are deferred (not failed) "
+                                    "until the breaker half-opens and a probe succeeds.",
+                                    "runbook": alerts["UnilingoBreakerOpen"]["annotations"]["runbook"],
+                                },
+                            }
+                        ],
+                    },
+                    {
+                        "eval_time": "25m",
+                        "alertname": "UnilingoProviderThrottled",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {"provider": "openai", "severity": "warning"},
+                                "exp_annotations": {
+                                    "summary": "Provider openai answers 429 to 50% of calls",
+                                    "description": "The provider refuses calls our limiter allowed: its policy allows more than "
+                                    "the provider's real quota.",
+                                    "runbook": alerts["UnilingoProviderThrottled"]["annotations"]["runbook"],
+                                },
+                            }
+                        ],
+                    },
+                    {"eval_time": "10m", "alertname": "UnilingoApiDown", "exp_alerts": []},
+                ],
+            }
+        ],
     }
     (tmp_path / "tests.yaml").write_text(yaml.safe_dump(tests, sort_keys=False))
     result = subprocess.run([promtool, "test", "rules", "tests.yaml"], capture_output=True, text=True, cwd=tmp_path)
@@ -769,7 +881,10 @@ def test_helm_test_pod_submits_a_pdf_with_a_token_from_the_secret(rendered):
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     c = pod["spec"]["containers"][0]
     env = container_env(c)
-    assert env["SUPABASE_JWT_SECRET"]["valueFrom"]["secretKeyRef"] == {"name": "unilingo-credentials", "key": "SUPABASE_JWT_SECRET"}
+    assert env["SUPABASE_JWT_SECRET"]["valueFrom"]["secretKeyRef"] == {
+        "name": "unilingo-credentials",
+        "key": "SUPABASE_JWT_SECRET",
+    }
     assert env["API_URL"]["value"] == "http://unilingo-api.unilingo.svc.cluster.local:80"
     script = c["command"][2]
     assert c["command"][:2] == ["python", "-c"]
@@ -778,8 +893,9 @@ def test_helm_test_pod_submits_a_pdf_with_a_token_from_the_secret(rendered):
 
 
 def test_helm_test_pdf_has_the_text_the_pdf_worker_extracts():
-    from pypdf import PdfReader
     import io
+
+    from pypdf import PdfReader
 
     spec = importlib.util.spec_from_file_location("smoke_test", CHART / "files" / "smoke_test.py")
     module = importlib.util.module_from_spec(spec)
@@ -792,7 +908,7 @@ def test_helm_test_pdf_has_the_text_the_pdf_worker_extracts():
 def rendered_file_text(value_set: str) -> str:
     source = "charts/unilingo/values.yaml" if value_set == "default" else f"charts/unilingo/ci/{value_set}-values.yaml"
     header = textwrap.dedent(f"""\
-        # GENERATED: helm template {RELEASE} charts/unilingo --namespace {NAMESPACE}{'' if value_set == 'default' else f' -f {source}'}
+        # GENERATED: helm template {RELEASE} charts/unilingo --namespace {NAMESPACE}{"" if value_set == "default" else f" -f {source}"}
         # Values: {source}. Refresh: .venv/bin/python -m tests.unit.test_chart_render
         # (tests/unit/test_chart_render.py fails when this file is stale).
         """)

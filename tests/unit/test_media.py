@@ -33,12 +33,15 @@ def test_silence_fails_as_silent_audio():
     assert err.value.code == "silent_audio"
 
 
-@pytest.mark.parametrize("data", [
-    b"OggS" + b"\x00" * 200,  # a container header and nothing behind it
-    b"ID3\x03\x00\x00\x00\x00\x00\x00" + b"\x13\x37" * 300,
-    b"\x1a\x45\xdf\xa3" + bytes(range(256)) * 4,
-    encode_audio(TONE, *PHONE_AUDIO["m4a-aac"])[:200],  # cut off before its first sample
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"OggS" + b"\x00" * 200,  # a container header and nothing behind it
+        b"ID3\x03\x00\x00\x00\x00\x00\x00" + b"\x13\x37" * 300,
+        b"\x1a\x45\xdf\xa3" + bytes(range(256)) * 4,
+        encode_audio(TONE, *PHONE_AUDIO["m4a-aac"])[:200],  # cut off before its first sample
+    ],
+)
 def test_undecodable_audio_fails_as_undecodable_audio(data):
     with pytest.raises(PermanentError) as err:
         audio.decode(data, max_seconds=60)
@@ -76,8 +79,12 @@ def dark_corner(data: bytes) -> str:
     with Image.open(io.BytesIO(data)) as image:
         grey = image.convert("L")
         w, h = grey.size
-        corners = {"top-left": (w // 8, h // 8), "top-right": (w - w // 8, h // 8),
-                   "bottom-left": (w // 8, h - h // 8), "bottom-right": (w - w // 8, h - h // 8)}
+        corners = {
+            "top-left": (w // 8, h // 8),
+            "top-right": (w - w // 8, h // 8),
+            "bottom-left": (w // 8, h - h // 8),
+            "bottom-right": (w - w // 8, h - h // 8),
+        }
         return min(corners, key=lambda name: grey.getpixel(corners[name]))
 
 

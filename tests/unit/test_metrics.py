@@ -13,8 +13,8 @@ from pathlib import Path
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
-from api.metrics import Cluster, QueueState, _job_id_of, cluster_families
 from api import monitoring as mon
+from api.metrics import Cluster, QueueState, _job_id_of, cluster_families
 from unilingo import metrics as m
 from unilingo.limiter import BreakerState, ProviderStatus
 from unilingo.messages import task_message
@@ -49,15 +49,30 @@ def test_names_follow_prometheus_conventions():
 
 
 def test_the_catalogue_covers_the_issue():
-    exposed = {m_._name + ("_total" if m_._type == "counter" else "") for m_ in _recorded_metrics()} | set(m.SCRAPE_GAUGES)
+    exposed = {m_._name + ("_total" if m_._type == "counter" else "") for m_ in _recorded_metrics()} | set(
+        m.SCRAPE_GAUGES
+    )
     for name in [
-        "unilingo_http_requests_total", "unilingo_http_request_duration_seconds",
-        "unilingo_jobs_submitted_total", "unilingo_jobs_started_total", "unilingo_jobs_total",
-        "unilingo_job_queue_wait_seconds", "unilingo_job_run_seconds", "unilingo_queue_depth",
-        "unilingo_queue_oldest_age_seconds", "unilingo_jobs_deferred", "unilingo_jobs_retry_scheduled",
-        "unilingo_provider_calls_total", "unilingo_provider_call_duration_seconds", "unilingo_provider_tokens_total",
-        "unilingo_breaker_state", "unilingo_permits_total", "unilingo_quota_rejections_total",
-        "unilingo_policy_revision", "unilingo_cache_hits_total", "unilingo_workers_alive",
+        "unilingo_http_requests_total",
+        "unilingo_http_request_duration_seconds",
+        "unilingo_jobs_submitted_total",
+        "unilingo_jobs_started_total",
+        "unilingo_jobs_total",
+        "unilingo_job_queue_wait_seconds",
+        "unilingo_job_run_seconds",
+        "unilingo_queue_depth",
+        "unilingo_queue_oldest_age_seconds",
+        "unilingo_jobs_deferred",
+        "unilingo_jobs_retry_scheduled",
+        "unilingo_provider_calls_total",
+        "unilingo_provider_call_duration_seconds",
+        "unilingo_provider_tokens_total",
+        "unilingo_breaker_state",
+        "unilingo_permits_total",
+        "unilingo_quota_rejections_total",
+        "unilingo_policy_revision",
+        "unilingo_cache_hits_total",
+        "unilingo_workers_alive",
     ]:
         assert name in exposed, name
 
@@ -120,8 +135,14 @@ PREFORK = textwrap.dedent("""
 def test_prefork_children_are_summed_and_dead_ones_swept(tmp_path):
     import json
 
-    out = subprocess.run([sys.executable, "-c", PREFORK, str(tmp_path / "mp")], capture_output=True, text=True,
-                         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", PREFORK, str(tmp_path / "mp")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
 
@@ -150,11 +171,22 @@ def test_prefork_children_are_summed_and_dead_ones_swept(tmp_path):
 def _status(provider: str, breaker: str = "closed", **kw) -> ProviderStatus:
     policy = default_policy(provider)
     return ProviderStatus(
-        provider=provider, revision=kw.get("revision", 3), policy=policy, requests_used=7,
+        provider=provider,
+        revision=kw.get("revision", 3),
+        policy=policy,
+        requests_used=7,
         requests_left=(policy.requests_per_minute - 7) if policy.requests_per_minute else None,
-        tokens_used=1200, tokens_left=None, in_flight=2, in_flight_left=policy.max_in_flight - 2,
-        breaker=BreakerState(breaker), breaker_failures=0, breaker_half_open_in=None, breaker_probes_in_flight=0,
-        breaker_trips=1, paused_for=0.0, suspended=False,
+        tokens_used=1200,
+        tokens_left=None,
+        in_flight=2,
+        in_flight_left=policy.max_in_flight - 2,
+        breaker=BreakerState(breaker),
+        breaker_failures=0,
+        breaker_half_open_in=None,
+        breaker_probes_in_flight=0,
+        breaker_trips=1,
+        paused_for=0.0,
+        suspended=False,
     )
 
 
@@ -208,13 +240,27 @@ def test_the_oldest_message_names_its_job():
 
 def test_summary_adds_up_the_cluster_totals():
     totals = {
-        "http:/api/process-pdf:2xx": 90, "http:/api/process-pdf:5xx": 10, "http:/api/jobs/{job_id}:4xx": 20,
-        "http_seconds": 12.0, "http_le:2": 60, "http_le:5": 60,
-        "submitted:pdf": 9, "jobs:pdf:succeeded": 6, "jobs:pdf:failed": 2, "jobs:pdf:cancelled": 1,
-        "wait_seconds:pdf": 16.0, "run_seconds:pdf": 4.0,
-        "provider:openai:success": 8, "provider:openai:throttled": 2, "provider_seconds:openai": 5.0,
-        "tokens:openai": 4200, "permits:openai:granted": 10, "permits:openai:rate": 3,
-        "quota:ai": 4, "cache:flashcards:hit": 1, "cache:flashcards:miss": 3,
+        "http:/api/process-pdf:2xx": 90,
+        "http:/api/process-pdf:5xx": 10,
+        "http:/api/jobs/{job_id}:4xx": 20,
+        "http_seconds": 12.0,
+        "http_le:2": 60,
+        "http_le:5": 60,
+        "submitted:pdf": 9,
+        "jobs:pdf:succeeded": 6,
+        "jobs:pdf:failed": 2,
+        "jobs:pdf:cancelled": 1,
+        "wait_seconds:pdf": 16.0,
+        "run_seconds:pdf": 4.0,
+        "provider:openai:success": 8,
+        "provider:openai:throttled": 2,
+        "provider_seconds:openai": 5.0,
+        "tokens:openai": 4200,
+        "permits:openai:granted": 10,
+        "permits:openai:rate": 3,
+        "quota:ai": 4,
+        "cache:flashcards:hit": 1,
+        "cache:flashcards:miss": 3,
     }
     s = mon.summary(totals, _cluster())
     assert s["requests"]["total"] == 120 and s["requests"]["errors"] == 10
@@ -227,8 +273,10 @@ def test_summary_adds_up_the_cluster_totals():
     openai = s["services"]["openai"]
     assert openai["calls"] == 10 and openai["throttled"] == 2 and openai["error_rate"] == 0.2
     assert openai["average_latency_ms"] == 500.0 and openai["tokens"] == 4200
-    assert openai["permits"] == {"granted": 10, "refused": {"suspended": 0, "paused": 0, "breaker_open": 0, "rate": 3,
-                                                            "tokens": 0, "in_flight": 0}}
+    assert openai["permits"] == {
+        "granted": 10,
+        "refused": {"suspended": 0, "paused": 0, "breaker_open": 0, "rate": 3, "tokens": 0, "in_flight": 0},
+    }
     assert openai["deferred_jobs"] == 3 and openai["requests_per_minute"] == 50
     assert s["breakers"]["azure-vision"] == "open"
     assert s["queues"]["ai"] == {"depth": 4, "oldest_age_seconds": 12.5, "workers_alive": 1}
@@ -247,11 +295,17 @@ def test_quantile_interpolates_like_histogram_quantile():
 def test_risk_score():
     now = time.time()
     minute = int(now // 60)
-    calm = mon.user_record("calm", {b"submitted": b"30", b"failed": b"0", b"m:%d" % (minute - 5): b"2",
-                                    b"last_seen": str(now).encode()}, now)
+    calm = mon.user_record(
+        "calm",
+        {b"submitted": b"30", b"failed": b"0", b"m:%d" % (minute - 5): b"2", b"last_seen": str(now).encode()},
+        now,
+    )
     assert calm["risk_score"] == 3 and calm["risk_level"] == "low"  # 0.3 * 2/20
-    abusive = mon.user_record("x", {"submitted": "40", "failed": "20", "quota_hits": "25",
-                                    f"m:{minute}": "40", f"m:{minute - 90}": "500"}, now)
+    abusive = mon.user_record(
+        "x",
+        {"submitted": "40", "failed": "20", "quota_hits": "25", f"m:{minute}": "40", f"m:{minute - 90}": "500"},
+        now,
+    )
     assert abusive["peak_per_minute"] == 40  # the bucket from 90 minutes ago is outside the window
     assert abusive["risk_factors"] == {"quota_pressure": 1.0, "failure_share": 0.5, "burstiness": 1.0}
     assert abusive["risk_score"] == 85 and abusive["risk_level"] == "high"
@@ -271,9 +325,9 @@ def test_totals_buffer_drains_into_one_script_call():
     keys_, args = totals.drain()
     assert keys_ == ["unilingo:stats:counters", "unilingo:activity-users"]
     n = args[5]
-    counters = dict(zip(args[6:6 + 2 * n:2], args[7:7 + 2 * n:2]))
+    counters = dict(zip(args[6 : 6 + 2 * n : 2], args[7 : 7 + 2 * n : 2]))
     assert counters == {"jobs:pdf:succeeded": "2.0", "run_seconds:pdf": "0.25"}
-    assert args[6 + 2 * n:] == ["alice", 1, 1, 0]
+    assert args[6 + 2 * n :] == ["alice", 1, 1, 0]
     assert totals.drain() is None and not totals.pending()
 
 

@@ -33,8 +33,11 @@ def _pdf(page_count: int, contents: bytes, filtered: bool) -> bytes:
         b"<< /Type /Catalog /Pages 2 0 R >>",
         f"<< /Type /Pages /Kids [{kids}] /Count {page_count} >>".encode(),
         stream_dict + b"\nstream\n" + contents + b"\nendstream",
-        *(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 3 0 R "
-          f"/Resources << /Font << /F1 {font} 0 R >> >> >>".encode() for _ in range(page_count)),
+        *(
+            f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 3 0 R "
+            f"/Resources << /Font << /F1 {font} 0 R >> >> >>".encode()
+            for _ in range(page_count)
+        ),
         b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
     ]
     return pdf_from_objects(objects)
@@ -60,6 +63,7 @@ def budgets(monkeypatch):
         for name, value in values.items():
             monkeypatch.setenv(name.upper(), str(value))
         get_settings.cache_clear()
+
     yield set_
     get_settings.cache_clear()
 

@@ -38,7 +38,14 @@ def test_json_is_camel_case_and_round_trips():
     policy = ProviderPolicy(provider="openai", requests_per_minute=40, breaker=BreakerPolicy(open_seconds=30))
     data = json.loads(policy.model_dump_json())
     assert set(data) == {
-        "provider", "requestsPerMinute", "tokensPerMinute", "burst", "maxInFlight", "breaker", "retry", "suspended",
+        "provider",
+        "requestsPerMinute",
+        "tokensPerMinute",
+        "burst",
+        "maxInFlight",
+        "breaker",
+        "retry",
+        "suspended",
     }
     assert set(data["breaker"]) == {"failureThreshold", "openSeconds", "halfOpenProbes"}
     assert set(data["retry"]) == {"attempts", "backoffSeconds", "maxBackoffSeconds"}

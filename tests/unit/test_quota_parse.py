@@ -32,7 +32,11 @@ def test_bad_rates_are_refused(text):
 
 def test_rates_print_back_in_their_own_notation():
     assert [str(parse_rate(t)) for t in ("100/15m", "200/1h", "10/s", "3/90s", "1/2d")] == [
-        "100/15m", "200/1h", "10/1s", "3/90s", "1/2d",
+        "100/15m",
+        "200/1h",
+        "10/1s",
+        "3/90s",
+        "1/2d",
     ]
 
 

@@ -67,9 +67,9 @@ def test_the_service_is_named_unless_the_environment_names_it():
     assert tracing.resource_attributes("unilingo-api", {}) == {"service.name": "unilingo-api"}
     assert tracing.resource_attributes("unilingo-api", {"OTEL_SERVICE_NAME": "edge-api"}) == {}
     assert tracing.resource_attributes("unilingo-worker", {"OTEL_RESOURCE_ATTRIBUTES": "a=b, service.name=w"}) == {}
-    assert tracing.resource_attributes("unilingo-worker", {"OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=prod"}) == {
-        "service.name": "unilingo-worker"
-    }
+    assert tracing.resource_attributes(
+        "unilingo-worker", {"OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=prod"}
+    ) == {"service.name": "unilingo-worker"}
 
 
 # --- off -------------------------------------------------------------------------------------
@@ -79,7 +79,10 @@ def test_off_everything_is_the_shared_no_op():
     tracing._reset_for_tests()
     assert not tracing.ENABLED
     assert tracing.enqueueing(JOB, "flashcards", "ai") is tracing._NOOP
-    assert tracing.processing(Context(traceparent="00-" + "1" * 32 + "-" + "2" * 16 + "-01"), JOB, "flashcards", "ai") is tracing._NOOP
+    assert (
+        tracing.processing(Context(traceparent="00-" + "1" * 32 + "-" + "2" * 16 + "-01"), JOB, "flashcards", "ai")
+        is tracing._NOOP
+    )
     assert tracing.span("x") is tracing._NOOP
     assert tracing.inject({}) == {}
     assert tracing.carried({"traceparent": "x"}) is None
@@ -242,8 +245,15 @@ def test_error_reporting_is_off_without_a_dsn(monkeypatch):
 
 
 def test_events_get_the_job_from_the_celery_task_or_the_url():
-    celery_event = {"tags": {"celery_task_id": JOB}, "extra": {"celery-job": {"task_name": "unilingo.ocr", "args": "[Filtered]"}}}
-    assert errors_reporting.before_send(celery_event, {})["tags"] == {"celery_task_id": JOB, "job_id": JOB, "job_type": "ocr"}
+    celery_event = {
+        "tags": {"celery_task_id": JOB},
+        "extra": {"celery-job": {"task_name": "unilingo.ocr", "args": "[Filtered]"}},
+    }
+    assert errors_reporting.before_send(celery_event, {})["tags"] == {
+        "celery_task_id": JOB,
+        "job_id": JOB,
+        "job_type": "ocr",
+    }
     url_event = {"request": {"url": f"http://api/api/jobs/{JOB}/events"}}
     assert errors_reporting.before_send(url_event, {})["tags"] == {"job_id": JOB}
     tagged = {"tags": {"job_id": "mine", "job_type": "tts"}, "request": {"url": f"http://api/api/jobs/{JOB}"}}

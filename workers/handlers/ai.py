@@ -89,7 +89,10 @@ def flashcards(ctx) -> dict:
             continue
         messages = [
             {"role": "system", "content": f"You write study flashcards about {subject} in language '{language}'."},
-            {"role": "user", "content": f"Write exactly {wanted} flashcards (front: question, back: answer) from:\n\n{chunk}"},
+            {
+                "role": "user",
+                "content": f"Write exactly {wanted} flashcards (front: question, back: answer) from:\n\n{chunk}",
+            },
         ]
 
         def ask(messages=messages, wanted=wanted) -> dict:
@@ -114,16 +117,26 @@ def lesson(ctx) -> dict:
     steps = 3
 
     def ask(prompt: str, schema, name: str):
-        return lambda: complete_structured(ctx, [system, {"role": "user", "content": prompt}], schema, name).model_dump()
+        return lambda: complete_structured(
+            ctx, [system, {"role": "user", "content": prompt}], schema, name
+        ).model_dump()
 
-    outline = Outline.model_validate(ctx.step("outline", ask(f"Outline a lesson on: {topic}{context}", Outline, "outline"), of=steps))
-    vocabulary = Vocabulary.model_validate(ctx.step(
-        "vocabulary", ask(f"List the key vocabulary for the lesson '{outline.title}' on {topic}.", Vocabulary, "vocabulary"), of=steps
-    ))
+    outline = Outline.model_validate(
+        ctx.step("outline", ask(f"Outline a lesson on: {topic}{context}", Outline, "outline"), of=steps)
+    )
+    vocabulary = Vocabulary.model_validate(
+        ctx.step(
+            "vocabulary",
+            ask(f"List the key vocabulary for the lesson '{outline.title}' on {topic}.", Vocabulary, "vocabulary"),
+            of=steps,
+        )
+    )
     terms = ", ".join(v.term for v in vocabulary.items)
-    exercises = Exercises.model_validate(ctx.step(
-        "exercises", ask(f"Write exercises for '{outline.title}' using: {terms}", Exercises, "exercises"), of=steps
-    ))
+    exercises = Exercises.model_validate(
+        ctx.step(
+            "exercises", ask(f"Write exercises for '{outline.title}' using: {terms}", Exercises, "exercises"), of=steps
+        )
+    )
     return {
         "title": outline.title,
         "objectives": outline.objectives,

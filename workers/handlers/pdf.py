@@ -33,8 +33,9 @@ class _Budget:
 
     def cpu(self) -> None:
         if time.thread_time() - self.started > self.max_cpu_seconds:
-            raise PermanentError(f"reading the PDF took more than {self.max_cpu_seconds:g} s of CPU time",
-                                 code="pdf_cpu_time_exceeded")
+            raise PermanentError(
+                f"reading the PDF took more than {self.max_cpu_seconds:g} s of CPU time", code="pdf_cpu_time_exceeded"
+            )
 
     def operator(self, *_) -> None:
         self.operators += 1
@@ -44,12 +45,16 @@ class _Budget:
     def contents(self, size: int) -> None:
         self.inflated += size
         if self.inflated > self.max_bytes:
-            raise PermanentError(f"the PDF's page contents inflate to more than {self.max_bytes} bytes",
-                                 code="pdf_decompressed_too_large")
+            raise PermanentError(
+                f"the PDF's page contents inflate to more than {self.max_bytes} bytes",
+                code="pdf_decompressed_too_large",
+            )
 
 
 def _too_inflated(limit: int) -> PermanentError:
-    return PermanentError(f"a stream of the PDF inflates to more than the limit ({limit} bytes)", code="pdf_decompressed_too_large")
+    return PermanentError(
+        f"a stream of the PDF inflates to more than the limit ({limit} bytes)", code="pdf_decompressed_too_large"
+    )
 
 
 def extract(ctx) -> dict:
@@ -64,7 +69,9 @@ def extract(ctx) -> dict:
             raise PermanentError("the PDF is encrypted", code="pdf_encrypted")
         pages = len(reader.pages)
         if pages > settings.max_pdf_pages:
-            raise PermanentError(f"the PDF has {pages} pages; the limit is {settings.max_pdf_pages}", code="pdf_too_many_pages")
+            raise PermanentError(
+                f"the PDF has {pages} pages; the limit is {settings.max_pdf_pages}", code="pdf_too_many_pages"
+            )
         texts = []
         for number, page in enumerate(reader.pages, start=1):
             contents = page.get_contents()

@@ -15,7 +15,9 @@ def pronunciation(ctx) -> dict:
         raise PermanentError("reference_text is required", code="invalid_input")
     granularity = str(params.get("granularity") or "Phoneme")
     if granularity not in azure_speech.GRANULARITIES:
-        raise PermanentError(f"granularity must be one of {', '.join(azure_speech.GRANULARITIES)}", code="invalid_input")
+        raise PermanentError(
+            f"granularity must be one of {', '.join(azure_speech.GRANULARITIES)}", code="invalid_input"
+        )
     miscue = params.get("miscue")
     request = azure_speech.AssessmentRequest(
         reference_text=reference,

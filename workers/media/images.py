@@ -68,7 +68,12 @@ def prepare(data: bytes, max_pixels: int) -> PreparedImage:
         if width * height > max_pixels:
             raise _too_large((width, height), max_pixels)
         orientation = image.getexif().get(_ORIENTATION, 1)
-        if source in AS_IS and orientation in (1, None) and MIN_SIDE <= min(width, height) and max(width, height) <= MAX_SIDE:
+        if (
+            source in AS_IS
+            and orientation in (1, None)
+            and MIN_SIDE <= min(width, height)
+            and max(width, height) <= MAX_SIDE
+        ):
             return PreparedImage(data, CONTENT_TYPES[source], width, height, source, converted=False)
         try:
             image.seek(0)  # an animated GIF or WEBP, or a HEIF burst: the first picture

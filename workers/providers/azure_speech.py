@@ -31,10 +31,30 @@ PROVIDER = "azure-speech"
 
 # Short language codes the API accepts, mapped to the locale the service wants.
 LOCALES = {
-    "en": "en-US", "es": "es-ES", "fr": "fr-FR", "de": "de-DE", "it": "it-IT", "pt": "pt-BR",
-    "ja": "ja-JP", "zh": "zh-CN", "ko": "ko-KR", "nl": "nl-NL", "ru": "ru-RU", "ar": "ar-SA",
-    "hi": "hi-IN", "pl": "pl-PL", "sv": "sv-SE", "da": "da-DK", "fi": "fi-FI", "nb": "nb-NO",
-    "tr": "tr-TR", "vi": "vi-VN", "th": "th-TH", "ca": "ca-ES", "ms": "ms-MY", "ta": "ta-IN",
+    "en": "en-US",
+    "es": "es-ES",
+    "fr": "fr-FR",
+    "de": "de-DE",
+    "it": "it-IT",
+    "pt": "pt-BR",
+    "ja": "ja-JP",
+    "zh": "zh-CN",
+    "ko": "ko-KR",
+    "nl": "nl-NL",
+    "ru": "ru-RU",
+    "ar": "ar-SA",
+    "hi": "hi-IN",
+    "pl": "pl-PL",
+    "sv": "sv-SE",
+    "da": "da-DK",
+    "fi": "fi-FI",
+    "nb": "nb-NO",
+    "tr": "tr-TR",
+    "vi": "vi-VN",
+    "th": "th-TH",
+    "ca": "ca-ES",
+    "ms": "ms-MY",
+    "ta": "ta-IN",
 }
 GRANULARITIES = ("Phoneme", "Word", "FullText")
 
@@ -125,9 +145,13 @@ def _session(audio: PcmAudio, request: AssessmentRequest, timeout: float) -> _Ou
     config = _speech_config(speechsdk)
     config.speech_recognition_language = request.language
     stream = speechsdk.audio.PushAudioInputStream(
-        stream_format=speechsdk.audio.AudioStreamFormat(samples_per_second=audio.sample_rate, bits_per_sample=16, channels=1)
+        stream_format=speechsdk.audio.AudioStreamFormat(
+            samples_per_second=audio.sample_rate, bits_per_sample=16, channels=1
+        )
     )
-    recognizer = speechsdk.SpeechRecognizer(speech_config=config, audio_config=speechsdk.audio.AudioConfig(stream=stream))
+    recognizer = speechsdk.SpeechRecognizer(
+        speech_config=config, audio_config=speechsdk.audio.AudioConfig(stream=stream)
+    )
     granularity = {
         "Phoneme": speechsdk.PronunciationAssessmentGranularity.Phoneme,
         "Word": speechsdk.PronunciationAssessmentGranularity.Word,
@@ -206,8 +230,14 @@ def _release_in_background(objects: list, stop: bool) -> None:
 def _error(code: str, details: str) -> Exception:
     if code == "TooManyRequests":
         return Throttled(PROVIDER, get_settings().azure_speech_retry_after_seconds, "provider_429")
-    if code in ("ConnectionFailure", "ServiceTimeout", "ServiceError", "ServiceUnavailable", "RuntimeError",
-                "ServiceRedirectTemporary"):
+    if code in (
+        "ConnectionFailure",
+        "ServiceTimeout",
+        "ServiceError",
+        "ServiceUnavailable",
+        "RuntimeError",
+        "ServiceRedirectTemporary",
+    ):
         return TransientError(f"Azure Speech: {code}: {details}", code="provider_unavailable")
     if code == "BadRequest" and "audio" in details.lower():
         return PermanentError(f"Azure Speech could not take the audio: {details}", code="unsupported_audio")
@@ -250,7 +280,10 @@ def aggregate(phrases: list[dict], request: AssessmentRequest) -> dict:
             }
             if word.get("Phonemes"):
                 entry["phonemes"] = [
-                    {"phoneme": p.get("Phoneme", ""), "accuracy": (p.get("PronunciationAssessment") or {}).get("AccuracyScore")}
+                    {
+                        "phoneme": p.get("Phoneme", ""),
+                        "accuracy": (p.get("PronunciationAssessment") or {}).get("AccuracyScore"),
+                    }
                     for p in word["Phonemes"]
                 ]
             words.append(entry)

@@ -100,12 +100,19 @@ def submit(ctx, image: bytes, language: str | None) -> str:
     if language:
         params["language"] = language
     response = _call(
-        ctx, "POST", get_settings().azure_vision_base() + READ_PATH, "submit",
-        params=params, content=image, headers={"Content-Type": "application/octet-stream"},
+        ctx,
+        "POST",
+        get_settings().azure_vision_base() + READ_PATH,
+        "submit",
+        params=params,
+        content=image,
+        headers={"Content-Type": "application/octet-stream"},
     )
     location = response.headers.get("operation-location")
     if response.status_code != 202 or not location:
-        raise TransientError(f"Azure Vision answered {response.status_code} without an Operation-Location", code="provider_error")
+        raise TransientError(
+            f"Azure Vision answered {response.status_code} without an Operation-Location", code="provider_error"
+        )
     return location
 
 
@@ -172,14 +179,16 @@ def layout(analyze_result: dict) -> dict:
             words_total += len(words)
             lines.append({"text": line.get("text", ""), "bounding_box": line.get("boundingBox"), "words": words})
             texts.append(line.get("text", ""))
-        pages.append({
-            "page": page.get("page"),
-            "width": page.get("width"),
-            "height": page.get("height"),
-            "unit": page.get("unit"),
-            "angle": page.get("angle"),
-            "lines": lines,
-        })
+        pages.append(
+            {
+                "page": page.get("page"),
+                "width": page.get("width"),
+                "height": page.get("height"),
+                "unit": page.get("unit"),
+                "angle": page.get("angle"),
+                "lines": lines,
+            }
+        )
     return {
         "text": "\n".join(texts),
         "pages": pages,

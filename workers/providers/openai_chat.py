@@ -47,12 +47,17 @@ def _retry_after(exc: openai.APIStatusError) -> float:
         return 1.0
 
 
-def complete_structured(ctx, messages: list[dict], schema: type[Model], name: str, max_output_tokens: int | None = None) -> Model:
+def complete_structured(
+    ctx, messages: list[dict], schema: type[Model], name: str, max_output_tokens: int | None = None
+) -> Model:
     settings = get_settings()
     cap = max_output_tokens or settings.openai_max_output_tokens
     # Everything slow to build is built before the permit: its minute starts when granted.
     openai_client = client()
-    response_format = {"type": "json_schema", "json_schema": {"name": name, "schema": _strict_schema(schema), "strict": True}}
+    response_format = {
+        "type": "json_schema",
+        "json_schema": {"name": name, "schema": _strict_schema(schema), "strict": True},
+    }
     with ctx.provider_call(PROVIDER, tokens=estimate_tokens(messages, cap)) as permit:
         try:
             with sent.measured(permit):
@@ -76,11 +81,14 @@ def complete_structured(ctx, messages: list[dict], schema: type[Model], name: st
         return schema.model_validate_json(content)
     except ValidationError as exc:
         # A model that ignores the schema is a provider fault worth retrying.
-        raise TransientError(f"OpenAI's answer did not match the schema: {exc.error_count()} errors", code="provider_bad_output") from exc
+        raise TransientError(
+            f"OpenAI's answer did not match the schema: {exc.error_count()} errors", code="provider_bad_output"
+        ) from exc
 
 
 def _strict_schema(schema: type[BaseModel]) -> dict:
     """OpenAI's strict mode wants every property required and no extra properties."""
+
     def fix(node):
         if isinstance(node, dict):
             if node.get("type") == "object" and "properties" in node:

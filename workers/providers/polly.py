@@ -18,11 +18,17 @@ from functools import lru_cache
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, ConnectionClosedError, ConnectTimeoutError
-from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
 
-from unilingo.errors import PermanentError, Throttled, TransientError
 from unilingo import storage
+from unilingo.errors import PermanentError, Throttled, TransientError
 from unilingo.settings import get_settings
 from workers.providers import sent
 
@@ -31,25 +37,70 @@ STORAGE = "storage"
 
 # A standard-engine voice per language (all also exist as neural voices, except Mizuki).
 VOICES = {
-    "en-US": "Joanna", "en-GB": "Amy", "en-AU": "Nicole", "en-IN": "Raveena",
-    "es-ES": "Lucia", "es-MX": "Mia", "es-US": "Lupe", "fr-FR": "Lea", "fr-CA": "Chantal",
-    "de-DE": "Vicki", "it-IT": "Bianca", "pt-BR": "Camila", "pt-PT": "Ines", "ja-JP": "Mizuki",
-    "ko-KR": "Seoyeon", "cmn-CN": "Zhiyu", "nl-NL": "Lotte", "pl-PL": "Ewa", "ru-RU": "Tatyana",
-    "sv-SE": "Astrid", "tr-TR": "Filiz", "da-DK": "Naja", "nb-NO": "Liv", "ro-RO": "Carmen",
-    "arb": "Zeina", "cy-GB": "Gwyneth", "is-IS": "Dora",
+    "en-US": "Joanna",
+    "en-GB": "Amy",
+    "en-AU": "Nicole",
+    "en-IN": "Raveena",
+    "es-ES": "Lucia",
+    "es-MX": "Mia",
+    "es-US": "Lupe",
+    "fr-FR": "Lea",
+    "fr-CA": "Chantal",
+    "de-DE": "Vicki",
+    "it-IT": "Bianca",
+    "pt-BR": "Camila",
+    "pt-PT": "Ines",
+    "ja-JP": "Mizuki",
+    "ko-KR": "Seoyeon",
+    "cmn-CN": "Zhiyu",
+    "nl-NL": "Lotte",
+    "pl-PL": "Ewa",
+    "ru-RU": "Tatyana",
+    "sv-SE": "Astrid",
+    "tr-TR": "Filiz",
+    "da-DK": "Naja",
+    "nb-NO": "Liv",
+    "ro-RO": "Carmen",
+    "arb": "Zeina",
+    "cy-GB": "Gwyneth",
+    "is-IS": "Dora",
 }
 # What a bare language code means.
 DEFAULT_LOCALE = {
-    "en": "en-US", "es": "es-ES", "fr": "fr-FR", "de": "de-DE", "it": "it-IT", "pt": "pt-BR",
-    "ja": "ja-JP", "ko": "ko-KR", "zh": "cmn-CN", "cmn": "cmn-CN", "nl": "nl-NL", "pl": "pl-PL",
-    "ru": "ru-RU", "sv": "sv-SE", "tr": "tr-TR", "da": "da-DK", "nb": "nb-NO", "no": "nb-NO",
-    "ro": "ro-RO", "ar": "arb", "cy": "cy-GB", "is": "is-IS",
+    "en": "en-US",
+    "es": "es-ES",
+    "fr": "fr-FR",
+    "de": "de-DE",
+    "it": "it-IT",
+    "pt": "pt-BR",
+    "ja": "ja-JP",
+    "ko": "ko-KR",
+    "zh": "cmn-CN",
+    "cmn": "cmn-CN",
+    "nl": "nl-NL",
+    "pl": "pl-PL",
+    "ru": "ru-RU",
+    "sv": "sv-SE",
+    "tr": "tr-TR",
+    "da": "da-DK",
+    "nb": "nb-NO",
+    "no": "nb-NO",
+    "ro": "ro-RO",
+    "ar": "arb",
+    "cy": "cy-GB",
+    "is": "is-IS",
 }
 CONTENT_TYPES = {"mp3": "audio/mpeg", "ogg_vorbis": "audio/ogg", "pcm": "audio/pcm"}
 EXTENSIONS = {"mp3": "mp3", "ogg_vorbis": "ogg", "pcm": "pcm"}
 
 _THROTTLE_CODES = {"ThrottlingException", "Throttling", "TooManyRequestsException", "SlowDown", "RequestLimitExceeded"}
-_TRANSIENT_CODES = {"ServiceFailureException", "ServiceUnavailable", "InternalError", "InternalFailure", "RequestTimeout"}
+_TRANSIENT_CODES = {
+    "ServiceFailureException",
+    "ServiceUnavailable",
+    "InternalError",
+    "InternalFailure",
+    "RequestTimeout",
+}
 
 
 def voice_for(language: str | None, voice: str | None = None) -> tuple[str, str]:
@@ -171,7 +222,10 @@ def _ensure_bucket(s3, bucket: str) -> None:
             try:
                 s3.create_bucket(**kwargs)
             except ClientError as create_exc:
-                if create_exc.response.get("Error", {}).get("Code") not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                if create_exc.response.get("Error", {}).get("Code") not in (
+                    "BucketAlreadyOwnedByYou",
+                    "BucketAlreadyExists",
+                ):
                     raise
         _buckets_ready.add(marker)
 

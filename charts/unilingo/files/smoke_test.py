@@ -44,7 +44,9 @@ def main() -> int:
     timeout = float(os.environ.get("TEST_TIMEOUT_SECONDS", "180"))
     token = subprocess.run(
         [sys.executable, "-m", "unilingo.tokens", "--user", "helm-test", "--ttl", "900"],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     headers = {"Authorization": f"Bearer {token}"}
     deadline = time.monotonic() + timeout
