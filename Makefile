@@ -4,7 +4,7 @@ PY := .venv/bin/python
 BOOTSTRAP := bash scripts/bootstrap.sh
 export PYTHONUNBUFFERED := 1
 
-.PHONY: run test test-kube test-unit bench dashboard redis sandbox api worker operator cluster image deploy token tools kind-up bootstrap bootstrap-node clean
+.PHONY: run lint test test-kube test-unit bench dashboard redis sandbox api worker operator cluster image deploy token tools kind-up bootstrap bootstrap-node clean
 
 bootstrap:
 	@$(BOOTSTRAP)
@@ -14,6 +14,11 @@ bootstrap-node:
 
 run: bootstrap
 	@$(PY) -m devstack.run
+
+lint: bootstrap
+	@.venv/bin/ruff check .
+	@.venv/bin/ruff format --check .
+	@.venv/bin/mypy
 
 test: bootstrap tools
 	@$(PY) -m pytest -q -p no:cacheprovider tests

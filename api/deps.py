@@ -221,7 +221,9 @@ class Guard(HTTPBearer):
     @staticmethod
     async def _is_replay(request: Request, svc: Services, user: Principal) -> bool:
         key = request.headers.get("idempotency-key")
-        return bool(key) and await svc.store.idempotent_job(user.user_id, key) is not None
+        if not key:
+            return False
+        return await svc.store.idempotent_job(user.user_id, key) is not None
 
 
 submit_guard = Guard("ip", submission=True)

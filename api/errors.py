@@ -9,6 +9,7 @@ is a ``503`` with ``Retry-After``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import redis.exceptions
@@ -71,7 +72,8 @@ API_ERROR_CODES: dict[str, str] = {
     "job_not_found": "404: no such job, or another user's",
     "method_not_allowed": "405: the route does not take that method",
     "not_acceptable": "406: the Accept header asks for what the route cannot give",
-    "request_timeout": "408: the request body did not arrive in time (REQUEST_BODY_TIMEOUT_SECONDS); the connection is closed",
+    "request_timeout": "408: the request body did not arrive in time (REQUEST_BODY_TIMEOUT_SECONDS); the connection "
+    "is closed",
     "conflict": "409: the request conflicts with the resource's state",
     "job_terminal": "409: the job has already ended and cannot be cancelled",
     "idempotency_key_expired": "409: the Idempotency-Key's job no longer exists; use a new key",
@@ -134,7 +136,7 @@ def error_response(status_code: int, code: str, message: str, headers=None, deta
     return JSON(error_body(code, message, details), status_code=status_code, headers=headers)
 
 
-def _with_quota(request: Request, headers: dict[str, str] | None) -> dict[str, str] | None:
+def _with_quota(request: Request, headers: Mapping[str, str] | None) -> Mapping[str, str] | None:
     """An error after the quota was taken still tells the client where it stands."""
     state = request.scope.get("state") or {}
     quota_headers = state.get("quota_headers")
@@ -256,10 +258,12 @@ def document_signed_in_errors(app: FastAPI) -> None:
 
 
 def install(app: FastAPI) -> None:
-    app.add_exception_handler(ApiError, api_error_handler)
-    app.add_exception_handler(StarletteHTTPException, http_error_handler)
-    app.add_exception_handler(RequestValidationError, validation_error_handler)
-    app.add_exception_handler(redis.exceptions.ConnectionError, redis_error_handler)
-    app.add_exception_handler(redis.exceptions.TimeoutError, redis_error_handler)
-    app.add_exception_handler(Exception, unhandled_error_handler)
+    # The decorator form keeps each handler's own exception type (``add_exception_handler``
+    # would type every handler as taking a bare ``Exception``).
+    app.exception_handler(ApiError)(api_error_handler)
+    app.exception_handler(StarletteHTTPException)(http_error_handler)
+    app.exception_handler(RequestValidationError)(validation_error_handler)
+    app.exception_handler(redis.exceptions.ConnectionError)(redis_error_handler)
+    app.exception_handler(redis.exceptions.TimeoutError)(redis_error_handler)
+    app.exception_handler(Exception)(unhandled_error_handler)
     document_signed_in_errors(app)

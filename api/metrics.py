@@ -122,12 +122,12 @@ async def read_cluster(client, margin_seconds: float = WINDOW_MARGIN_SECONDS) ->
     for index, provider in enumerate(PROVIDERS):
         cluster.deferred[provider] = int(replies[offset + index])
     cluster.retry_scheduled = int(replies[offset + len(PROVIDERS)])
-    cluster.providers = dict(zip(PROVIDERS, statuses))
+    cluster.providers = dict(zip(PROVIDERS, statuses, strict=True))
     if tails:
         pipe = client.pipeline(transaction=False)
         for job_id in tails.values():
             pipe.hget(keys.job(job_id), "created_at")
-        for queue, created in zip(tails, await pipe.execute()):
+        for queue, created in zip(tails, await pipe.execute(), strict=True):
             if created:
                 cluster.queues[queue].oldest_age_seconds = max(0.0, now - float(created))
     return cluster

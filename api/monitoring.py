@@ -34,7 +34,8 @@ FAILURE_MIN_JOBS = 5
 BURST_REFERENCE_PER_MINUTE = 20
 RISK_WEIGHTS = (0.4, 0.3, 0.3)
 SCORING = {
-    "formula": "100 * (0.4*min(1, quota_hits/10) + 0.3*min(1, failed/max(submitted, 5)) + 0.3*min(1, peak_per_minute/20))",
+    "formula": "100 * (0.4*min(1, quota_hits/10) + 0.3*min(1, failed/max(submitted, 5)) + 0.3*min(1, "
+    "peak_per_minute/20))",
     "levels": {"high": 60, "medium": 30},
 }
 
@@ -335,7 +336,7 @@ async def read_users(svc: Services, user_id: str | None = None) -> list[dict[str
         pipe = client.pipeline(transaction=False)
         for uid in chunk:
             pipe.hgetall(keys.activity(uid))
-        for uid, raw in zip(chunk, await pipe.execute()):
+        for uid, raw in zip(chunk, await pipe.execute(), strict=True):
             record = user_record(uid, raw, now)
             if record is not None:
                 records.append(record)

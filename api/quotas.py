@@ -84,7 +84,7 @@ class QuotaGate:
             (name, scope, self.client_ip(request) if per == "ip" else user_id, rate) for name, scope, per, rate in plan
         ]
         results = await self._hit_all(hits)
-        refused = [(hit, result) for hit, result in zip(hits, results) if not result.allowed]
+        refused = [(hit, result) for hit, result in zip(hits, results, strict=True) if not result.allowed]
         if refused:
             (name, _, _, rate), result = max(refused, key=lambda pair: pair[1].retry_after)
             metrics.quota_rejected(name, user_id)

@@ -214,7 +214,8 @@ PRONUNCIATION_BODY = _multipart(
     {
         "audio": {
             **_FILE,
-            "description": "M4A/AAC, WEBM or OGG (Opus, Vorbis), MP3, FLAC or WAV at any sample rate and channel count, recognised by its bytes; at most MAX_AUDIO_BYTES (10 MiB) and MAX_AUDIO_SECONDS (120 s)",
+            "description": "M4A/AAC, WEBM or OGG (Opus, Vorbis), MP3, FLAC or WAV at any sample rate and channel "
+            "count, recognised by its bytes; at most MAX_AUDIO_BYTES (10 MiB) and MAX_AUDIO_SECONDS (120 s)",
         },
         "reference_text": {"type": "string", "minLength": 1, "description": "What the speaker was asked to say"},
         "language": _LANGUAGE_SCHEMA,
@@ -226,7 +227,8 @@ IMAGE_BODY = _multipart(
     {
         "image": {
             **_FILE,
-            "description": "JPEG (EXIF orientation honoured), PNG, HEIC/HEIF, WEBP, GIF, BMP or TIFF, recognised by its bytes; at most MAX_IMAGE_BYTES (10 MiB) and MAX_IMAGE_PIXELS (50 million)",
+            "description": "JPEG (EXIF orientation honoured), PNG, HEIC/HEIF, WEBP, GIF, BMP or TIFF, recognised by "
+            "its bytes; at most MAX_IMAGE_BYTES (10 MiB) and MAX_IMAGE_PIXELS (50 million)",
         },
         "language": _LANGUAGE_SCHEMA,
         "webhook_url": _WEBHOOK_SCHEMA,

@@ -44,7 +44,8 @@ def workload(seed: int = 7) -> list[str]:
             texts.append("  " + original.upper().replace(" ", "  ") + " ")  # the same request, retyped
         else:
             texts.append(
-                f"Lesson {i}: the {rng.choice(['dog', 'cat', 'bird'])} sleeps on the {rng.choice(['sofa', 'bed', 'roof'])}."
+                f"Lesson {i}: the {rng.choice(['dog', 'cat', 'bird'])} sleeps on the "
+                f"{rng.choice(['sofa', 'bed', 'roof'])}."
             )
     return texts
 
@@ -146,7 +147,8 @@ def main() -> None:
     lines = [
         "# Response cache and persistence",
         "",
-        f"## Cache: {JOBS} flashcards jobs, {REPEAT_SHARE:.0%} of them repeating an earlier request (retyped: other case and spacing)",
+        f"## Cache: {JOBS} flashcards jobs, {REPEAT_SHARE:.0%} of them repeating an earlier request (retyped: other "
+        "case and spacing)",
         "",
         "One worker (concurrency 4), the sandbox at Unilingo v1's quota; calls and tokens as the sandbox counted them.",
         "",
@@ -155,13 +157,15 @@ def main() -> None:
         f"| off | {off['succeeded']}/{JOBS} | {off['hits']} | {off['calls']} | {off['tokens']:,} | {cost(off):.4f} |",
         f"| on | {on['succeeded']}/{JOBS} | {on['hits']} | {on['calls']} | {on['tokens']:,} | {cost(on):.4f} |",
         "",
-        f"**Saved: {saved_calls:.0%} of provider calls, {saved_tokens:.0%} of tokens** (cost at gpt-4o-mini's list prices, "
+        f"**Saved: {saved_calls:.0%} of provider calls, {saved_tokens:.0%} of tokens** (cost at gpt-4o-mini's list "
+        "prices, "
         f"${PRICE_INPUT}/M input and ${PRICE_OUTPUT}/M output, averaged).",
         "",
         "## Persistence: generated lessons through the direct connection",
         "",
         f"One `esp_lessons` row and {rows_per_job - 1} `lesson_vocab` rows per job, one transaction per job, "
-        "idempotent on the job id (`ON CONFLICT DO NOTHING`); Debian's PostgreSQL 15 with fsync on; median of 3 × 300 jobs.",
+        "idempotent on the job id (`ON CONFLICT DO NOTHING`); Debian's PostgreSQL 15 with fsync on; median of 3 × "
+        "300 jobs.",
         "",
         "| rows/s | jobs/s |",
         "|---:|---:|",

@@ -105,7 +105,8 @@ def main() -> None:
         "# Fair share against first come, first served",
         "",
         f"One user queues {HEAVY_JOBS} flashcards jobs, then {LIGHT_USERS} other users queue one each. One worker "
-        f"(4 slots), the sandbox at OpenAI's quota ({QUOTA_PER_MINUTE} requests a minute), provider latencies at 0.05×. "
+        f"(4 slots), the sandbox at OpenAI's quota ({QUOTA_PER_MINUTE} requests a minute), provider latencies at "
+        "0.05×. "
         "The same backlog, queued both ways, in one run.",
         "",
         "| | fair share (default) | first come, first served |",
@@ -116,9 +117,11 @@ def main() -> None:
         f"| whole backlog drained | {fair['drained']:.1f} s | {fifo['drained']:.1f} s |",
         f"| provider quota used while draining | {fair['quota_used']:.0%} | {fifo['quota_used']:.0%} |",
         f"| provider 429s | {fair['rejected']} | {fifo['rejected']} |",
-        f"| jobs succeeded | {fair['succeeded']} / {HEAVY_JOBS + LIGHT_USERS} | {fifo['succeeded']} / {HEAVY_JOBS + LIGHT_USERS} |",
+        f"| jobs succeeded | {fair['succeeded']} / {HEAVY_JOBS + LIGHT_USERS} | {fifo['succeeded']} / "
+        f"{HEAVY_JOBS + LIGHT_USERS} |",
         "",
-        f"Light users' wait, fair against first come: {fifo['light_p50'] / max(fair['light_p50'], 1e-3):.0f}× shorter (p50).",
+        f"Light users' wait, fair against first come: {fifo['light_p50'] / max(fair['light_p50'], 1e-3):.0f}× "
+        "shorter (p50).",
         "",
     ]
     RESULTS.mkdir(exist_ok=True)

@@ -251,7 +251,8 @@ def table(results: list[SideResult], elapsed: float) -> list[str]:
     lines = [
         "# Provider quota use: global permits against Celery's per-worker rate_limit",
         "",
-        f"OpenAI in the sandbox at Unilingo v1's quota ({RPM} requests and {POLICY.tokens_per_minute:,} tokens in any rolling 60 s; "
+        f"OpenAI in the sandbox at Unilingo v1's quota ({RPM} requests and {POLICY.tokens_per_minute:,} tokens in "
+        "any rolling 60 s; "
         f"429 + Retry-After beyond), latencies ×{LATENCY_SCALE} (0.25–1.5 s a call) so that the quota binds. "
         f"A backlog of flashcards jobs ({CARDS} cards, one call of ~830 tokens each), {MINUTES:g} min per side, "
         "sides one after the other, each on a reset sandbox and an empty Redis. "

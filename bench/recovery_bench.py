@@ -414,8 +414,10 @@ def main() -> None:
     lines = [
         "# Recovery after a worker is SIGKILLed",
         "",
-        f"Two worker processes (concurrency 2), a backlog of {PDFS} PDF jobs (30 pages, pypdf) and {FLASHCARDS} flashcards "
-        f"jobs, OpenAI slowed by a sandbox fault (+{SLOW_S:g} s a call). When all four pool slots run flashcards calls, "
+        f"Two worker processes (concurrency 2), a backlog of {PDFS} PDF jobs (30 pages, pypdf) and {FLASHCARDS} "
+        "flashcards "
+        f"jobs, OpenAI slowed by a sandbox fault (+{SLOW_S:g} s a call). When all four pool slots run flashcards "
+        "calls, "
         "one worker is SIGKILLed with its pool children (the whole process group) at a random moment 1–6 s into the "
         "calls. Recovery: from the kill until every interrupted job is running again on the other worker (ours: job "
         "events on Redis pub/sub; Celery: task starts it records). Lost: jobs that never succeed. Result writes: "
@@ -428,7 +430,8 @@ def main() -> None:
         "|---|---|---:|---:|---:|---:|---:|---:|",
         f"| ours | job lease {LEASE_S:g} s renewed every {HEARTBEAT_S:g} s (the defaults); any worker's housekeeping "
         f"loop requeues a lapsed job | {cells(ours)} |",
-        f"| Celery alone, `visibility_timeout` {CELERY_VISIBILITY_S:g} s, kombu's default sweep | unacked messages restored "
+        f"| Celery alone, `visibility_timeout` {CELERY_VISIBILITY_S:g} s, kombu's default sweep | unacked messages "
+        "restored "
         f"{CELERY_VISIBILITY_S:g} s after delivery, found by a sweep every ~100 s | {cells(celery)} |",
         f"| Celery alone, `visibility_timeout` {CELERY_VISIBILITY_S:g} s, sweep every 1 s | the same, found within 1 s "
         f"| {cells(swept)} |",
@@ -453,15 +456,18 @@ def main() -> None:
         "Notes:",
         "",
         f"- Our recovery is bounded by the lease: it runs {LEASE_S:g} s from the job's last heartbeat (every "
-        f"{HEARTBEAT_S:g} s), so the wait after a kill lies between {LEASE_S - HEARTBEAT_S:g} and {LEASE_S:g} s, plus the "
+        f"{HEARTBEAT_S:g} s), so the wait after a kill lies between {LEASE_S - HEARTBEAT_S:g} and {LEASE_S:g} s, "
+        "plus the "
         "housekeeping tick (0.25 s) and the redelivery. `JOB_LEASE_SECONDS` and `JOB_HEARTBEAT_SECONDS` trade recovery "
         "time against heartbeat traffic; how long jobs run does not enter into it.",
-        "- Celery alone can only recover through `visibility_timeout`, counted from delivery whatever the job is doing. "
+        "- Celery alone can only recover through `visibility_timeout`, counted from delivery whatever the job is "
+        "doing. "
         "Short, it redelivers healthy jobs that run longer (the second table: the job runs again while it is still "
         f"running, and writes its result twice). So it must exceed the longest job: the workers' app sets "
         f"{configured_visibility:g} s (`workers.app.app.conf.broker_transport_options`, 2 × `JOB_TIMEOUT_SECONDS` + "
         f"600), with which a killed worker's jobs would wait ~{configured_visibility / 60:g} min. In ours that "
-        f"message also comes back after {configured_visibility:g} s; its delivery finds the job finished and does nothing. "
+        f"message also comes back after {configured_visibility:g} s; its delivery finds the job finished and does "
+        "nothing. "
         "kombu also only looks for expired messages every `unacked_restore_interval` (10 s) × "
         "`unacked_restore_throttle` (10), unless tuned.",
         "- The workers' own claim refuses a job whose record says `running` under a live lease, so \"our app with the "

@@ -299,7 +299,7 @@ def wait_for_jobs(client: redis.Redis, outcomes: list[Outcome], timeout: float =
         for o in pending:
             pipe.hmget(keys.job(o.job_id), "status", "finished_at", "started_at")
         still = []
-        for o, (status, finished, started) in zip(pending, pipe.execute()):
+        for o, (status, finished, started) in zip(pending, pipe.execute(), strict=True):
             if status == b"succeeded":
                 o.result_s = float(finished) - o.sent_at
                 o.run_s = float(finished) - float(started)
@@ -605,8 +605,10 @@ def main() -> None:
         lines += [
             "## Scenario 1: OpenAI rate limit hit",
             "",
-            f"{S1_FIRST_MINUTE} flashcards requests spread evenly over the first minute (the quota is {ai_policy.requests_per_minute}), "
-            f"then {S1_AFTER} more over the next {S1_AFTER_SPAN:.0f} s, when the provider's rolling minute has room again. "
+            f"{S1_FIRST_MINUTE} flashcards requests spread evenly over the first minute (the quota is "
+            f"{ai_policy.requests_per_minute}), "
+            f"then {S1_AFTER} more over the next {S1_AFTER_SPAN:.0f} s, when the provider's rolling minute has room "
+            "again. "
             f"OpenAI in the sandbox at Unilingo v1's quota, latencies ×{AI_LATENCY_SCALE} (0.1–0.6 s a call), "
             "so that a sequential v1 can outrun the quota as Unilingo v1's report describes. "
             "Answer: the HTTP response (v1: the cards or an error; v2: the 202). Result: the cards "
@@ -621,7 +623,8 @@ def main() -> None:
             f"provider had room again, that still failed: v1 {late_failed(v1_row)}, v2 {late_failed(v2_row)}.",
             f"- v2's shared breaker opened {v2_status.breaker_trips} times; jobs over the quota waited in Redis "
             "(deferred, their attempts not spent) and ran when a permit was due. The policy's burst "
-            f"({ai_policy.burst} calls in any {60 * ai_policy.burst / ai_policy.requests_per_minute:g} s) paces calls at "
+            f"({ai_policy.burst} calls in any {60 * ai_policy.burst / ai_policy.requests_per_minute:g} s) paces "
+            "calls at "
             f"{ai_policy.requests_per_minute}/min from the first second, so with arrivals at 75/min results lag "
             "arrivals from the start: that, not failures, is v2's price here (result p50/p95).",
             "",
@@ -661,7 +664,8 @@ def main() -> None:
         permits_note = (
             '"v2 permits alone" calls the sandbox\'s Azure Speech REST endpoint directly through the shared permits '
             f"(`unilingo.limiter.Limiter`, the `azure-speech` policy: {speech_policy.max_in_flight} in flight) from "
-            f"{PERMIT_PROCESSES} processes; a caller refused a permit sleeps the `retry_after` it is given, as a deferred "
+            f"{PERMIT_PROCESSES} processes; a caller refused a permit sleeps the `retry_after` it is given, as a "
+            "deferred "
             "job would wait. It has no 202 (answer: —); its result times run from t = 0."
         )
         if via == "jobs" or (via == "auto" and available):
@@ -687,14 +691,15 @@ def main() -> None:
             reset(speech_url)
             v2_rows.append(
                 Row(
-                    f"v2: 202 + job through the API; 2 speech workers × 13 (Speech SDK), shared cap of {speech_policy.max_in_flight} in flight",
+                    "v2: 202 + job through the API; 2 speech workers × 13 (Speech SDK), shared cap of "
+                    f"{speech_policy.max_in_flight} in flight",
                     speech_via_jobs(api_url, client),
                     sandbox_stats(speech_url, "azure-speech"),
                 )
             )
             how = (
-                "v2 is measured both through the API and speech workers (the real job path) and with the permits alone. "
-                + permits_note
+                "v2 is measured both through the API and speech workers (the real job path) and with the permits "
+                "alone. " + permits_note
             )
         else:
             why = (
@@ -709,11 +714,14 @@ def main() -> None:
         run_times = [o.run_s for o in v2_speech.outcomes if o.run_s is not None]
         call_note = (
             (
-                f"- One call, as the provider serves it: a REST call took a median {statistics.median(rest_calls):.2f} s "
+                "- One call, as the provider serves it: a REST call took a median "
+                f"{statistics.median(rest_calls):.2f} s "
                 "(v1's first 20, which did not wait)"
                 + (
-                    f"; a speech job, from its claim to its result through the Speech SDK's websocket session (what the "
-                    f"speech workers use), a median {statistics.median(run_times):.2f} s. The difference between the v2 job "
+                    "; a speech job, from its claim to its result through the Speech SDK's websocket session (what "
+                    "the "
+                    f"speech workers use), a median {statistics.median(run_times):.2f} s. The difference between the "
+                    "v2 job "
                     "row and the others is mostly that path, not the queue."
                     if run_times
                     else "."
@@ -726,21 +734,24 @@ def main() -> None:
         lines += [
             "## Scenario 3: Azure Speech overload",
             "",
-            f"{S3_REQUESTS} pronunciation requests at t = 0 (WAV recordings of 2.5–4.5 s) against Azure Speech's cap of 20 "
-            "concurrent calls (the sandbox answers 429 beyond it), at its real latency (~2 s + half the audio, Unilingo v1's figure). "
-            + how,
+            f"{S3_REQUESTS} pronunciation requests at t = 0 (WAV recordings of 2.5–4.5 s) against Azure Speech's cap "
+            "of 20 "
+            "concurrent calls (the sandbox answers 429 beyond it), at its real latency (~2 s + half the audio, "
+            "Unilingo v1's figure). " + how,
             "",
             *HEADER,
             row_line(v1_one),
             row_line(v1_two),
             *(row_line(r) for r in v2_rows),
             "",
-            '- Unilingo v1\'s report: "User 1-20: average 5 seconds; user 21-25: wait 5 s + their processing time". One v1 '
+            '- Unilingo v1\'s report: "User 1-20: average 5 seconds; user 21-25: wait 5 s + their processing time". '
+            "One v1 "
             "instance keeps the cap; two instances (any autoscaling) each count only their own calls, so the provider "
             "sees up to 25 at once and refuses the excess. v2's cap is one counter in Redis for every process.",
             call_note,
             "",
-            f"Machine: 2 shared cores; one run: read the figures as indicative. Benchmark time: {(time.monotonic() - began) / 60:.1f} min.",
+            "Machine: 2 shared cores; one run: read the figures as indicative. Benchmark time: "
+            f"{(time.monotonic() - began) / 60:.1f} min.",
         ]
     finally:
         for service in reversed(services):

@@ -185,17 +185,23 @@ def main() -> None:
         lines += [
             "## 1. Submit latency (POST /api/ai/generate-flashcards: JWT, IP + user quota, job record, enqueue)",
             "",
-            f"uvicorn (uvloop, httptools) with 1 process, then 2 (`WEB_CONCURRENCY=2`, one per core); Redis AOF everysec; "
-            f"open-loop load from a separate process on the same 2 cores, {STEP_SECONDS:.0f} s per run, {REPEATS} runs per "
+            "uvicorn (uvloop, httptools) with 1 process, then 2 (`WEB_CONCURRENCY=2`, one per core); Redis AOF "
+            "everysec; "
+            f"open-loop load from a separate process on the same 2 cores, {STEP_SECONDS:.0f} s per run, {REPEATS} "
+            "runs per "
             "rate (the table shows the medians of the runs and each run's p99: other work may share the machine; "
             f"1-minute load average before each sweep: {' / '.join(f'{v:.2f}' for v in loads)}), 500 users. "
-            "Latency runs from each request's due time (no coordinated omission). The load generator is `bench.loadgen`: "
-            "HTTP/1.1 keep-alive on a bare asyncio protocol with pre-built requests, 32 connections opened before the clock "
-            f"starts, each request on the connection idle longest; it used {statistics.median(generator_cpu_us):.0f} µs of "
+            "Latency runs from each request's due time (no coordinated omission). The load generator is "
+            "`bench.loadgen`: "
+            "HTTP/1.1 keep-alive on a bare asyncio protocol with pre-built requests, 32 connections opened before "
+            "the clock "
+            f"starts, each request on the connection idle longest; it used {statistics.median(generator_cpu_us):.0f} "
+            "µs of "
             "CPU per request (median over the rates; the aiohttp client used before took over twice as much, CPU the "
             "API did not get). API CPU: user + system time of the uvicorn processes per request.",
             "",
-            "| API processes | target/s | achieved/s | 202s | p50 ms | p99 ms | p99 of each run ms | API CPU µs/req | p99 ≤ 25 ms |",
+            "| API processes | target/s | achieved/s | 202s | p50 ms | p99 ms | p99 of each run ms | API CPU µs/req "
+            "| p99 ≤ 25 ms |",
             "|---:|---:|---:|---:|---:|---:|---:|---:|:--:|",
             *sweeps,
             "",
@@ -233,14 +239,17 @@ def main() -> None:
         lines += [
             "## 2. Unilingo v1's bottleneck timeline: 10 users submit AI requests at t=0",
             "",
-            f"Provider latency at {LATENCY_SCALE}× Unilingo v1's (multiply seconds by {1 / LATENCY_SCALE:.0f} for real time).",
+            f"Provider latency at {LATENCY_SCALE}× Unilingo v1's (multiply seconds by {1 / LATENCY_SCALE:.0f} for "
+            "real time).",
             "v1: the provider call inline in the request, behind one sequential OpenAI queue (Unilingo v1's design).",
             "v2: 202 with a job id; five AI workers with the policy's five calls in flight.",
             "",
             "| | first answer s | last answer s | mean wait s | all results ready s |",
             "|---|---:|---:|---:|---:|",
-            f"| v1 inline | {v1_waits[0]:.2f} | {v1_waits[-1]:.2f} | {statistics.mean(v1_waits):.2f} | {v1_waits[-1]:.2f} |",
-            f"| v2 job id | {ours_waits[0]:.3f} | {ours_waits[-1]:.3f} | {statistics.mean(ours_waits):.3f} | {all_done:.2f} |",
+            f"| v1 inline | {v1_waits[0]:.2f} | {v1_waits[-1]:.2f} | {statistics.mean(v1_waits):.2f} | "
+            f"{v1_waits[-1]:.2f} |",
+            f"| v2 job id | {ours_waits[0]:.3f} | {ours_waits[-1]:.3f} | {statistics.mean(ours_waits):.3f} | "
+            f"{all_done:.2f} |",
             "",
         ]
 

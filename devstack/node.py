@@ -461,7 +461,7 @@ stop
             root = hierarchy / CGROUP_ROOT
             if not root.is_dir():
                 continue
-            for attempt in range(50):
+            for _attempt in range(50):
                 dirs = sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True) + [
                     root
                 ]

@@ -1,8 +1,8 @@
 """``make run``: the whole local stack in the foreground; Ctrl-C stops all of it.
 
 Redis (AOF), PostgreSQL (unless DATABASE_URL names one), the provider sandbox (unless real
-provider credentials are configured), the API and one worker for every queue, each a real process started the way its ``make`` target
-starts it, with their output interleaved and prefixed.
+provider credentials are configured), the API and one worker for every queue, each a real
+process started the way its ``make`` target starts it, with their output interleaved and prefixed.
 """
 
 from __future__ import annotations
@@ -88,11 +88,11 @@ def main() -> None:
                     stopping.set()
             stopping.wait(0.5)
     finally:
-        for name, process in reversed(processes):
+        for _name, process in reversed(processes):
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 20
-        for name, process in reversed(processes):
+        for _name, process in reversed(processes):
             try:
                 process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:

@@ -473,15 +473,15 @@ def draw_timeseries(canvas: Canvas, panel: dict, series: list[Series]) -> None:
     fill_alpha = min(0.3, custom.get("fillOpacity", 0) / 100)
     if stacked:
         base = [0.0] * len(times)
-        for s, c in zip(series, colours):
-            top = [b + (v if math.isfinite(v) else 0.0) for b, v in zip(base, s.values)]
+        for s, c in zip(series, colours, strict=False):
+            top = [b + (v if math.isfinite(v) else 0.0) for b, v in zip(base, s.values, strict=True)]
             ax.fill_between(times, base, top, color=c, alpha=max(fill_alpha, 0.25), lw=0)
             ax.plot(times, top, color=c, lw=width)
             base = top
         data = base
     else:
         data = []
-        for s, c in zip(series, colours):
+        for s, c in zip(series, colours, strict=False):
             ax.plot(times, s.values, color=c, lw=width)
             if fill_alpha and len(series) <= 3:  # more fills than that only muddy the lines
                 ax.fill_between(

@@ -23,9 +23,13 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from unilingo import tracing
+
+if TYPE_CHECKING:
+    from sentry_sdk.integrations import Integration
+    from sentry_sdk.types import Event
 
 ENABLED = False
 _NOOP = nullcontext()
@@ -57,7 +61,7 @@ def setup(component: str) -> bool:
         from sentry_sdk.integrations.fastapi import FastApiIntegration
         from sentry_sdk.integrations.starlette import StarletteIntegration
 
-        integrations = [StarletteIntegration(), FastApiIntegration()]
+        integrations: list[Integration] = [StarletteIntegration(), FastApiIntegration()]
     else:
         from sentry_sdk.integrations.celery import CeleryIntegration
 
@@ -81,16 +85,17 @@ def setup(component: str) -> bool:
     return True
 
 
-def before_send(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any]:
+def before_send(event: Event, hint: dict[str, Any]) -> Event:
     """Fill ``job_id``/``job_type`` from what the event already says, and the trace id."""
-    tags = event.setdefault("tags", {})
+    fields = cast(dict[str, Any], event)  # sentry's Event types its free-form parts as object
+    tags = fields.setdefault("tags", {})
     if "job_id" not in tags:
-        task_name = ((event.get("extra") or {}).get("celery-job") or {}).get("task_name")
+        task_name = ((fields.get("extra") or {}).get("celery-job") or {}).get("task_name")
         if task_name in _TASK_TYPES and tags.get("celery_task_id"):
             tags["job_id"] = tags["celery_task_id"]  # a job's task id is its job id
             tags.setdefault("job_type", _TASK_TYPES[task_name])
         else:
-            url = (event.get("request") or {}).get("url") or ""
+            url = (fields.get("request") or {}).get("url") or ""
             if match := _JOB_URL.search(url):
                 tags["job_id"] = match.group(1)
     trace_id = tracing.current_trace_id()

@@ -729,7 +729,7 @@ class AsyncJobStore:
             for job_id, _ in fresh:
                 pipe.hgetall(keys.job(job_id))
             records = await pipe.execute() if fresh else []
-            for index, ((job_id, score), raw) in enumerate(zip(fresh, records)):
+            for index, ((job_id, score), raw) in enumerate(zip(fresh, records, strict=True)):
                 job = decode_job(raw)
                 if job is None or job.owner != owner or (accept is not None and not accept(job)):
                     continue

@@ -81,6 +81,8 @@ def migrate(conn: psycopg.Connection, directory: Path = MIGRATIONS_DIR) -> list[
 def connect(url: str | None = None) -> psycopg.Connection:
     settings = get_settings()
     url = url or settings.database_url
+    if not url:
+        raise RuntimeError("no database: DATABASE_URL is not set")
     return psycopg.connect(url, autocommit=True, connect_timeout=int(max(1, settings.database_connect_timeout_seconds)))
 
 
@@ -104,7 +106,7 @@ def _drop_connection() -> None:
     if conn is not None:
         try:
             conn.close()
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
 
 
@@ -148,7 +150,8 @@ def write(
 def _lesson(conn: psycopg.Connection, job: Job, result: dict, cache_hit: bool) -> None:
     params = job.params
     row = conn.execute(
-        "INSERT INTO esp_lessons (job_id, user_id, topic, level, language, title, objectives, sections, exercises, cache_hit)"
+        "INSERT INTO esp_lessons (job_id, user_id, topic, level, language, title, objectives, sections, exercises, "
+        "cache_hit)"
         " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (job_id) DO NOTHING RETURNING id",
         (
             job.job_id,
@@ -169,7 +172,8 @@ def _lesson(conn: psycopg.Connection, job: Job, result: dict, cache_hit: bool) -
     if vocab:
         with conn.cursor() as cur:
             cur.executemany(
-                "INSERT INTO lesson_vocab (lesson_id, position, term, translation, example) VALUES (%s, %s, %s, %s, %s)",
+                "INSERT INTO lesson_vocab (lesson_id, position, term, translation, example) VALUES (%s, %s, %s, %s, "
+                "%s)",
                 [(row[0], i, v.get("term", ""), v.get("translation"), v.get("example")) for i, v in enumerate(vocab)],
             )
 

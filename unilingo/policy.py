@@ -124,7 +124,7 @@ def _v1_figure(field: str, fallback: int):
     """A default factory reading the provider's default figure (``provider`` is validated first)."""
 
     def factory(data: dict[str, Any]) -> int:
-        figures = V1_FIGURES.get(data.get("provider"))
+        figures = V1_FIGURES.get(str(data.get("provider")))
         return getattr(figures, field) if figures else fallback
 
     return factory
@@ -292,7 +292,7 @@ def parse_stored(provider: str, raw: list[Any]) -> StoredPolicy:
     doc, revision = (_text(v) for v in raw)
     if doc is None:
         return StoredPolicy(default_policy(provider), 0)
-    return StoredPolicy(ProviderPolicy.model_validate_json(doc), int(revision))
+    return StoredPolicy(ProviderPolicy.model_validate_json(doc), int(revision or 0))
 
 
 def parse_change(message: bytes | str) -> tuple[str, int]:
@@ -319,7 +319,7 @@ class _Store:
 
 
 def _parse_all(replies: list[Any]) -> dict[str, StoredPolicy]:
-    return {p: parse_stored(p, raw) for p, raw in zip(PROVIDERS, replies)}
+    return {p: parse_stored(p, raw) for p, raw in zip(PROVIDERS, replies, strict=True)}
 
 
 class PolicyStore(_Store):

@@ -70,7 +70,7 @@ def parse_rate(text: str) -> Rate:
     """``"100/15m"``, ``"200/1h"``, ``"10/s"``, ``"5 per 2 minutes"`` into a ``Rate``."""
     match = _RATE.match(text)
     unit = _UNITS.get(match.group(3).lower()) if match else None
-    if unit is None:
+    if match is None or unit is None:
         raise ValueError(f"not a rate: {text!r} (expected e.g. '100/15m', '200/1h', '10/s')")
     limit, count = int(match.group(1)), int(match.group(2) or 1)
     if limit < 1 or count < 1:
@@ -185,7 +185,7 @@ def _result(rate: Rate, reply: list[Any]) -> QuotaResult:
 
 
 def _results(rates: list[Rate], replies: list[Any]) -> list[QuotaResult]:
-    return [_result(rate, reply) for rate, reply in zip(rates, replies)]
+    return [_result(rate, reply) for rate, reply in zip(rates, replies, strict=True)]
 
 
 def _single_result(rate: Rate, replies: list[Any]) -> QuotaResult:

@@ -31,7 +31,7 @@ class _View(BaseModel):
 
 
 Usage = dict[str, int]
-_USAGE = Field(
+_USAGE: Any = Field(
     default_factory=dict,
     description="Provider units this job used: OpenAI tokens, Polly characters (empty on a cache hit)",
 )

@@ -110,7 +110,7 @@ async def _rows(
     args.append(limit)
     cursor = await conn.execute(sql, args)
     names = [c.name for c in cursor.description]
-    return [dict(zip(names, row)) for row in await cursor.fetchall()]
+    return [dict(zip(names, row, strict=True)) for row in await cursor.fetchall()]
 
 
 def _page(rows: list[dict[str, Any]], limit: int) -> tuple[list[dict[str, Any]], paging.Position | None]:
@@ -137,7 +137,8 @@ async def lessons(conn, user_id: str, limit: int, after: paging.Position | None 
     vocabulary: dict[int, list[dict[str, Any]]] = {row["lesson_id"]: [] for row in rows}
     if rows:
         cursor = await conn.execute(
-            "SELECT lesson_id, term, translation, example FROM lesson_vocab WHERE lesson_id = ANY(%s) ORDER BY lesson_id, position",
+            "SELECT lesson_id, term, translation, example FROM lesson_vocab WHERE lesson_id = ANY(%s) ORDER BY "
+            "lesson_id, position",
             [list(vocabulary)],
         )
         for lesson_id, term, translation, example in await cursor.fetchall():

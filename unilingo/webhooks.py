@@ -4,9 +4,9 @@ The API checks a ``webhook_url`` when a job is submitted (``check_target``); the
 completes the job puts its delivery in the outbox (``unilingo.jobs``; ``enqueue`` does it by
 hand); every worker's webhook loop (``workers.housekeeping.WebhookLoop``, apart from the loop
 that renews heartbeats and promotes jobs) sends what is due (``deliver_due_async``), at most
-``webhook_concurrency`` at once, each attempt within ``webhook_timeout_seconds`` in all. The outbox is a Redis sorted set scored by the next
-attempt time, so a delivery survives restarts and is retried with exponential backoff and
-jitter up to ``webhook_attempts`` times.
+``webhook_concurrency`` at once, each attempt within ``webhook_timeout_seconds`` in all. The
+outbox is a Redis sorted set scored by the next attempt time, so a delivery survives restarts
+and is retried with exponential backoff and jitter up to ``webhook_attempts`` times.
 
 Signature: ``Unilingo-Signature: t=<unix ts>,v1=<hex HMAC-SHA256(secret, f"{t}.{body}")>``
 (the scheme Stripe popularised), with the timestamp repeated in ``Unilingo-Timestamp``.
@@ -175,7 +175,7 @@ def check_target(url: str, allow_private: bool = False) -> Target:
             if ip not in addresses:
                 addresses.append(ip)
         if not addresses:
-            raise WebhookTargetError("webhook_unresolvable", f"the webhook host {host!r} has no IP address")
+            raise WebhookTargetError("webhook_unresolvable", f"the webhook host {host!r} has no IP address") from None
     if not allow_private:
         for ip in addresses:
             reason = address_refusal(ip)
@@ -354,7 +354,13 @@ async def _pinned_request(target: Target, body: bytes, headers: dict[str, str], 
     ) as http:
         for url in urls:
             try:
-                return await http.post(url, content=body, headers={**headers, **host}, extensions=extensions, auth=auth)
+                return await http.post(
+                    url,
+                    content=body,
+                    headers={**headers, **host},
+                    extensions=extensions,
+                    auth=auth or httpx.USE_CLIENT_DEFAULT,
+                )
             except httpx.ConnectError as exc:  # next address; any other failure ends the attempt
                 last_error = exc
     assert last_error is not None

@@ -48,5 +48,5 @@ errors_reporting.setup("worker")
 
 # The housekeeping loop runs in every worker's main process.
 # Past WORKER_DRAIN_SECONDS of a warm shutdown, running jobs are handed back.
-import workers.drain  # noqa: E402,F401
+import workers.drain  # noqa: E402
 import workers.housekeeping  # noqa: E402,F401

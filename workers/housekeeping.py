@@ -2,8 +2,9 @@
 
 It queues again the jobs whose wait is over (deferred for a permit, or backing off after a
 transient error), recovers jobs whose worker died (lapsed lease) or whose message a dying
-consumer took off the queue before claiming the job, and announces this worker as alive. Every step is an atomic script, so any number of workers can run the loop at once
-without doing a thing twice.
+consumer took off the queue before claiming the job, and announces this worker as alive. Every
+step is an atomic script, so any number of workers can run the loop at once without doing a
+thing twice.
 
 Webhooks go out from a loop of their own (``WebhookLoop``): a receiver that answers slowly
 must never delay this one, whose announcements tell the cluster the worker is alive.

@@ -12,8 +12,9 @@ scrape, so the worker uses prometheus-client's multiprocess mode:
   The series the worker can produce are created at 0, so rates and ratios exist from the
   first scrape.
 * ``worker_ready``: the main process serves the sum of every file on
-  ``WORKER_METRICS_HOST``:``WORKER_METRICS_PORT`` (default 127.0.0.1:9808; port ``0`` turns the endpoint and multiprocess mode off)
-  at ``/metrics``. A port that is taken is logged, not fatal: the jobs matter more.
+  ``WORKER_METRICS_HOST``:``WORKER_METRICS_PORT`` (default 127.0.0.1:9808; port ``0`` turns
+  the endpoint and multiprocess mode off) at ``/metrics``. A port that is taken is logged, not
+  fatal: the jobs matter more.
 * ``worker_process_shutdown`` (a child leaving) marks the process dead, so its live gauges
   (``unilingo_jobs_running``) leave the sum; a child that was SIGKILLed cannot, so the
   housekeeping loop sweeps dead processes' files every few seconds (``sweep``).

@@ -60,7 +60,7 @@ async def health_detailed(svc: Services = Depends(services)) -> JSON:
         for name, score in replies[-1]
     ]
     body["redis"] = {"ok": True, "latency_ms": round(latency_ms, 3)}
-    body["queues"] = {queue: int(depth) for queue, depth in zip(QUEUES, replies[:-1])}
+    body["queues"] = {queue: int(depth) for queue, depth in zip(QUEUES, replies[:-1], strict=True)}
     body["workers"] = {"alive": len(workers), "members": workers}
     if not workers:
         body["status"] = "degraded"

@@ -71,7 +71,7 @@ async def list_jobs(
     request: Request,
     limit: int = Query(20, ge=1, le=JOB_LIST_MAX, description="Jobs per page (at most 200)"),
     cursor: str | None = Query(None, max_length=512, description="`next_cursor` of the previous page"),
-    type: list[JobTypeName] | None = Query(None, description="Only jobs of these types (repeatable)"),  # noqa: A002
+    type: list[JobTypeName] | None = Query(None, description="Only jobs of these types (repeatable)"),
     status: list[JobStatusName] | None = Query(None, description="Only jobs in these states (repeatable)"),
     include: Literal["result"] | None = Query(None, description="`result`: each job with its result and progress"),
     caller: Caller = Depends(read_guard),

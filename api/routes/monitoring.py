@@ -1,13 +1,16 @@
 """The monitoring endpoints (Unilingo v1's set), thin: the figures come from ``api.monitoring``.
 
-| endpoint | who | what |
-| --- | --- | --- |
-| ``GET /api/ai/status`` | any user | OpenAI: the policy in force (limits, revision), budget left in the rolling minute, calls in flight, breaker, pause, deferred jobs, the ``ai`` queue |
-| ``GET /api/pronunciation/status`` | any user | the same for Azure Speech and the ``speech`` queue |
-| ``GET /api/metrics`` | admin | JSON summary: requests (total, error rate, response times), jobs, per-service figures, breakers, queues, quota rejections, cache |
-| ``GET /api/admin/users/overview`` | admin | users tracked and active, activity totals, risk levels, top users |
-| ``GET /api/admin/users/statistics`` | admin | activity and risk score per user (``?sort=risk|activity|recent``, ``?limit=``, ``?user_id=``) |
-| ``GET /monitoring`` | admin | an HTML page (``api/templates``, ``api/static``) that refreshes itself every 5 s from ``GET /monitoring/data`` |
+* ``GET /api/ai/status`` (any user): OpenAI's policy in force (limits, revision), budget left
+  in the rolling minute, calls in flight, breaker, pause, deferred jobs, the ``ai`` queue.
+* ``GET /api/pronunciation/status`` (any user): the same for Azure Speech and the ``speech`` queue.
+* ``GET /api/metrics`` (admin): a JSON summary: requests (total, error rate, response times),
+  jobs, per-service figures, breakers, queues, quota rejections, cache.
+* ``GET /api/admin/users/overview`` (admin): users tracked and active, activity totals, risk
+  levels, top users.
+* ``GET /api/admin/users/statistics`` (admin): activity and risk score per user
+  (``?sort=risk|activity|recent``, ``?limit=``, ``?user_id=``).
+* ``GET /monitoring`` (admin): an HTML page (``api/templates``, ``api/static``) that refreshes
+  itself every 5 s from ``GET /monitoring/data``.
 
 Admin endpoints need a token with the admin role (``403 forbidden`` otherwise, ``401`` without
 a valid token) and, when ``ADMIN_IP_ALLOWLIST`` lists networks, an allowed client address
@@ -147,17 +150,17 @@ async def _require_admin(request: Request, token: str | None) -> tuple[Principal
     return user, svc
 
 
-async def _page_admin(request: Request, token: str | None) -> tuple[Principal | None, Response | None]:
+async def _page_admin(request: Request, token: str | None) -> Principal | Response:
     """The admin behind ``token``, or the page to answer instead (sign-in or refusal)."""
     try:
         user, _ = await _require_admin(request, token)
     except ApiError as exc:
         if exc.status_code == 401:
-            return None, _html(request, "sign_in.html", status=401, message=exc.message)
+            return _html(request, "sign_in.html", status=401, message=exc.message)
         if exc.status_code in (403,):
-            return None, _html(request, "refused.html", status=403, message=exc.message)
+            return _html(request, "refused.html", status=403, message=exc.message)
         raise
-    return user, None
+    return user
 
 
 @router.get(
@@ -165,15 +168,15 @@ async def _page_admin(request: Request, token: str | None) -> tuple[Principal | 
 )
 async def monitoring_page(request: Request, token: str | None = Query(None, max_length=8192)) -> Response:
     if token:  # a token in the address: remember it in a cookie and take it out of the address
-        user, refusal = await _page_admin(request, token)
-        if refusal is not None:
-            return refusal
+        user = await _page_admin(request, token)
+        if isinstance(user, Response):
+            return user
         response = RedirectResponse("/monitoring", status_code=303, headers={"Cache-Control": "no-store"})
         _set_cookie(response, request, token, user)
         return response
-    user, refusal = await _page_admin(request, _page_token(request))
-    if refusal is not None:
-        return refusal
+    user = await _page_admin(request, _page_token(request))
+    if isinstance(user, Response):
+        return user
     return _html(request, "monitoring.html", user_id=user.user_id, refresh_seconds=REFRESH_SECONDS)
 
 
@@ -204,10 +207,10 @@ async def monitoring_sign_in(request: Request) -> Response:
     if _cross_site(request):
         return _cross_site_refusal(request)
     form = await request.form()
-    token = str(form.get("token") or "").strip() or None
-    user, refusal = await _page_admin(request, token)
-    if refusal is not None:
-        return refusal
+    token = str(form.get("token") or "").strip()
+    user = await _page_admin(request, token or None)
+    if isinstance(user, Response):
+        return user
     response = RedirectResponse("/monitoring", status_code=303, headers={"Cache-Control": "no-store"})
     _set_cookie(response, request, token, user)
     return response

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Depends, Request
 
 from api import schemas
@@ -15,7 +17,7 @@ from unilingo.jobs import JobType
 
 router = APIRouter(prefix="/api", tags=["submit"], responses=SUBMIT_RESPONSES)
 
-_ACCEPTED = {
+_ACCEPTED: dict[int | str, dict[str, Any]] = {
     202: {"model": schemas.JobAccepted, "description": "Queued; follow `status_url` or `events_url`"},
     200: {"model": schemas.JobAccepted, "description": "The job this Idempotency-Key already created"},
 }

@@ -283,7 +283,7 @@ async def restore(
     logger: logging.Logger,
 ) -> None:
     """The finalizer: a governing policy is deleted; the next claimant's or the defaults follow."""
-    spec, meta = body.get("spec") or {}, body.get("metadata") or {}
+    spec = body.get("spec") or {}
     provider = spec.get("provider")
     if provider not in PROVIDERS:
         return

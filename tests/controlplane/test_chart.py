@@ -244,7 +244,7 @@ def test_chart_installs_on_the_control_plane(value_set, kubectl, third_party_crd
             ((*app_sa, "list", policies, namespace, None), False),
         ]
         answers = access_reviews(kubectl, [q for q, _ in expected])
-        wrong = [(q, allowed) for (q, allowed), answer in zip(expected, answers) if answer != allowed]
+        wrong = [(q, allowed) for (q, allowed), answer in zip(expected, answers, strict=True) if answer != allowed]
         assert wrong == [], "RBAC answers differ from (question, expected): " + repr(wrong)
     finally:
         # 3. Uninstall removes everything the release created.

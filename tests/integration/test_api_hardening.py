@@ -80,7 +80,7 @@ def test_a_client_hanging_up_mid_upload_is_no_server_error(server):
     assert "Traceback" not in log
 
 
-async def test_a_redis_stall_is_answered_503_not_waited_out(api):  # noqa: F811
+async def test_a_redis_stall_is_answered_503_not_waited_out(api):
     missing = f"/api/jobs/{'0' * 32}"
     assert (await api.get(missing, headers=auth("maria"))).status_code == 404  # connections warm
     # Redis answers nobody for 6 s. An API that waited it out would then answer 404; the API

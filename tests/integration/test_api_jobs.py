@@ -82,7 +82,7 @@ async def test_jwks_tokens_rs256_and_es256(api_factory):
     fetches = []
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
+        def do_GET(self):
             fetches.append(self.path)
             body = json.dumps(jwks).encode()
             self.send_response(200)

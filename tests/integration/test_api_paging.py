@@ -13,7 +13,7 @@ from unilingo.messages import task_message
 pytestmark = pytest.mark.integration
 
 
-async def page_through(api, limit: int, **params) -> tuple[list[dict], int]:  # noqa: F811
+async def page_through(api, limit: int, **params) -> tuple[list[dict], int]:
     seen, pages, cursor = [], 0, None
     while True:
         query = {"limit": limit, **params, **({"cursor": cursor} if cursor else {})}
@@ -45,7 +45,7 @@ def stored_job(store: JobStore, owner: str, created_at: float) -> str:
     return job.job_id
 
 
-async def test_paging_through_25_jobs_by_4_shows_each_once(api):  # noqa: F811
+async def test_paging_through_25_jobs_by_4_shows_each_once(api):
     store = JobStore(api.redis)
     ids = []
     for i in range(20):
@@ -77,7 +77,7 @@ async def test_paging_through_25_jobs_by_4_shows_each_once(api):  # noqa: F811
     assert sorted(j["job_id"] for j in queued_ai) == sorted(ids[6:20])
 
 
-async def test_a_bad_cursor_is_422(api):  # noqa: F811
+async def test_a_bad_cursor_is_422(api):
     for cursor in ("not-a-cursor", "eyJ4Ijox", "WyJsZXNzb25zIiwxLjAsImFiYyJd"):  # the last: another list's
         response = await api.get("/api/jobs", params={"cursor": cursor}, headers=auth())
         assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_cursor", cursor

@@ -27,6 +27,28 @@ def _not_implemented(response) -> bool:
     return response.status_code == 501 and response.json()["error"]["code"] == "not_implemented"
 
 
+def _fuzzer(operation, mode, headers: dict[str, str], seen: dict[str, set[int]], failures: list[str]):
+    """One operation's generated cases in one mode, each called with the token and without."""
+
+    @given(case=operation.as_strategy(generation_mode=mode))
+    @settings(max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    def run(case):
+        response = case.call(headers={**(case.headers or {}), **headers})
+        seen.setdefault(f"{case.method} {operation.path}", set()).add(response.status_code)
+        if response.status_code >= 500 and not _not_implemented(response):
+            failures.append(
+                f"{case.method} {case.formatted_path} ({mode.value}) -> {response.status_code}: "
+                f"{response.text[:300]}\n{case.as_curl_command()}"
+            )
+        unauth = case.call()  # and without a token
+        if unauth.status_code >= 500:
+            failures.append(
+                f"{case.method} {case.formatted_path} unauthenticated -> {unauth.status_code}: {unauth.text[:300]}"
+            )
+
+    return run
+
+
 def test_no_server_errors(redis_url):
     # Quotas off: thousands of requests from one address would otherwise meet them.
     # A slow answer from a busy test machine's Redis is not what this test looks for: a long Redis timeout.
@@ -48,22 +70,7 @@ def test_no_server_errors(redis_url):
     seen: dict[str, set[int]] = {}
     for operation in operations:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-
-            @given(case=operation.as_strategy(generation_mode=mode))
-            @settings(max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
-            def run(case):
-                response = case.call(headers={**(case.headers or {}), **headers})
-                seen.setdefault(f"{case.method} {operation.path}", set()).add(response.status_code)
-                if response.status_code >= 500 and not _not_implemented(response):
-                    failures.append(
-                        f"{case.method} {case.formatted_path} ({mode.value}) -> {response.status_code}: {response.text[:300]}\n{case.as_curl_command()}"
-                    )
-                unauth = case.call()  # and without a token
-                if unauth.status_code >= 500:
-                    failures.append(
-                        f"{case.method} {case.formatted_path} unauthenticated -> {unauth.status_code}: {unauth.text[:300]}"
-                    )
-
+            run = _fuzzer(operation, mode, headers, seen, failures)
             try:
                 run()
             except Unsatisfiable:

@@ -176,7 +176,7 @@ def test_only_plain_tcp_urls_get_a_channel():
     assert ScriptChannel.from_pool(aioredis.ConnectionPool.from_url("unix:///tmp/redis.sock")) is None
 
 
-async def test_a_submission_with_redis_down_is_503(api_factory):  # noqa: F811
+async def test_a_submission_with_redis_down_is_503(api_factory):
     client = await api_factory(redis_url="redis://127.0.0.1:1/0")
     response = await client.post("/api/ai/generate-flashcards", json={"content": "x"}, headers=auth())
     assert response.status_code == 503 and response.json()["error"]["code"] == "service_unavailable"

@@ -223,7 +223,7 @@ def test_a_call_bigger_than_the_whole_budget_waits_for_an_empty_window(store, li
 
 def test_release_frees_the_slot(store, limiter, clock):
     store.write(policy("storage", maxInFlight=2))
-    a, b = limiter.acquire("storage"), limiter.acquire("storage")
+    a, _b = limiter.acquire("storage"), limiter.acquire("storage")
     refused = limiter.acquire("storage")
     assert (refused.reason, refused.retry_after) == ("in_flight", 1.0)
     assert limiter.release("storage", a.lease_id, "success").held

@@ -39,7 +39,7 @@ async def test_a_pronunciation_job_succeeds_for_every_format_phones_record(
     api_factory,
     start_worker,
     sandbox_reset,
-    redis_url,  # noqa: F811
+    redis_url,
 ):
     api = await api_factory(max_audio_bytes=2_000_000)
     start_worker(worker_queues="speech")
@@ -108,7 +108,7 @@ async def test_heic_webp_and_sideways_jpeg_photos_are_read(
     api_factory,
     start_worker,
     sandbox_reset,
-    redis_url,  # noqa: F811
+    redis_url,
 ):
     api = await api_factory(max_image_bytes=2_000_000)
     start_worker(worker_queues="ocr", azure_vision_poll_seconds="0.05")

@@ -280,7 +280,7 @@ def test_monitoring_page_asks_for_a_token_and_refuses_non_admins(live):
 
 
 @pytest.mark.parametrize("path", ADMIN_ENDPOINTS)
-async def test_admin_endpoints_refuse_anonymous_and_non_admins(api_factory, path):  # noqa: F811
+async def test_admin_endpoints_refuse_anonymous_and_non_admins(api_factory, path):
     api = await api_factory()
     anonymous = await api.get(path)
     assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"].startswith("Bearer")
@@ -290,7 +290,7 @@ async def test_admin_endpoints_refuse_anonymous_and_non_admins(api_factory, path
     assert (await api.get(path, headers=auth("ops", admin=True))).status_code == 200
 
 
-async def test_status_endpoints_are_for_any_signed_in_user(api_factory):  # noqa: F811
+async def test_status_endpoints_are_for_any_signed_in_user(api_factory):
     api = await api_factory()
     for path, provider in (("/api/ai/status", "openai"), ("/api/pronunciation/status", "azure-speech")):
         assert (await api.get(path)).status_code == 401
@@ -299,7 +299,7 @@ async def test_status_endpoints_are_for_any_signed_in_user(api_factory):  # noqa
         assert set(body) >= {"limits", "budget", "in_flight", "breaker", "deferred_jobs", "queue", "revision", "policy"}
 
 
-async def test_the_admin_ip_allowlist(api_factory):  # noqa: F811
+async def test_the_admin_ip_allowlist(api_factory):
     elsewhere = await api_factory(admin_ip_allowlist=["10.0.0.0/8", "fd00::/8"])
     for path in ADMIN_ENDPOINTS:
         refused = await elsewhere.get(path, headers=auth("ops", admin=True))
@@ -334,7 +334,7 @@ def test_api_docs_render_from_the_api_alone(browser, live, path, rendered):
     assert f"{live.url}/openapi.json" in loaded and all(url.startswith(live.url) for url in loaded), loaded
 
 
-async def test_the_monitoring_forms_refuse_requests_from_other_sites(api_factory):  # noqa: F811
+async def test_the_monitoring_forms_refuse_requests_from_other_sites(api_factory):
     api = await api_factory()
     admin = {"token": token("ops", admin=True)}
     for headers in ({"Origin": "https://evil.example"}, {"Origin": "null"}, {"Sec-Fetch-Site": "cross-site"}):

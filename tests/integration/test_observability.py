@@ -91,7 +91,7 @@ class _StandIn(http.server.BaseHTTPRequestHandler):
 
     replicas: dict[str, int] = {}
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         lines = [
             "# HELP kube_deployment_status_replicas The number of replicas per deployment.",
             "# TYPE kube_deployment_status_replicas gauge",
@@ -319,7 +319,7 @@ def run_stack(redis_url: str, sandbox_url: str, workdir: Path) -> Iterator[Stack
                     prometheus_multiproc_dir=str(mp_dir),
                     job_lease_seconds=10,
                 ),
-                ready=lambda: bool(set(client.zrange(keys.workers_alive(), 0, -1)) - before),
+                ready=lambda before=before: bool(set(client.zrange(keys.workers_alive(), 0, -1)) - before),
             )
             workers.append(service)
             service.start(timeout=90)

@@ -188,7 +188,7 @@ def test_concurrent_duplicate_writes_land_once(db):
     def write() -> None:
         try:
             persistence.persist(job, LESSON, {"openai": 5})
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=write) for _ in range(6)]

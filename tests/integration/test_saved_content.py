@@ -132,6 +132,6 @@ async def test_saved_lists_page_by_cursor_each_item_once(api_factory, database_u
     assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_cursor"
 
 
-async def test_without_a_database_saved_content_is_501(api):  # noqa: F811
+async def test_without_a_database_saved_content_is_501(api):
     response = await api.get("/api/lessons", headers=auth())
     assert response.status_code == 501 and response.json()["error"]["code"] == "not_implemented"

@@ -40,7 +40,7 @@ def job_schema(document: dict) -> dict:
     return document["paths"]["/api/jobs/{job_id}"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
 
 
-async def test_the_document_names_the_result_and_progress_of_each_job_type(api_factory):  # noqa: F811
+async def test_the_document_names_the_result_and_progress_of_each_job_type(api_factory):
     api = await api_factory()
     document = (await api.get("/openapi.json")).json()
     schemas = document["components"]["schemas"]
@@ -101,7 +101,7 @@ async def test_real_jobs_of_every_type_validate_against_the_document(
     start_worker,
     sandbox_reset,
     redis_url,
-    tmp_path,  # noqa: F811
+    tmp_path,
 ):
     api = await api_factory(max_audio_bytes=500_000)
     start_worker(worker_queues="ai,speech,ocr,pdf,tts", azure_vision_poll_seconds="0.05")
@@ -173,7 +173,7 @@ def type_model(job_type: str) -> str:
     }[job_type]
 
 
-async def test_status_and_admin_answers_validate_against_the_document(api_factory):  # noqa: F811
+async def test_status_and_admin_answers_validate_against_the_document(api_factory):
     api = await api_factory()
     await api.post(
         "/api/ai/generate-flashcards", json={"content": "Activity for the admin views."}, headers=auth("maria")

@@ -86,14 +86,14 @@ def test_the_operator_writes_a_policy_the_workers_redis_holds(core, custom):
     group, version, plural = "unilingo.io", "v1alpha1", "unilingoproviderpolicies"
     try:
         custom.delete_namespaced_custom_object(group, version, NAMESPACE, plural, "openai")
-    except Exception:  # noqa: BLE001 - not there
+    except Exception:
         pass
     deadline = time.monotonic() + 60
     while True:
         try:
             custom.create_namespaced_custom_object(group, version, NAMESPACE, plural, body)
             break
-        except Exception:  # noqa: BLE001 - the previous one is still finalizing
+        except Exception:
             if time.monotonic() > deadline:
                 raise
             time.sleep(1)

@@ -115,7 +115,7 @@ class ApiProcess:
             wait_for_port(self.port, timeout=30)
         except TimeoutError:
             self.stop()
-            raise AssertionError(f"the API did not start:\n{self.log.read_text()}")
+            raise AssertionError(f"the API did not start:\n{self.log.read_text()}") from None
         return self
 
     def stop(self) -> None:
@@ -142,7 +142,7 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
+            def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 with receiver.lock:
                     receiver.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})

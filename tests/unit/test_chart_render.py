@@ -612,7 +612,7 @@ def test_worker_liveness_probe_reads_the_heartbeat_set_the_workers_write():
 def test_bundled_redis_is_durable_and_never_evicts(rendered):
     sts = of_kind(rendered["production"], "StatefulSet")[0]
     args = sts["spec"]["template"]["spec"]["containers"][0]["args"]
-    pairs = dict(zip(args[::2], args[1::2]))
+    pairs = dict(zip(args[::2], args[1::2], strict=True))
     assert pairs["--appendonly"] == "yes" and pairs["--maxmemory-policy"] == "noeviction"
     assert pairs["--requirepass"] == "$(REDIS_PASSWORD)" and pairs["--maxmemory"] == "3gb"
     (claim,) = sts["spec"]["volumeClaimTemplates"]
@@ -631,7 +631,7 @@ def test_operator_rbac_is_least_privilege(value_set, rendered):
         for r in d["rules"]
     ]
     assert rules
-    for kind, _, rule in rules:
+    for _kind, _, rule in rules:
         assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"], rule
         assert not {"delete", "deletecollection", "escalate", "bind", "impersonate"} & set(rule["verbs"]), rule
         assert "secrets" not in rule["resources"], rule
@@ -783,11 +783,13 @@ def test_alerts_fire_when_they_should(tmp_path, rendered):
                         "values": "1x20",
                     },
                     {
-                        "series": f'unilingo_provider_calls_total{{{wsel}, provider="openai", outcome="throttled", instance="w"}}',
+                        "series": f'unilingo_provider_calls_total{{{wsel}, provider="openai", '
+                        'outcome="throttled", instance="w"}}',
                         "values": "0+10x30",
                     },
                     {
-                        "series": f'unilingo_provider_calls_total{{{wsel}, provider="openai", outcome="success", instance="w"}}',
+                        "series": f'unilingo_provider_calls_total{{{wsel}, provider="openai", '
+                        'outcome="success", instance="w"}}',
                         "values": "0+10x30",
                     },
                     {"series": f'up{{{sel}, instance="a"}}', "values": "1x20"},
@@ -801,7 +803,8 @@ def test_alerts_fire_when_they_should(tmp_path, rendered):
                                 "exp_labels": {"queue": "pdf", "severity": "critical"},
                                 "exp_annotations": {
                                     "summary": "Jobs wait in queue pdf and no worker is alive",
-                                    "description": "KEDA has not started a worker for this queue, or its workers crash or "
+                                    "description": "KEDA has not started a worker for this queue, or its workers "
+                                    "crash or "
                                     "cannot reach Redis.",
                                     "runbook": alerts["UnilingoNoWorkersWhileJobsWait"]["annotations"]["runbook"],
                                 },
@@ -816,7 +819,8 @@ def test_alerts_fire_when_they_should(tmp_path, rendered):
                                 "exp_labels": {"provider": "openai", "severity": "warning"},
                                 "exp_annotations": {
                                     "summary": "Circuit breaker for openai is open",
-                                    "description": "Calls to this provider failed in a row; its jobs are deferred (not failed) "
+                                    "description": "Calls to this provider failed in a row; its jobs are deferred "
+                                    "(not failed) "
                                     "until the breaker half-opens and a probe succeeds.",
                                     "runbook": alerts["UnilingoBreakerOpen"]["annotations"]["runbook"],
                                 },
@@ -831,7 +835,8 @@ def test_alerts_fire_when_they_should(tmp_path, rendered):
                                 "exp_labels": {"provider": "openai", "severity": "warning"},
                                 "exp_annotations": {
                                     "summary": "Provider openai answers 429 to 50% of calls",
-                                    "description": "The provider refuses calls our limiter allowed: its policy allows more than "
+                                    "description": "The provider refuses calls our limiter allowed: its policy "
+                                    "allows more than "
                                     "the provider's real quota.",
                                     "runbook": alerts["UnilingoProviderThrottled"]["annotations"]["runbook"],
                                 },
@@ -907,8 +912,9 @@ def test_helm_test_pdf_has_the_text_the_pdf_worker_extracts():
 # ---- the rendered examples (manifests/rendered) ---------------------------------------------------------------
 def rendered_file_text(value_set: str) -> str:
     source = "charts/unilingo/values.yaml" if value_set == "default" else f"charts/unilingo/ci/{value_set}-values.yaml"
+    values_flag = "" if value_set == "default" else f" -f {source}"
     header = textwrap.dedent(f"""\
-        # GENERATED: helm template {RELEASE} charts/unilingo --namespace {NAMESPACE}{"" if value_set == "default" else f" -f {source}"}
+        # GENERATED: helm template {RELEASE} charts/unilingo --namespace {NAMESPACE}{values_flag}
         # Values: {source}. Refresh: .venv/bin/python -m tests.unit.test_chart_render
         # (tests/unit/test_chart_render.py fails when this file is stale).
         """)

@@ -109,7 +109,8 @@ def test_off_nothing_is_imported_or_configured():
         "    task_message('unilingo.flashcards', 'ai', ['j'], task_id='j')\n"
         "errors_reporting.tag_job('j', 'flashcards')\n"
         "from opentelemetry import trace\n"
-        "loaded = sorted(m for m in sys.modules if m.startswith(('opentelemetry.sdk.trace', 'opentelemetry.exporter', 'opentelemetry.instrumentation', 'sentry_sdk')))\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith(('opentelemetry.sdk.trace', "
+        "'opentelemetry.exporter', 'opentelemetry.instrumentation', 'sentry_sdk')))\n"
         "print(type(trace.get_tracer_provider()).__name__, tracing.ENABLED, errors_reporting.ENABLED, loaded)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
@@ -217,7 +218,7 @@ def test_the_runner_wraps_its_permit_in_the_span_only_when_on(spans):
     from workers.runner import JobContext
 
     ctx = JobContext.__new__(JobContext)
-    ctx._permit = lambda provider, tokens: "the permit"  # noqa: SLF001 - no Redis here
+    ctx._permit = lambda provider, tokens: "the permit"
     assert type(ctx.provider_call("openai", 5)).__name__ == "_GeneratorContextManager"
     tracing._reset_for_tests()
     assert ctx.provider_call("openai", 5) == "the permit"

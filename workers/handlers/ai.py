@@ -84,7 +84,7 @@ def flashcards(ctx) -> dict:
     per_chunk = [count // len(chunks) + (1 if i < count % len(chunks) else 0) for i in range(len(chunks))]
     cards: list[Card] = []
     seen: set[str] = set()
-    for index, (chunk, wanted) in enumerate(zip(chunks, per_chunk), start=1):
+    for index, (chunk, wanted) in enumerate(zip(chunks, per_chunk, strict=True), start=1):
         if wanted == 0:
             continue
         messages = [

@@ -5,7 +5,8 @@ A PDF job may read at most ``max_pdf_pages`` pages, inflate at most
 shared by 200 pages counts 200 times, as it is parsed 200 times) and spend at most
 ``max_pdf_cpu_seconds`` of CPU time (checked before each page and every few hundred content
 operators; pypdf parses a page's content stream whole before visiting its operators, so the
-decompressed budget is what bounds that one step). Over a budget the job ends at once, failed with the code that says which
+decompressed budget is what bounds that one step). Over a budget the job ends at once, failed
+with the code that says which
 (``pdf_too_many_pages``, ``pdf_decompressed_too_large``, ``pdf_cpu_time_exceeded``), rather than
 holding a worker slot until the job timeout.
 """

@@ -220,7 +220,7 @@ def _release_in_background(objects: list, stop: bool) -> None:
             if stop:
                 objects[0].stop_continuous_recognition_async().get()
             _disconnect(objects[0])
-        except Exception:  # noqa: BLE001 - best effort on a session we gave up on
+        except Exception:
             pass
         objects.clear()
 
