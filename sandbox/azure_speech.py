@@ -203,13 +203,35 @@ def assess(
     completeness = 100.0 * spoken_count / len(reference)
     said = [word for word in assessed if word.spoken]
     accuracy = sum(word.accuracy for word in said) / len(said) if said else 0.0
-    pron = 0.6 * accuracy + 0.2 * fluency + 0.2 * completeness
+    return _recognized(
+        " ".join(word.word for word in pronounced),
+        confidence=0.55 + 0.4 * clarity * min(1.0, coverage),
+        scores=(accuracy, fluency, completeness),
+        words=words,
+        span=(stretches[0].start_s, stretches[-1].end_s),
+        config=config,
+        pcm=pcm,
+        activity=activity,
+    )
 
-    lexical = " ".join(word.word for word in pronounced)
+
+def _recognized(
+    lexical: str,
+    *,
+    confidence: float,
+    scores: tuple[float, float, float],
+    words: list[AssessedWord],
+    span: tuple[float, float],
+    config: AssessmentConfig | None,
+    pcm: Pcm,
+    activity: VoiceActivity,
+) -> dict:
+    """Azure's ``Success`` answer: the best hypothesis, its scores when assessed, its words."""
+    accuracy, fluency, completeness = scores
+    pron = 0.6 * accuracy + 0.2 * fluency + 0.2 * completeness
     display = (lexical[:1].upper() + lexical[1:] + ".") if lexical else ""
-    start, end = stretches[0].start_s, stretches[-1].end_s
-    best = {
-        "Confidence": round(0.55 + 0.4 * clarity * min(1.0, coverage), 8),
+    best: dict = {
+        "Confidence": round(confidence, 8),
         "Lexical": lexical,
         "ITN": lexical,
         "MaskedITN": lexical,
@@ -224,6 +246,7 @@ def assess(
             PronScore=grade(pron),
         )
     best["Words"] = [_word_json(word, config, pcm.digest) for word in words]
+    start, end = span
     return {
         "RecognitionStatus": "Success",
         "Offset": _ticks(start),
@@ -288,35 +311,16 @@ def _assess_heard(
     accuracy = sum(word.accuracy for word in said) / len(said) if said else 0.0
     # Fluency is how the speaker spoke, whatever they said: pauses, and pace against the heard words.
     fluency, _rate = _fluency(activity, sum(expected_duration_s(word.word) for word in heard))
-    pron = 0.6 * accuracy + 0.2 * fluency + 0.2 * completeness
-
-    lexical = " ".join(word.word for word in heard)
-    display = lexical[:1].upper() + lexical[1:] + "."
-    start, end = heard[0].start_s, heard[-1].end_s
-    best: dict = {
-        "Confidence": round(0.55 + 0.4 * clarity * completeness / 100.0, 8),
-        "Lexical": lexical,
-        "ITN": lexical,
-        "MaskedITN": lexical,
-        "Display": display,
-    }
-    if config is not None:
-        grade = _grader(config.grading_system)
-        best.update(
-            AccuracyScore=grade(accuracy),
-            FluencyScore=grade(fluency),
-            CompletenessScore=grade(completeness),
-            PronScore=grade(pron),
-        )
-    best["Words"] = [_word_json(word, config, pcm.digest) for word in words]
-    return {
-        "RecognitionStatus": "Success",
-        "Offset": _ticks(start),
-        "Duration": _ticks(end - start),
-        "DisplayText": display,
-        "SNR": activity.snr_db,
-        "NBest": [best],
-    }
+    return _recognized(
+        " ".join(word.word for word in heard),
+        confidence=0.55 + 0.4 * clarity * completeness / 100.0,
+        scores=(accuracy, fluency, completeness),
+        words=words,
+        span=(heard[0].start_s, heard[-1].end_s),
+        config=config,
+        pcm=pcm,
+        activity=activity,
+    )
 
 
 def _grader(grading_system: str):
