@@ -1,4 +1,4 @@
-"""The sandbox's own endpoints under ``/_sandbox``: health, stats, faults, reset."""
+"""The sandbox's own endpoints under ``/_sandbox``: health, stats, faults, quotas, reset."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from sandbox.faults import FaultSpec, describe_validation_error
 from sandbox.profiles import PROVIDERS
+from sandbox.quotas import QuotaSpec
 from sandbox.runtime import Sandbox
 
 
@@ -47,7 +48,7 @@ def create_router(sandbox: Sandbox) -> APIRouter:
 
     @router.post("/reset")
     async def reset_everything() -> Response:
-        """Stats, quota windows and faults, as if the sandbox had just started."""
+        """Stats, quota windows and limits, and faults, as if the sandbox had just started."""
         gate.reset()
         return _json({"status": "reset"})
 
@@ -67,6 +68,31 @@ def create_router(sandbox: Sandbox) -> APIRouter:
             details = [{"field": ".".join(map(str, e["loc"])), "message": e["msg"]} for e in error.errors()]
             return _error(422, "invalid_fault", describe_validation_error(error), details=details)
         return _json(gate.faults.inject(spec), 201)
+
+    @router.get("/quotas")
+    async def list_quotas() -> Response:
+        return _json({"quotas": gate.quotas.limits()})
+
+    @router.post("/quotas")
+    async def set_quota(request: Request) -> Response:
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            return _error(400, "invalid_json", "The body must be a JSON object describing the quota.")
+        try:
+            spec = QuotaSpec.model_validate(body)
+        except ValidationError as error:
+            details = [{"field": ".".join(map(str, e["loc"])), "message": e["msg"]} for e in error.errors()]
+            return _error(422, "invalid_quota", describe_validation_error(error), details=details)
+        quota = gate.quotas[spec.provider]
+        quota.configure(spec.requests_per_minute, spec.tokens_per_minute)
+        return _json({"provider": spec.provider, **quota.limits()})
+
+    @router.delete("/quotas")
+    async def reset_quotas() -> Response:
+        """Every provider back to its default quota (the windows keep what they counted)."""
+        gate.quotas.restore_defaults()
+        return _json({"quotas": gate.quotas.limits()})
 
     @router.delete("/faults")
     async def clear_faults(provider: str | None = None) -> Response:

@@ -99,7 +99,7 @@ class Gate:
             self.stats.rejected(provider, "fault")
             raise Refusal(provider, 429, "fault", strike.retry_after_s, self.quotas[provider].state(), tokens)
         if strike.mode == "500":
-            raise Refusal(provider, 500, "fault")
+            raise Refusal(provider, 500, "fault", quota_state=self.quotas[provider].state())
         verdict = self.quotas[provider].admit(tokens, expected_s + strike.extra_delay_s)
         if not isinstance(verdict, Admitted):
             self.stats.rejected(provider, verdict.limit, _used(verdict.state))

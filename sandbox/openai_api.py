@@ -164,30 +164,35 @@ def _json(body: dict, status: int = 200, headers: dict[str, str] | None = None) 
     return Response(orjson.dumps(body), status_code=status, headers=headers, media_type="application/json")
 
 
-def invalid_request_response(error: InvalidRequest) -> Response:
-    return _json(error_body(error.message, "invalid_request_error", error.param, error.code), error.status)
+def invalid_request_response(error: InvalidRequest, state: QuotaState | None = None) -> Response:
+    body = error_body(error.message, "invalid_request_error", error.param, error.code)
+    return _json(body, error.status, rate_limit_headers(state))
 
 
 def refusal_response(refusal: Refusal) -> Response:
-    """OpenAI's 429 (with the headers its SDK reads) or 500 for a refused call."""
+    """OpenAI's 429 (with the headers its SDK reads) or 500 for a refused call.
+
+    Both carry the account's ``x-ratelimit-*`` headers, as OpenAI's answers all do."""
+    state = refusal.quota_state
     if refusal.status != 429:
         body = error_body("The server had an error while processing your request. Sorry about that!", "server_error")
-        return _json(body, refusal.status)
-    quota = QUOTAS[OPENAI]
-    window_s = int(quota.window_s)
+        return _json(body, refusal.status, rate_limit_headers(state))
+    window_s = int(QUOTAS[OPENAI].window_s)
     retry_after = refusal.retry_after_s or window_s
-    state = refusal.quota_state
+    # The limits of the account being played (POST /_sandbox/quotas), not the defaults.
+    tokens_limit = state.tokens.limit if state and state.tokens else 0
+    requests_limit = state.requests.limit if state and state.requests else 0
     if refusal.reason == "tokens" and refusal.retry_after_s is None:
         message = (
             f"Request too large in organization org-sandbox on tokens per min (TPM): Limit "
-            f"{quota.tokens_per_window}, Requested {refusal.tokens}. The input or output tokens must be "
+            f"{tokens_limit}, Requested {refusal.tokens}. The input or output tokens must be "
             "reduced in order to run successfully."
         )
         kind = "tokens"
     elif refusal.reason == "tokens":
         used = state.tokens.limit - state.tokens.remaining if state and state.tokens else 0
         message = (
-            f"Rate limit reached in organization org-sandbox on tokens per min (TPM): Limit {quota.tokens_per_window}, "
+            f"Rate limit reached in organization org-sandbox on tokens per min (TPM): Limit {tokens_limit}, "
             f"Used {used}, Requested {refusal.tokens}. Please try again in {retry_after}s."
         )
         kind = "tokens"
@@ -195,7 +200,7 @@ def refusal_response(refusal: Refusal) -> Response:
         used = state.requests.limit - state.requests.remaining if state and state.requests else 0
         message = (
             f"Rate limit reached in organization org-sandbox on requests per min (RPM): Limit "
-            f"{quota.requests_per_window}, Used {used}, Requested 1. Please try again in {retry_after}s."
+            f"{requests_limit}, Used {used}, Requested 1. Please try again in {retry_after}s."
         )
         kind = "requests"
     headers = {"retry-after": str(retry_after), **rate_limit_headers(state)}
@@ -226,14 +231,16 @@ def create_router(sandbox: Sandbox) -> APIRouter:
         sandbox.gate.arrive(OPENAI)
         if not _authorized(request):
             return _unauthorized()
+        # An authenticated caller's every answer states the account's limits, bad requests too.
+        account = sandbox.gate.quotas[OPENAI].state
         try:
             body = orjson.loads(await request.body())
         except orjson.JSONDecodeError:
-            return _json(error_body(UNPARSABLE_BODY, "invalid_request_error"), 400)
+            return _json(error_body(UNPARSABLE_BODY, "invalid_request_error"), 400, rate_limit_headers(account()))
         try:
             chat = parse_chat_request(body)
         except InvalidRequest as error:
-            return invalid_request_response(error)
+            return invalid_request_response(error, account())
 
         choices = compose_choices(chat)
         latency_s = sandbox.scaled(real_latency(chat, choices))

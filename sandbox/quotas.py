@@ -18,7 +18,35 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sandbox.profiles import QUOTAS, Quota
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from sandbox.profiles import PROVIDERS, QUOTAS, Quota
+
+
+class QuotaSpec(BaseModel):
+    """The body of ``POST /_sandbox/quotas``: an account whose quota differs from the default.
+
+    A figure left out keeps its current value; 0 lifts that limit.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: str
+    requests_per_minute: int | None = Field(default=None, ge=0, le=10_000_000)
+    tokens_per_minute: int | None = Field(default=None, ge=0, le=1_000_000_000)
+
+    @field_validator("provider")
+    @classmethod
+    def _known_provider(cls, value: str) -> str:
+        if value not in PROVIDERS:
+            raise ValueError(f"unknown provider {value!r}; one of {', '.join(PROVIDERS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _says_something(self) -> QuotaSpec:
+        if self.requests_per_minute is None and self.tokens_per_minute is None:
+            raise ValueError("give requests_per_minute, tokens_per_minute or both")
+        return self
 
 
 class SlidingWindow:
@@ -108,6 +136,8 @@ class ProviderQuota:
     def __init__(self, quota: Quota, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._lock = threading.Lock()
+        self._default = quota
+        self._window_s = quota.window_s
         self._requests = SlidingWindow(quota.requests_per_window, quota.window_s) if quota.requests_per_window else None
         self._tokens = SlidingWindow(quota.tokens_per_window, quota.window_s) if quota.tokens_per_window else None
         self._max_concurrent = quota.max_concurrent
@@ -149,11 +179,46 @@ class ProviderQuota:
             return self._state(self._clock())
 
     def reset(self) -> None:
-        """Forget the windows; calls still in flight keep their concurrency slots."""
+        """Forget the windows and go back to the default limits; calls in flight keep their slots."""
         with self._lock:
             for window in (self._requests, self._tokens):
                 if window is not None:
                     window.clear()
+            self._restore_defaults()
+
+    def restore_defaults(self) -> None:
+        with self._lock:
+            self._restore_defaults()
+
+    def _restore_defaults(self) -> None:
+        self._requests = self._resized(self._requests, self._default.requests_per_window)
+        self._tokens = self._resized(self._tokens, self._default.tokens_per_window)
+
+    def configure(self, requests_per_window: int | None = None, tokens_per_window: int | None = None) -> None:
+        """Play an account with other limits (0: none). What the window holds stays counted."""
+        with self._lock:
+            if requests_per_window is not None:
+                self._requests = self._resized(self._requests, requests_per_window)
+            if tokens_per_window is not None:
+                self._tokens = self._resized(self._tokens, tokens_per_window)
+
+    def limits(self) -> dict[str, int | None]:
+        with self._lock:
+            return {
+                "requests_per_minute": self._requests.limit if self._requests else None,
+                "tokens_per_minute": self._tokens.limit if self._tokens else None,
+                "max_concurrent": self._max_concurrent,
+            }
+
+    # Every provider's window is a minute (profiles.QUOTAS), so a per-minute figure is a
+    # per-window one.
+    def _resized(self, window: SlidingWindow | None, limit: int | None) -> SlidingWindow | None:
+        if not limit:
+            return None
+        if window is None:
+            return SlidingWindow(limit, self._window_s)
+        window.limit = limit
+        return window
 
     def _state(self, now: float) -> QuotaState:
         def window_state(window: SlidingWindow | None) -> WindowState | None:
@@ -176,3 +241,10 @@ class QuotaBook:
     def reset(self) -> None:
         for quota in self._quotas.values():
             quota.reset()
+
+    def restore_defaults(self) -> None:
+        for quota in self._quotas.values():
+            quota.restore_defaults()
+
+    def limits(self) -> dict[str, dict[str, int | None]]:
+        return {name: quota.limits() for name, quota in self._quotas.items()}

@@ -391,6 +391,77 @@ async def test_openai_51st_request_in_a_minute_gets_429_with_retry_after(sandbox
     assert (refusal["reason"], refusal["requests_used"]) == ("requests", 50)
 
 
+def test_a_smaller_account_quota_is_played_and_stated_in_every_answers_headers(sandbox):
+    answer = sandbox.http.post(f"{sandbox.url}/_sandbox/quotas", json={"provider": "openai", "requests_per_minute": 3})
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {
+        "provider": "openai",
+        "requests_per_minute": 3,
+        "tokens_per_minute": 75_000,
+        "max_concurrent": None,
+    }
+    client = sandbox.openai
+    ask = dict(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+    remaining = []
+    for _ in range(3):
+        raw = client.chat.completions.with_raw_response.create(**ask)
+        assert raw.headers["x-ratelimit-limit-requests"] == "3"
+        assert raw.headers["x-ratelimit-limit-tokens"] == "75000"
+        remaining.append(raw.headers["x-ratelimit-remaining-requests"])
+        reset = raw.headers["x-ratelimit-reset-requests"]
+        assert reset.endswith("s") and reset[0].isdigit(), reset  # "59.98s", "1m0s": OpenAI's durations
+    assert remaining == ["2", "1", "0"]
+    with pytest.raises(openai.RateLimitError, match="Limit 3, Used 3") as raised:  # the played account's figure
+        client.chat.completions.create(**ask)
+    headers = raised.value.response.headers
+    assert (headers["x-ratelimit-limit-requests"], headers["x-ratelimit-remaining-requests"]) == ("3", "0")
+    assert {"x-ratelimit-reset-requests", "x-ratelimit-limit-tokens", "x-ratelimit-reset-tokens"} <= set(headers)
+
+    # An error answer states the account too, an injected 500 as a bad request.
+    sandbox.inject(provider="openai", mode="500", duration_s=30)
+    with pytest.raises(openai.InternalServerError) as failed:
+        client.chat.completions.create(**ask)
+    assert failed.value.response.headers["x-ratelimit-limit-requests"] == "3"
+    sandbox.http.delete(f"{sandbox.url}/_sandbox/faults")
+    bad = sandbox.http.post(f"{sandbox.openai_url}/chat/completions", json={"model": "gpt-4o-mini"}, headers=BEARER)
+    assert bad.status_code == 400 and bad.headers["x-ratelimit-limit-requests"] == "3"
+
+    assert sandbox.http.get(f"{sandbox.url}/_sandbox/quotas").json()["quotas"]["openai"]["requests_per_minute"] == 3
+    sandbox.http.post(f"{sandbox.url}/_sandbox/reset").raise_for_status()  # the default account again
+    raw = client.chat.completions.with_raw_response.create(**ask)
+    assert raw.headers["x-ratelimit-limit-requests"] == "50"
+
+
+def test_a_quota_may_be_lifted_or_given_to_an_unmetered_provider(sandbox):
+    quotas = f"{sandbox.url}/_sandbox/quotas"
+    lifted = sandbox.http.post(quotas, json={"provider": "openai", "tokens_per_minute": 0}).json()
+    assert (lifted["requests_per_minute"], lifted["tokens_per_minute"]) == (50, None)
+    raw = sandbox.openai.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert "x-ratelimit-limit-tokens" not in raw.headers and raw.headers["x-ratelimit-limit-requests"] == "50"
+    polly = sandbox.http.post(quotas, json={"provider": "aws-polly", "requests_per_minute": 2}).json()
+    assert polly["requests_per_minute"] == 2
+    assert sandbox.http.delete(quotas).json()["quotas"]["aws-polly"]["requests_per_minute"] is None
+
+
+@pytest.mark.parametrize(
+    "body, complaint",
+    [
+        ({"provider": "openai"}, "requests_per_minute, tokens_per_minute or both"),
+        ({"provider": "nope", "requests_per_minute": 3}, "unknown provider"),
+        ({"provider": "openai", "requests_per_minute": -1}, "requests_per_minute"),
+        ({"provider": "openai", "rpm": 3}, "rpm"),
+    ],
+)
+def test_invalid_quota_bodies_are_refused_with_a_clear_message(sandbox, body, complaint):
+    answer = sandbox.http.post(f"{sandbox.url}/_sandbox/quotas", json=body)
+    assert answer.status_code == 422
+    assert answer.json()["error"]["code"] == "invalid_quota" and complaint in answer.json()["error"]["message"]
+    not_json = sandbox.http.post(f"{sandbox.url}/_sandbox/quotas", content=b"{")
+    assert (not_json.status_code, not_json.json()["error"]["code"]) == (400, "invalid_json")
+
+
 def test_openai_token_quota_counts_prompt_and_max_tokens(sandbox):
     client = sandbox.openai
     remaining = []
