@@ -7,11 +7,12 @@ grid, with its title, queries, legend format, unit, min/max, value mappings and 
 with matplotlib, from data that a real Prometheus scraped from the local stack under load.
 
 The stack is the one ``tests/integration/test_observability.py`` proves the dashboard
-against, started by the same code (``run_stack``): Redis, the provider sandbox, the API, two
-prefork workers, the kube-state-metrics stand-in and ``.tools/bin/prometheus`` scraping them
-every second. After the test's burst of mixed jobs (``drive_load``) a steady mix goes on for
-``--minutes``; then every target's query runs through ``/api/v1/query_range`` over that
-period, the dashboard's variables filled in as the test fills them.
+against, started by the same code (``run_stack`` in ``tests/support/observability.py``):
+Redis, the provider sandbox, the API, two prefork workers, the kube-state-metrics stand-in and
+``.tools/bin/prometheus`` scraping them every second. After the test's burst of mixed jobs
+(``drive_load``) a steady mix goes on for ``--minutes``; then every target's query runs through
+``/api/v1/query_range`` over that period, the dashboard's variables filled in as the test fills
+them.
 
 Writes the image (``docs/dashboard.png`` by default) and exits 1, naming them, if any panel
 got no data at all. Everything it started is stopped on exit, Ctrl-C and SIGTERM included.
@@ -30,7 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # the repo's packages, tests/ included (it is not installed)
+    sys.path.insert(0, str(ROOT))  # the repo's packages, the test-support package included (not installed)
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
@@ -58,8 +59,9 @@ from PIL import Image  # noqa: E402  (matplotlib's own dependency)
 
 from devstack.redis import RedisServer  # noqa: E402
 from sandbox.images import png_with_text  # noqa: E402
-from tests.integration.conftest import start_sandbox  # noqa: E402
-from tests.integration.test_observability import (  # noqa: E402
+from tests.samples import pdf_with_text, speech_like, wav_bytes  # noqa: E402
+from tests.support.api import auth  # noqa: E402
+from tests.support.observability import (  # noqa: E402
     DASHBOARD,
     PROMETHEUS,
     Stack,
@@ -68,8 +70,7 @@ from tests.integration.test_observability import (  # noqa: E402
     fill,
     run_stack,
 )
-from tests.samples import pdf_with_text, speech_like, wav_bytes  # noqa: E402
-from tests.support.api import auth  # noqa: E402
+from tests.support.sandbox import start_sandbox  # noqa: E402
 from unilingo.policy import BreakerPolicy, PolicyStore, ProviderPolicy, RetryPolicy  # noqa: E402
 
 TOOL = "scripts/dashboard_preview.py"

@@ -1,10 +1,26 @@
-"""Shared fixtures: real services started per test session."""
+"""Shared fixtures: real services started per test session; each test marked with its tier."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
 from devstack.redis import RedisServer
+
+TESTS = Path(__file__).resolve().parent
+# A test's tier is the folder it lives in: ``-m integration`` selects exactly tests/integration.
+TIER_MARKERS = ("integration", "controlplane", "e2e", "kube")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        try:
+            folder = item.path.relative_to(TESTS).parts[0]
+        except ValueError:
+            continue
+        if folder in TIER_MARKERS:
+            item.add_marker(getattr(pytest.mark, folder))
 
 
 @pytest.fixture(scope="session")

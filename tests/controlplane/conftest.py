@@ -13,8 +13,6 @@ import pytest
 
 from devstack.cluster import ControlPlane, ControlPlaneError
 
-pytestmark = pytest.mark.controlplane
-
 
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory):

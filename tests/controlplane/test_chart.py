@@ -21,9 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.unit.test_chart_render import CHART, REPO, VALUE_SETS, helm, parse, template_text, values_args
-
-pytestmark = pytest.mark.controlplane
+from tests.support.chart import CHART, REPO, VALUE_SETS, helm, parse, template_text, values_args
 
 THIRD_PARTY_CRDS = [
     "scaledobjects.keda.sh",

@@ -12,8 +12,6 @@ import yaml
 
 from unilingo.policy import ProviderPolicy
 
-pytestmark = pytest.mark.controlplane
-
 
 @pytest.fixture(scope="module")
 def namespace(kubectl, policy_crds):

@@ -29,8 +29,6 @@ from unilingo import keys
 from unilingo.policy import PolicyStore, ProviderPolicy, default_policy, document
 from unilingo_operator.crd import policy_crd
 
-pytestmark = pytest.mark.controlplane
-
 ROOT = Path(__file__).resolve().parents[2]
 HELM = ROOT / ".tools" / "bin" / "helm"
 SERVICE_ACCOUNT = "unilingo-operator"  # the chart's <fullname>-operator for release "unilingo"

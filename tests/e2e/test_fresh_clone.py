@@ -23,11 +23,9 @@ import pytest
 
 from devstack.ports import free_port
 from devstack.postgres import cluster_folder
-from tests.e2e.stack import wait_until_serving
 from tests.samples import pdf_with_text
+from tests.support.local_stack import wait_until_serving
 from unilingo.settings import Settings
-
-pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 # The first `make` in a fresh clone installs the Python environment (from pip's cache here).

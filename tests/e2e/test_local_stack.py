@@ -19,8 +19,8 @@ import pytest
 
 from devstack.ports import free_port
 from sandbox.images import png_with_text
-from tests.e2e.stack import wait_until_serving
 from tests.samples import pdf_with_text, speech_like, wav_bytes
+from tests.support.local_stack import wait_until_serving
 
 ROOT = Path(__file__).resolve().parents[2]
 

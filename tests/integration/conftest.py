@@ -1,31 +1,20 @@
-"""Real components for integration tests: the sandbox and Celery worker processes."""
+"""Real components for integration tests: the sandbox, Celery worker processes, in-process API
+apps and a fresh PostgreSQL database per test."""
 
 from __future__ import annotations
 
+import uuid
+from urllib.parse import urlsplit, urlunsplit
+
 import httpx
+import psycopg
 import pytest
 import redis
 
-from devstack.ports import free_port
-from devstack.processes import Service, wait_until  # noqa: F401  (tests import it from here)
+from devstack.processes import Service
 from tests.support.api import open_api
-from unilingo import keys
-
-
-def start_sandbox(log_dir, latency_scale: float = 0.01) -> Service:
-    """``python -m sandbox`` on free ports, its latencies scaled; ``url`` and ``aws_port`` set on it."""
-    port, aws_port = free_port(), free_port()
-    service = Service.python(
-        "sandbox",
-        "sandbox",
-        port=port,
-        log_dir=log_dir,
-        env={"SANDBOX_PORT": str(port), "SANDBOX_AWS_PORT": str(aws_port), "SANDBOX_LATENCY_SCALE": str(latency_scale)},
-    )
-    service.start()
-    service.url = f"http://127.0.0.1:{port}"
-    service.aws_port = aws_port
-    return service
+from tests.support.sandbox import start_sandbox, worker_env
+from unilingo import keys, persistence
 
 
 @pytest.fixture(scope="session")
@@ -44,22 +33,6 @@ def sandbox_reset(sandbox):
     """
     httpx.post(f"{sandbox.url}/_sandbox/reset").raise_for_status()
     return sandbox
-
-
-def worker_env(redis_url: str, sandbox_port: int, aws_port: int | None = None, **extra) -> dict[str, str]:
-    env = {
-        "REDIS_URL": redis_url,
-        "SANDBOX_PORT": str(sandbox_port),
-        "SANDBOX_AWS_PORT": str(aws_port or sandbox_port + 1),
-        "WORKER_CONCURRENCY": "2",
-        "JOB_LEASE_SECONDS": "3",
-        "JOB_HEARTBEAT_SECONDS": "0.5",
-        "WORKER_LOG_LEVEL": "WARNING",
-        # Several workers share this host: no /metrics port unless a test asks for one.
-        "WORKER_METRICS_PORT": "0",
-    }
-    env.update({k.upper(): str(v) for k, v in extra.items()})
-    return env
 
 
 @pytest.fixture
@@ -116,3 +89,20 @@ async def api_factory(redis_url):
         await client.aclose()
         client.redis.close()
         await lifespan.__aexit__(None, None, None)
+
+
+# --- PostgreSQL -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def database_url(postgres_url):
+    """A fresh, empty database on the session's server for each test."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    parts = urlsplit(postgres_url)
+    url = urlunsplit(parts._replace(path=f"/{name}"))
+    yield url
+    persistence._drop_connection()
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -8,14 +8,11 @@ import time
 
 import jwt
 import orjson
-import pytest
 import redis
 
 from tests.support.api import PDF, auth, token
 from unilingo import keys
 from unilingo.jobs import JobStore
-
-pytestmark = pytest.mark.integration
 
 
 async def submit(client, user="alice", content="some text") -> str:

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
 from tests.support.api import auth
 from unilingo.jobs import Job, JobStatus, JobStore, JobType, NewJob, new_job_id
 from unilingo.messages import task_message
-
-pytestmark = pytest.mark.integration
 
 
 async def page_through(api, limit: int, **params) -> tuple[list[dict], int]:

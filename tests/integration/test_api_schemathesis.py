@@ -9,7 +9,6 @@ with a valid token (so requests get past auth into validation) and without one.
 
 from __future__ import annotations
 
-import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
@@ -17,8 +16,6 @@ from schemathesis import GenerationMode
 
 from api.main import create_app
 from tests.support.api import auth, make_settings
-
-pytestmark = pytest.mark.integration
 
 EXAMPLES = 25  # per operation and mode; about 30 s in all
 

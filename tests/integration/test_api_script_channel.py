@@ -16,8 +16,6 @@ from api.redis_conn import ScriptChannel
 from devstack.redis import RedisServer
 from tests.support.api import auth
 
-pytestmark = pytest.mark.integration
-
 ECHO = "return {ARGV[1], tonumber(ARGV[2]), {KEYS[1], redis.call('INCR', KEYS[1])}}"
 
 

@@ -15,8 +15,6 @@ from tests.support.api import PDF, ApiProcess, auth
 from unilingo import keys
 from unilingo.jobs import JobStore
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture(scope="module")
 def server(redis_server, tmp_path_factory):

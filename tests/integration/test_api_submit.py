@@ -11,8 +11,6 @@ from tests.support.api import PDF, PNG, WAV, auth
 from unilingo import keys
 from unilingo.jobs import WORKLOADS, JobType, Workload
 
-pytestmark = pytest.mark.integration
-
 
 def queued(client, queue: str) -> list[dict]:
     return [orjson.loads(raw) for raw in client.redis.lrange(keys.queue_list(queue), 0, -1)]

@@ -10,13 +10,11 @@ import pytest
 import redis
 
 from devstack.processes import wait_until
-from tests.support.api import Receiver
+from tests.support.api import DripReceiver, Receiver
 from unilingo import keys, webhooks
 from unilingo.jobs import Job, JobStatus, JobStore, JobType, NewJob, new_job_id
 from unilingo.messages import task_message
 from unilingo.settings import Settings
-
-pytestmark = pytest.mark.integration
 
 SECRET = "webhook-test-secret"
 
@@ -162,51 +160,6 @@ def test_a_delivery_for_a_job_that_expired_is_dropped(client):
         webhooks.enqueue(client, "0" * 32, receiver.url)
         assert webhooks.deliver_due(client, settings()) == 1
         assert receiver.requests == [] and webhooks.pending(client) == 0
-
-
-class DripReceiver:
-    """A receiver that answers one byte every ``interval`` seconds (the slow-loris of webhooks),
-    counting how many deliveries it holds at once."""
-
-    def __init__(self, interval: float = 0.5, drips: int = 120):
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        self.active = self.peak = self.arrived = self.completed = 0
-        self.lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                with receiver.lock:
-                    receiver.arrived += 1
-                    receiver.active += 1
-                    receiver.peak = max(receiver.peak, receiver.active)
-                try:
-                    self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % drips)
-                    for _ in range(drips):
-                        time.sleep(interval)
-                        self.wfile.write(b".")
-                        self.wfile.flush()
-                    with receiver.lock:
-                        receiver.completed += 1
-                except OSError:
-                    pass  # the sender gave up on us
-                finally:
-                    with receiver.lock:
-                        receiver.active -= 1
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/slow"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def test_a_receiver_answering_a_byte_at_a_time_is_cut_off_at_the_attempts_deadline(client):

@@ -13,7 +13,9 @@ import pytest
 import redis
 
 from sandbox.images import png_with_text
-from tests.integration.test_providers import _reset_process_caches, configure, speech_like, submit, wav_bytes
+from tests.samples import speech_like, wav_bytes
+from tests.support.jobs import submit
+from tests.support.providers import configure, reset_process_caches
 from unilingo import cache
 from unilingo.jobs import JobStatus, JobStore, JobType
 from unilingo.limiter import Limiter
@@ -34,11 +36,11 @@ def env(sandbox_reset, redis_url, monkeypatch):
     yield handle, client
     client.close()
     monkeypatch.undo()
-    _reset_process_caches()
+    reset_process_caches()
 
 
 def run_job(client, job_type: JobType, params: dict, upload: bytes | None = None, owner: str = "alice"):
-    job_id = submit(client, job_type, params, upload, owner)
+    job_id = submit(JobStore(client), job_type, params, upload, owner)
     outcome = runner.run(job_id, HANDLERS[job_type])
     return outcome, JobStore(client).get(job_id)
 
@@ -94,7 +96,7 @@ def test_uploads_are_part_of_the_key(env):
 def test_failures_are_not_cached_and_entries_expire(env, monkeypatch):
     sandbox, client = env
     monkeypatch.setenv("CACHE_TTL_SECONDS", "1")
-    _reset_process_caches()
+    reset_process_caches()
     blank = png_with_text(200, 200, None)  # the provider finds no text: a failure, after paid calls
     _, failed = run_job(client, JobType.OCR, {}, blank)
     assert failed.status is JobStatus.FAILED and failed.error.code == "no_text"

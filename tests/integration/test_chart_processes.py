@@ -24,10 +24,8 @@ import redis
 
 from devstack.ports import free_port
 from devstack.processes import Service, wait_until
-from tests.unit.test_chart_render import REPO, container_env, of_kind, render, worker_container, worker_deployments
+from tests.support.chart import REPO, container_env, of_kind, render, worker_container, worker_deployments
 from unilingo import keys
-
-pytestmark = pytest.mark.integration
 
 MAX_AGE = 5  # the schema minimum
 

@@ -12,8 +12,6 @@ import pytest
 from devstack.ports import free_port
 from tests.support.api import SECRET, ApiProcess, token
 
-pytestmark = pytest.mark.integration
-
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
     out = subprocess.run(

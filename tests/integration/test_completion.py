@@ -9,8 +9,8 @@ import httpx
 import pytest
 import redis
 
-from tests.integration.conftest import wait_until
-from tests.support.api import Receiver
+from devstack.processes import wait_until
+from tests.support.api import DripReceiver, Receiver
 from tests.support.jobs import finished
 from tests.support.sandbox import fault, sandbox_stats
 from unilingo import keys
@@ -76,8 +76,6 @@ def test_a_worker_killed_between_the_answer_and_the_completion_still_sends_exact
 
 
 def test_a_slow_webhook_receiver_does_not_stall_the_workers_housekeeping(client, start_worker, sandbox_reset):
-    from tests.integration.test_api_webhooks import DripReceiver
-
     store = JobStore(client)
     receiver = DripReceiver(interval=0.5, drips=120)  # a minute for one answer
     try:

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
 import redis
 
 from tests.support.api import PDF, auth
 from unilingo import keys
 from unilingo.jobs import JobStore
-
-pytestmark = pytest.mark.integration
 
 
 def next_in_line(client: redis.Redis, queue: str) -> list[str]:

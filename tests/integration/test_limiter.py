@@ -23,8 +23,6 @@ from unilingo import keys
 from unilingo.limiter import AsyncLimiter, Limiter, Released
 from unilingo.policy import AsyncPolicyStore, BreakerPolicy, PolicyStore, ProviderPolicy, default_policy, parse_change
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture
 def client(redis_url):

@@ -6,15 +6,12 @@ browsers record it; each is submitted as a phone would and must be assessed.
 
 from __future__ import annotations
 
-import pytest
 import redis
 
 from devstack.processes import wait_until
 from tests.samples import PHONE_AUDIO, encode_audio, spoken_wav, wav_bytes
 from tests.support.api import auth
 from unilingo.jobs import JobStore
-
-pytestmark = pytest.mark.integration
 
 SENTENCE = "Good morning, how are you today"
 CODECS = {

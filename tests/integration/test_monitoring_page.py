@@ -25,13 +25,11 @@ import pytest
 import redis
 
 from devstack.processes import Service
-from tests.integration.conftest import worker_env
 from tests.samples import pdf_with_text
 from tests.support.api import ApiProcess, auth, token
+from tests.support.sandbox import worker_env
 from unilingo import keys
 from unilingo.limiter import Limiter
-
-pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "tests" / "artifacts"

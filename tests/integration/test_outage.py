@@ -13,7 +13,7 @@ import httpx
 import pytest
 import redis
 
-from tests.integration.conftest import wait_until
+from devstack.processes import wait_until
 from tests.support.jobs import finished, submit
 from tests.support.sandbox import fault, sandbox_stats, set_policy
 from unilingo.jobs import JobStatus, JobStore, JobType

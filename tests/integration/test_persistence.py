@@ -9,13 +9,13 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
 import redis
 
-from tests.integration.test_providers import _reset_process_caches, configure, submit
+from tests.support.jobs import submit
+from tests.support.providers import configure, reset_process_caches
 from unilingo import persistence
 from unilingo.errors import TransientError
 from unilingo.jobs import Job, JobStatus, JobStore, JobType
@@ -24,27 +24,13 @@ from workers.tasks import HANDLERS
 
 
 @pytest.fixture
-def database_url(postgres_url):
-    """A fresh, empty database on the session's server for each test."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    parts = urlsplit(postgres_url)
-    url = urlunsplit(parts._replace(path=f"/{name}"))
-    yield url
-    persistence._drop_connection()
-    with psycopg.connect(postgres_url, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@pytest.fixture
 def db(database_url, monkeypatch):
     monkeypatch.setenv("DATABASE_URL", database_url)
-    _reset_process_caches()
+    reset_process_caches()
     with psycopg.connect(database_url, autocommit=True) as conn:
         yield conn
     monkeypatch.undo()
-    _reset_process_caches()
+    reset_process_caches()
 
 
 def make_job(job_type: JobType, params: dict, owner: str = "alice") -> Job:
@@ -202,18 +188,18 @@ def test_concurrent_duplicate_writes_land_once(db):
 
 def test_persistence_is_off_without_database_url_and_transient_when_down(monkeypatch):
     monkeypatch.delenv("DATABASE_URL", raising=False)
-    _reset_process_caches()
+    reset_process_caches()
     job = make_job(JobType.LESSON, {"topic": "x"})
     assert persistence.persist(job, LESSON, {}) is False
     from devstack.ports import free_port
 
     monkeypatch.setenv("DATABASE_URL", f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere")
-    _reset_process_caches()
+    reset_process_caches()
     with pytest.raises(TransientError) as err:
         persistence.persist(job, LESSON, {})
     assert err.value.code == "persistence_unavailable"
     monkeypatch.undo()
-    _reset_process_caches()
+    reset_process_caches()
 
 
 def test_a_job_retried_after_its_write_writes_once_and_pays_once(
@@ -235,7 +221,7 @@ def test_a_job_retried_after_its_write_writes_once_and_pays_once(
         return written
 
     monkeypatch.setattr(persistence, "persist", persist_then_crash)
-    job_id = submit(client, JobType.LESSON, {"topic": "Colours", "level": "A1", "language": "fr"}, owner="carol")
+    job_id = submit(store, JobType.LESSON, {"topic": "Colours", "level": "A1", "language": "fr"}, owner="carol")
     assert runner.run(job_id, HANDLERS[JobType.LESSON]) == "retrying"
     openai_calls = sandbox.requests("openai")
     assert openai_calls == 3  # outline, vocabulary, exercises

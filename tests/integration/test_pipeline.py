@@ -8,7 +8,7 @@ import time
 import pytest
 import redis
 
-from tests.integration.conftest import wait_until
+from devstack.processes import wait_until
 from tests.samples import pdf_with_text
 from tests.support.jobs import finished, submit
 from unilingo.jobs import JobStatus, JobStore, JobType

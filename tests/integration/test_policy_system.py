@@ -14,8 +14,7 @@ import pytest
 import redis
 
 from devstack.ports import free_port
-from devstack.processes import Service
-from tests.integration.conftest import wait_until
+from devstack.processes import Service, wait_until
 from tests.support.jobs import finished, submit
 from tests.support.sandbox import fault, sandbox_stats, set_policy
 from unilingo.jobs import JobStatus, JobStore, JobType

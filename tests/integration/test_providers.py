@@ -15,14 +15,15 @@ import httpx
 import pytest
 import redis
 
+from devstack.processes import wait_until
 from sandbox.images import png_with_text
 from tests.samples import speech_like, spoken, wav_bytes
+from tests.support.jobs import submit
+from tests.support.providers import configure, job_context, reset_process_caches
 from unilingo.errors import Deferred, PermanentError, Throttled, TransientError
-from unilingo.jobs import Job, JobStatus, JobStore, JobType, NewJob, new_job_id
-from unilingo.limiter import Limiter
-from unilingo.messages import task_message
+from unilingo.jobs import JobStatus, JobStore, JobType
 from workers.handlers import ai, ocr, speech, tts
-from workers.runner import JobContext, _Heartbeat
+from workers.runner import JobContext
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -31,112 +32,13 @@ def silence(seconds: float, rate: int = 16_000) -> list[int]:
     return [0] * int(seconds * rate)
 
 
-def submit(
-    client, job_type: JobType, params: dict | None = None, upload: bytes | None = None, owner: str = "alice"
-) -> str:
-    now = time.time()
-    job = Job(
-        job_id=new_job_id(),
-        type=job_type,
-        status=JobStatus.QUEUED,
-        owner=owner,
-        params=params or {},
-        created_at=now,
-        updated_at=now,
-    )
-    message = task_message(job.workload.task, job.workload.queue, [job.job_id], task_id=job.job_id)
-    JobStore(client).create(NewJob(job=job, message=message, upload=upload))
-    return job.job_id
-
-
-def job_context(
-    redis_url: str, job_type: JobType, params: dict | None = None, upload: bytes | None = None, owner: str = "alice"
-) -> JobContext:
-    """A claimed job and the context the runner would hand its handler (heartbeat not started)."""
-    client = redis.Redis.from_url(redis_url)
-    store = JobStore(client)
-    job_id = submit(client, job_type, params, upload, owner)
-    claim = store.claim(job_id, 30)
-    assert claim.claimed
-    heartbeat = _Heartbeat(store, job_id, claim.run_token, 30, 10)
-    return JobContext(
-        job=store.get(job_id), store=store, run_token=claim.run_token, limiter=Limiter(client), heartbeat=heartbeat
-    )
-
-
-class Sandbox:
-    def __init__(self, url: str):
-        self.url = url
-        self.http = httpx.Client(base_url=url, timeout=10)
-
-    def stats(self) -> dict:
-        return self.http.get("/_sandbox/stats").json()
-
-    def requests(self, provider: str) -> int:
-        return self.stats()[provider]["requests"]
-
-    def fault(self, provider: str, mode: str, duration_s: float = 30, **extra) -> None:
-        response = self.http.post(
-            "/_sandbox/faults", json={"provider": provider, "mode": mode, "duration_s": duration_s, **extra}
-        )
-        assert response.status_code in (200, 201), response.text
-
-    def clear(self) -> None:
-        self.http.delete("/_sandbox/faults")
-
-
-def _reset_process_caches() -> None:
-    from unilingo import storage
-    from unilingo.settings import get_settings
-    from workers import runner
-    from workers.providers import azure_vision, openai_chat, polly
-
-    get_settings.cache_clear()
-    polly._clients.cache_clear()
-    storage._signer.cache_clear()
-    polly._buckets_ready.clear()
-    azure_vision._client.cache_clear()
-    openai_chat.client.cache_clear()
-    runner._client = None
-
-
-def configure(monkeypatch, sandbox_service, redis_url: str, **extra: str) -> Sandbox:
-    """Point this process's settings at the test sandbox and Redis."""
-    port = sandbox_service.url.rsplit(":", 1)[1]
-    env = {
-        "REDIS_URL": redis_url,
-        "SANDBOX_PORT": port,
-        "SANDBOX_AWS_PORT": sandbox_service.env["SANDBOX_AWS_PORT"],
-        "AZURE_VISION_POLL_SECONDS": "0.02",
-        # Tesseract and PocketSphinx really read and listen: seconds each on a busy 2-core machine.
-        "AZURE_VISION_TIMEOUT_SECONDS": "30",
-        "AZURE_SPEECH_TIMEOUT_SECONDS": "30",
-        "AWS_TIMEOUT_SECONDS": "3",
-        **extra,
-    }
-    for name in (
-        "AZURE_SPEECH_HOST",
-        "AZURE_SPEECH_REGION",
-        "AWS_ENDPOINT_URL",
-        "AZURE_VISION_ENDPOINT",
-        "OPENAI_BASE_URL",
-        "DATABASE_URL",
-        "CACHE_ENABLED",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    _reset_process_caches()
-    return Sandbox(sandbox_service.url)
-
-
 @pytest.fixture
 def providers(sandbox_reset, redis_url, monkeypatch):
     handle = configure(monkeypatch, sandbox_reset, redis_url)
     yield handle
     handle.clear()
     monkeypatch.undo()
-    _reset_process_caches()
+    reset_process_caches()
 
 
 # ----------------------------------------------------------------------------- Azure Speech
@@ -236,7 +138,7 @@ def test_speech_refusals_map_to_our_errors(providers, redis_url, mode, expected)
 
 def test_speech_timeout_is_transient_and_bounded(providers, redis_url, monkeypatch):
     monkeypatch.setenv("AZURE_SPEECH_TIMEOUT_SECONDS", "1.5")
-    _reset_process_caches()
+    reset_process_caches()
     providers.fault("azure-speech", "timeout", delay_s=20)
     ctx = job_context(redis_url, JobType.PRONUNCIATION, {"reference_text": "hello"}, wav_bytes(speech_like(0.5)))
     started = time.monotonic()
@@ -251,7 +153,7 @@ def test_unreachable_speech_endpoint_is_a_connection_failure(providers, redis_ur
 
     monkeypatch.setenv("AZURE_SPEECH_HOST", f"ws://127.0.0.1:{free_port()}")
     monkeypatch.setenv("AZURE_SPEECH_TIMEOUT_SECONDS", "30")  # the SDK's own failure must come first
-    _reset_process_caches()
+    reset_process_caches()
     ctx = job_context(redis_url, JobType.PRONUNCIATION, {"reference_text": "hello"}, wav_bytes(speech_like(0.5)))
     with pytest.raises(TransientError) as err:
         speech.pronunciation(ctx)
@@ -422,8 +324,6 @@ def test_aws_faults_map_to_our_errors(providers, redis_url, provider, mode, expe
 
 def test_the_three_job_types_through_a_real_worker(sandbox_reset, redis_url, start_worker):
     """Celery worker process, real runner, SDKs inside the worker: what production runs."""
-    from tests.integration.conftest import wait_until
-
     start_worker(
         sandbox_aws_port=sandbox_reset.env["SANDBOX_AWS_PORT"],
         azure_vision_poll_seconds="0.05",
@@ -433,19 +333,19 @@ def test_the_three_job_types_through_a_real_worker(sandbox_reset, redis_url, sta
     store = JobStore(client)
     ids = {
         "speech": submit(
-            client,
+            store,
             JobType.PRONUNCIATION,
             {"reference_text": "my brother plays football", "language": "en-GB"},
             wav_bytes(spoken("my brother plays football")),
         ),
         "silent": submit(
-            client,
+            store,
             JobType.PRONUNCIATION,
             {"reference_text": "good morning", "language": "en-GB"},
             wav_bytes(silence(0.8)),
         ),
-        "ocr": submit(client, JobType.OCR, {}, png_with_text(300, 100, "Buongiorno")),
-        "tts": submit(client, JobType.TTS, {"text": "Buongiorno a tutti", "language": "it"}),
+        "ocr": submit(store, JobType.OCR, {}, png_with_text(300, 100, "Buongiorno")),
+        "tts": submit(store, JobType.TTS, {"text": "Buongiorno a tutti", "language": "it"}),
     }
 
     def done():

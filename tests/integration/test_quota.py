@@ -14,8 +14,6 @@ from tests.clock import FakeClock
 from unilingo import keys
 from unilingo.quota import AsyncClientQuota, ClientQuota, rate_limit_headers
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture
 def client(redis_url):

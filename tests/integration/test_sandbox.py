@@ -35,8 +35,6 @@ from sandbox.quotas import Admitted, ProviderQuota
 from tests.clock import FakeClock
 from tests.samples import spoken, wav_bytes
 
-pytestmark = pytest.mark.integration
-
 ROOT = Path(__file__).resolve().parents[2]
 SPEECH_PATH = "/speech/recognition/conversation/cognitiveservices/v1"
 AZURE_KEY = {"Ocp-Apim-Subscription-Key": "sandbox"}

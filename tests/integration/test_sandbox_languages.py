@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from tests.integration.test_providers import _reset_process_caches, configure, job_context
+from tests.support.providers import configure, job_context, reset_process_caches
 from unilingo.jobs import JobType
 from workers.handlers import ai
 
@@ -74,7 +74,7 @@ def providers(sandbox_reset, redis_url, monkeypatch):
     handle = configure(monkeypatch, sandbox_reset, redis_url)
     yield handle
     monkeypatch.undo()
-    _reset_process_caches()
+    reset_process_caches()
 
 
 def words_of(value) -> list[str]:

@@ -13,16 +13,12 @@ import uuid
 
 import httpx
 import orjson
-import pytest
 import redis
 
 from devstack.processes import wait_until
-from tests.integration.test_persistence import database_url  # noqa: F401
 from tests.support.api import auth
 from unilingo import keys, persistence
 from unilingo.jobs import Job, JobStatus, JobStore, JobType
-
-pytestmark = pytest.mark.integration
 
 
 def finished(store: JobStore, job_ids: list[str]):
@@ -35,7 +31,7 @@ async def test_saved_lessons_sets_and_audio_outlive_their_jobs(
     start_worker,
     sandbox_reset,
     redis_url,
-    database_url,  # noqa: F811
+    database_url,
 ):
     # "localhost" rather than the workers' 127.0.0.1: the address a phone would be given.
     public_storage = f"http://localhost:{sandbox_reset.aws_port}"
@@ -97,7 +93,7 @@ async def test_saved_lessons_sets_and_audio_outlive_their_jobs(
         assert (await api.get(path, headers=other)).json() == {name: [], "next_cursor": None}
 
 
-async def test_saved_lists_page_by_cursor_each_item_once(api_factory, database_url):  # noqa: F811
+async def test_saved_lists_page_by_cursor_each_item_once(api_factory, database_url):
     api = await api_factory(database_url=database_url)
     now = time.time()
     made = []

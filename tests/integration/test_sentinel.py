@@ -8,8 +8,7 @@ import subprocess
 import pytest
 
 from devstack.ports import free_port, wait_for_port
-from devstack.processes import Service
-from tests.integration.conftest import wait_until
+from devstack.processes import Service, wait_until
 from tests.samples import pdf_with_text
 from tests.support.jobs import finished, submit
 from unilingo.connections import redis_client

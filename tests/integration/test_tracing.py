@@ -27,13 +27,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from tests.integration.conftest import wait_until
+from devstack.processes import wait_until
 from tests.support.api import ApiProcess, auth
 from unilingo import keys
 from unilingo.jobs import Job, JobStatus, JobStore, JobType, NewJob, new_job_id
 from unilingo.messages import task_message
-
-pytestmark = pytest.mark.integration
 
 
 class Collector:

@@ -14,7 +14,6 @@ import subprocess
 import sys
 
 import jsonschema
-import pytest
 import redis
 
 from devstack.processes import wait_until
@@ -23,8 +22,6 @@ from tests.samples import pdf_with_text, spoken_wav
 from tests.support.api import auth
 from unilingo.errors import JOB_ERROR_CODES
 from unilingo.jobs import JobStore
-
-pytestmark = pytest.mark.integration
 
 RESULT_SCHEMAS = {
     "flashcards": "FlashcardsResult",

@@ -9,11 +9,8 @@ import time
 import uuid
 
 import httpx
-import pytest
 
-from tests.kube.conftest import HELM, NAMESPACE, RELEASE, exec_in, is_ready, release_pods, watch_deployment
-
-pytestmark = pytest.mark.kube
+from tests.support.kube import HELM, NAMESPACE, RELEASE, exec_in, is_ready, release_pods, watch_deployment
 
 COMPONENTS = {"api", "operator", "redis"}
 BACKLOG = 24
@@ -22,7 +19,7 @@ BACKLOG = 24
 def pdf_with_text(text: str) -> bytes:
     import importlib.util
 
-    from tests.kube.conftest import REPO
+    from tests.support.kube import REPO
 
     spec = importlib.util.spec_from_file_location(
         "smoke_test", REPO / "charts" / "unilingo" / "files" / "smoke_test.py"

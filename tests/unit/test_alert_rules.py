@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.unit.test_chart_render import PROMTOOL, of_kind, render
+from tests.support.chart import PROMTOOL, of_kind, render
 
 PROMTOOL_DIR = Path(__file__).resolve().parents[1] / "promtool"
 SCENARIOS = sorted(PROMTOOL_DIR.glob("*.yaml"))

@@ -1,4 +1,4 @@
-"""What the end-to-end tests share: waiting for a local stack to come up."""
+"""Waiting for a local stack (as `make run` starts it) to come up: what the end-to-end tests share."""
 
 from __future__ import annotations
 
