@@ -356,14 +356,14 @@ def _permit_caller(redis_url: str, speech_url: str, indexes: list[int], start: f
                     },
                 )
             except httpx.HTTPError:
-                limiter.release("azure-speech", decision.lease_id, "failure")
+                limiter.release("azure-speech", decision.lease_id, "error")
                 continue
             if r.status_code == 429:
                 limiter.release(
                     "azure-speech", decision.lease_id, "throttled", retry_after=float(r.headers.get("retry-after", 1))
                 )
                 continue
-            limiter.release("azure-speech", decision.lease_id, "failure" if r.status_code >= 500 else "success")
+            limiter.release("azure-speech", decision.lease_id, "error" if r.status_code >= 500 else "success")
             if r.status_code >= 500:
                 continue
             out.put((i, time.time() - start, r.status_code, deferrals))

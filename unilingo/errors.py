@@ -1,15 +1,17 @@
-"""How a job ends when something goes wrong: the outcomes the runner understands.
+"""How a job ends when something goes wrong: the exceptions the runner understands.
 
 Handlers and provider adapters raise these; the runner (``workers.runner``) turns each into
-a job state. The split matters: a throttled job is deferred and keeps its attempt, a
-transient failure retries with backoff, a permanent one fails once with a code the client
-can act on.
+a job state and a run outcome (``unilingo.outcomes``). The split matters: a throttled job is
+deferred and keeps its attempt, a transient failure retries with backoff, a permanent one
+fails once with a code the client can act on.
 """
 
 from __future__ import annotations
 
 
-class JobOutcome(Exception):
+class JobException(Exception):
+    """What a handler raises to end its job's run another way than with a result."""
+
     code = "error"
 
     def __init__(self, message: str = "", code: str | None = None):
@@ -19,19 +21,20 @@ class JobOutcome(Exception):
             self.code = code
 
 
-class PermanentError(JobOutcome):
+class PermanentError(JobException):
     """Retrying cannot help: bad input, a refused request, a corrupt file."""
 
     code = "failed"
 
 
-class TransientError(JobOutcome):
+class TransientError(JobException):
     """Might work later: a 5xx, a timeout, a dropped connection."""
 
     code = "provider_unavailable"
+    provider: str | None = None  # whose call failed (the runner sets it): that policy says how to retry
 
 
-class Deferred(JobOutcome):
+class Deferred(JobException):
     """No permit now (rate, tokens, in-flight cap, breaker, suspension, provider Retry-After).
 
     The job waits in Redis, holding no worker slot, and its attempt does not count.

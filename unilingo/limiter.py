@@ -35,6 +35,7 @@ from functools import cache
 from typing import Any, NamedTuple
 
 from unilingo import keys
+from unilingo.outcomes import CallOutcome
 from unilingo.policy import (
     DEFAULT_POLICIES,
     LIMITER_FIELDS,
@@ -45,14 +46,6 @@ from unilingo.settings import Settings
 
 # The settings' default (PROVIDER_WINDOW_MARGIN_SECONDS): one figure wherever a limiter is made.
 WINDOW_MARGIN_SECONDS: float = Settings.model_fields["provider_window_margin_seconds"].default
-
-
-class Outcome(StrEnum):
-    """How a provider call ended (``release``)."""
-
-    SUCCESS = "success"  # includes our own errors and bad input: they say nothing of the provider
-    FAILURE = "failure"  # the provider failed (5xx, timeout): feeds the breaker
-    THROTTLED = "throttled"  # the provider refused (429): pauses it for everyone, feeds the breaker
 
 
 class DenyReason(StrEnum):
@@ -293,8 +286,9 @@ return {1, lease, 0, policy.revision}
 """
 )
 
-# ARGV from OP: lease id, outcome, actual tokens (-1: not reported), Retry-After ms (-1: none),
-# refund unused tokens 0/1, ms between grant and the call leaving the worker.
+# ARGV from OP: lease id, outcome (success, failure or throttled: ``_SCRIPT_OUTCOME``), actual
+# tokens (-1: not reported), Retry-After ms (-1: none), refund unused tokens 0/1, ms between
+# grant and the call leaving the worker.
 # Reply: {lease was live 0/1, breaker state after, the failure counts against the job 0/1,
 #        ms until the provider is worth trying again}.
 _RELEASE = (
@@ -439,6 +433,11 @@ class Decision:
     reason: DenyReason | None = None  # None when granted
     revision: int = 0  # the policy revision the decision was made under (0: defaults)
 
+    @property
+    def outcome(self) -> str:
+        """``granted``, or why not (``DenyReason``): ``unilingo_permits_total{outcome}``."""
+        return "granted" if self.reason is None else self.reason.value
+
 
 @dataclass(frozen=True, slots=True)
 class Released:
@@ -516,6 +515,10 @@ class _Scripts:
         self.status = client.register_script(_STATUS)
 
 
+# What the release script hears of a call: only what it says of the provider's health.
+_SCRIPT_OUTCOME = {CallOutcome.ERROR: "failure", CallOutcome.THROTTLED: "throttled"}
+
+
 def _parse_decision(raw: list[Any]) -> Decision:
     granted, lease_or_reason, wait_ms, revision = raw
     if granted:
@@ -589,19 +592,19 @@ class _LimiterCore:
         self,
         provider: str,
         lease_id: str,
-        outcome: str,
+        outcome: CallOutcome | str,
         actual_tokens: int | None,
         retry_after: float | None,
         sent_after: float,
     ) -> _Call:
         try:
-            outcome = Outcome(outcome)
+            outcome = CallOutcome(outcome)
         except ValueError:
-            raise ValueError(f"outcome must be one of {[o.value for o in Outcome]}, not {outcome!r}") from None
+            raise ValueError(f"outcome must be one of {[o.value for o in CallOutcome]}, not {outcome!r}") from None
         args = [
             *self._header(provider),
             lease_id,
-            outcome.value,
+            _SCRIPT_OUTCOME.get(outcome, "success"),
             -1 if actual_tokens is None else max(0, int(actual_tokens)),
             -1 if retry_after is None else max(0, math.ceil(retry_after * 1000)),
             self._refund,
@@ -660,13 +663,15 @@ class Limiter(_LimiterCore):
         self,
         provider: str,
         lease_id: str,
-        outcome: Outcome | str,
+        outcome: CallOutcome | str,
         actual_tokens: int | None = None,
         retry_after: float | None = None,
         sent_after: float = 0.0,
     ) -> Released:
-        """Give the permit back: ``success``, ``failure`` (feeds the breaker) or ``throttled``
-        (the provider said 429; pauses the provider for everyone ``retry_after`` seconds).
+        """Give the permit back with the call's outcome (``unilingo.outcomes.CallOutcome``):
+        ``error`` feeds the breaker; ``throttled`` (the provider said 429) feeds it too and
+        pauses the provider for everyone ``retry_after`` seconds; the others say nothing of
+        the provider's health and count as a healthy answer.
 
         ``sent_after``: seconds from the grant until the call actually left; the call's place
         in the rolling window moves that much later, as the provider counts it."""
@@ -693,7 +698,7 @@ class AsyncLimiter(_LimiterCore):
         self,
         provider: str,
         lease_id: str,
-        outcome: Outcome | str,
+        outcome: CallOutcome | str,
         actual_tokens: int | None = None,
         retry_after: float | None = None,
         sent_after: float = 0.0,

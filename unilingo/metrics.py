@@ -44,6 +44,8 @@ from prometheus_client import multiprocess as _multiprocess
 
 from unilingo import keys
 from unilingo.jobs import ACTIVITY_TTL_SECONDS, WORKLOADS, JobType
+from unilingo.limiter import DenyReason
+from unilingo.outcomes import CallOutcome, RunOutcome
 
 log = logging.getLogger(__name__)
 
@@ -52,20 +54,13 @@ JOB_TYPES: tuple[str, ...] = tuple(t.value for t in JobType)
 
 # --- label values (bounded) -----------------------------------------------------------------
 
-# How a job run ended (unilingo_jobs_total{outcome}). Terminal: succeeded, failed, cancelled.
-# Not terminal: deferred (no provider permit: waits in Redis, attempt not counted), retried
-# (transient failure: waits out a backoff), stale (the job was cancelled or taken over while
-# this run worked; its answer was refused), handed_back (the worker left before the job
-# finished, after its drain time: queued again, attempt not counted).
-JOB_OUTCOMES = ("succeeded", "failed", "cancelled", "deferred", "retried", "stale", "handed_back")
-# How a provider call ended (unilingo_provider_calls_total{outcome}).
-#   success; throttled (the provider answered 429); error (5xx, timeout, connection: feeds
-#   the breaker); rejected (the provider refused this input: a 4xx other than 429);
-#   aborted (our own error or a cancellation during the call).
-PROVIDER_OUTCOMES = ("success", "throttled", "error", "rejected", "aborted")
+# How a job run ended (unilingo_jobs_total{outcome}) and how a provider call ended
+# (unilingo_provider_calls_total{outcome}): decided once each (``unilingo.outcomes``).
+JOB_OUTCOMES = tuple(o.value for o in RunOutcome)
+PROVIDER_OUTCOMES = tuple(o.value for o in CallOutcome)
 # Permit decisions (unilingo_permits_total{outcome}): granted, or why not (the limiter's
-# DenyReason values, in the order it checks them).
-PERMIT_OUTCOMES = ("granted", "suspended", "paused", "breaker_open", "rate", "tokens", "in_flight")
+# DenyReason values, in the order it checks them; ``Decision.outcome``).
+PERMIT_OUTCOMES = ("granted", *(r.value for r in DenyReason))
 # Client quotas (api.quotas names): per address, per user on AI, per user on pronunciation.
 QUOTA_SCOPES = ("ip", "ai", "pronunciation")
 BREAKER_VALUES = {"closed": 0, "half_open": 1, "open": 2}
@@ -408,8 +403,8 @@ def job_submitted(job_type: str, user_id: str | None) -> None:
 
 
 def job_cancelled(job_type: str) -> None:
-    JOBS.labels(job_type, "cancelled").inc()
-    TOTALS.add(f"jobs:{job_type}:cancelled")
+    JOBS.labels(job_type, RunOutcome.CANCELLED.value).inc()
+    TOTALS.add(f"jobs:{job_type}:{RunOutcome.CANCELLED.value}")
 
 
 def quota_rejected(scope: str, user_id: str | None) -> None:
@@ -424,15 +419,16 @@ def job_started(job_type: str) -> None:
     TOTALS.add(f"started:{job_type}")
 
 
-def job_ended(job_type: str, outcome: str, run_seconds: float, wait_seconds: float | None = None) -> None:
-    """A run ended (``JOB_OUTCOMES``); ``wait_seconds`` is given when the job itself ended."""
+def job_ended(job_type: str, outcome: RunOutcome, run_seconds: float, wait_seconds: float | None = None) -> None:
+    """A run ended; ``wait_seconds`` is given when the job itself ended."""
+    outcome = RunOutcome(outcome)
     JOBS_RUNNING.labels(job_type).dec()
-    JOBS.labels(job_type, outcome).inc()
-    if outcome not in ("succeeded", "failed"):
+    JOBS.labels(job_type, outcome.value).inc()
+    if not outcome.ended_job:
         # A completion counts itself, in the script that writes it (``unilingo.jobs._FINISH``),
         # with the owner's failure: never twice, never for a refused one.
-        TOTALS.add(f"jobs:{job_type}:{outcome}")
-    if outcome in ("succeeded", "failed"):
+        TOTALS.add(f"jobs:{job_type}:{outcome.value}")
+    else:
         JOB_RUN.labels(job_type).observe(run_seconds)
         TOTALS.add(f"run_seconds:{job_type}", run_seconds)
         if wait_seconds is not None:
@@ -453,10 +449,12 @@ def permit(provider: str, outcome: str) -> None:
     TOTALS.add(f"permits:{provider}:{outcome}")
 
 
-def provider_call(provider: str, outcome: str, seconds: float, tokens: int | None = None) -> None:
-    PROVIDER_CALLS.labels(provider, outcome).inc()
-    PROVIDER_DURATION.labels(provider, outcome).observe(seconds)
-    TOTALS.add(f"provider:{provider}:{outcome}")
+def call_ended(provider: str, outcome: CallOutcome, seconds: float, tokens: int | None = None) -> None:
+    """A provider call ended (its outcome decided by ``unilingo.outcomes.classify``)."""
+    outcome = CallOutcome(outcome)
+    PROVIDER_CALLS.labels(provider, outcome.value).inc()
+    PROVIDER_DURATION.labels(provider, outcome.value).observe(seconds)
+    TOTALS.add(f"provider:{provider}:{outcome.value}")
     TOTALS.add(f"provider_seconds:{provider}", seconds)
     if tokens:
         PROVIDER_TOKENS.labels(provider).inc(tokens)
@@ -485,7 +483,7 @@ def providers_of(queues: Iterable[str]) -> list[str]:
 def init_api_series() -> None:
     for job_type in JOB_TYPES:
         JOBS_SUBMITTED.labels(job_type)
-        JOBS.labels(job_type, "cancelled")
+        JOBS.labels(job_type, RunOutcome.CANCELLED.value)
     for scope in QUOTA_SCOPES:
         QUOTA_REJECTIONS.labels(scope)
 
@@ -497,7 +495,7 @@ def init_worker_series(queues: Iterable[str]) -> None:
         JOBS_STARTED.labels(job_type)
         JOBS_RUNNING.labels(job_type)
         for outcome in JOB_OUTCOMES:
-            if outcome != "cancelled":
+            if outcome != RunOutcome.CANCELLED:
                 JOBS.labels(job_type, outcome)
         CACHE_HITS.labels(job_type)
         CACHE_MISSES.labels(job_type)

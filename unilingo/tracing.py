@@ -246,59 +246,40 @@ def processing(request: Any, job_id: str, job_type: str, queue: str):
     return _processing(carried(request), job_id, job_type, queue)
 
 
-def provider_outcome(exc: BaseException | None) -> str:
-    """How a provider call ended, for its span: the limiter's words plus ``deferred``/``rejected``/``error``."""
-    from unilingo.errors import Deferred, PermanentError, Throttled, TransientError
+def provider_span(provider: str, tokens: int):
+    """The span (INTERNAL) of one provider call (``JobContext.provider_call``); yields None when off.
 
-    if exc is None:
-        return "success"
-    if isinstance(exc, Throttled):
-        return "throttled"  # the provider answered 429
-    if isinstance(exc, Deferred):
-        return "deferred"  # no permit: the call never left
-    if isinstance(exc, TransientError):
-        return "failure"
-    if isinstance(exc, PermanentError):
-        return "rejected"
-    return "error"
-
-
-@contextmanager
-def provider_call(permit: Any, provider: str, tokens: int) -> Iterator[Any]:
-    """Wrap one provider call's permit (``JobContext.provider_call``) in a span.
-
-    Attributes: ``unilingo.provider``, ``unilingo.provider.outcome``,
-    ``unilingo.provider.tokens_requested`` (the limiter's estimate) and
-    ``unilingo.provider.tokens_used`` (what the provider reported). Only called when on.
+    It carries what the call's observers saw: ``unilingo.provider``,
+    ``unilingo.provider.tokens_requested`` (the limiter's estimate), ``unilingo.permit``
+    (``granted`` or why not: the values of ``unilingo_permits_total{outcome}``) and, once the
+    call ran, ``call_ended``'s. An exception leaving the span is not judged by the span: a
+    refused permit is flow control, not an error, and a call's error is ``call_ended``'s.
     """
-    attributes = {"unilingo.provider": provider, "unilingo.provider.tokens_requested": tokens}
-    with _tracer().start_as_current_span(
+    if not ENABLED:
+        return _NOOP
+    return _tracer().start_as_current_span(
         f"provider_call {provider}",
         kind=_kind("internal"),
-        attributes=attributes,
+        attributes={"unilingo.provider": provider, "unilingo.provider.tokens_requested": tokens},
         record_exception=False,
         set_status_on_exception=False,
-    ) as current:
-        handle = None
-        try:
-            with permit as handle:
-                yield handle
-        except BaseException as exc:
-            outcome = provider_outcome(exc)
-            current.set_attribute("unilingo.provider.outcome", outcome)
-            if outcome == "deferred":  # flow control, not an error
-                current.set_attribute("unilingo.provider.deferred_reason", getattr(exc, "reason", "") or "throttled")
-            else:
-                from opentelemetry.trace import Status, StatusCode
+    )
 
-                current.record_exception(exc)
-                current.set_status(Status(StatusCode.ERROR, outcome))
-            raise
-        else:
-            current.set_attribute("unilingo.provider.outcome", "success")
-        finally:
-            if handle is not None and getattr(handle, "tokens_used", None):
-                current.set_attribute("unilingo.provider.tokens_used", handle.tokens_used)
+
+def call_ended(current: Any, outcome: str, exc: BaseException | None, tokens_used: int | None) -> None:
+    """Record a provider call's outcome (``unilingo.outcomes.CallOutcome``) on its span:
+    ``unilingo.provider.outcome``, ``unilingo.provider.tokens_used`` (what the provider
+    reported), and the exception as the span's error when the call raised one."""
+    if current is None:
+        return
+    current.set_attribute("unilingo.provider.outcome", str(outcome))
+    if tokens_used:
+        current.set_attribute("unilingo.provider.tokens_used", tokens_used)
+    if exc is not None:
+        from opentelemetry.trace import Status, StatusCode
+
+        current.record_exception(exc)
+        current.set_status(Status(StatusCode.ERROR, str(outcome)))
 
 
 def set_attributes(current: Any, attributes: dict[str, Any]) -> None:

@@ -34,14 +34,12 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import redis
 from celery import signals
 
 from unilingo import keys, metrics
-from unilingo.errors import PermanentError, Throttled, TransientError
+from unilingo.outcomes import RunOutcome
 from unilingo.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -188,24 +186,14 @@ def cache_lookup(job, hit: bool) -> None:
         metrics.cache_lookup(job.type.value, hit)
 
 
-_OUTCOMES = {
-    "succeeded": "succeeded",
-    "failed": "failed",
-    "deferred": "deferred",
-    "retrying": "retried",
-    "stale": "stale",
-    "handed_back": "handed_back",
-}
-
-
-def run_ended(client, run: Run, outcome: str) -> None:
+def run_ended(client, run: Run, outcome: RunOutcome) -> None:
     """Record how the run ended and write the cluster totals (one Redis round trip).
 
     A run that ends by an exception (its state could not be written) counts as ``stale``:
     its lease lapses and the job runs again.
     """
     job = run.job
-    label = "stale" if sys.exc_info()[0] is not None else _OUTCOMES.get(outcome, "stale")
+    label = RunOutcome.STALE if sys.exc_info()[0] is not None else outcome
     try:
         metrics.job_ended(
             job.type.value,
@@ -218,32 +206,6 @@ def run_ended(client, run: Run, outcome: str) -> None:
         log.warning("worker metrics: cluster totals not written (%s)", type(exc).__name__)
     except Exception:  # metrics must never change a job's outcome
         log.exception("worker metrics: recording the end of a run failed")
-
-
-@contextmanager
-def provider_call(provider: str, handle) -> Iterator[None]:
-    """Time one provider call and count it by outcome (``unilingo.metrics.PROVIDER_OUTCOMES``)."""
-    start = time.perf_counter()
-    try:
-        yield
-    except Throttled:
-        metrics.provider_call(provider, "throttled", time.perf_counter() - start)
-        raise
-    except TransientError:
-        metrics.provider_call(provider, "error", time.perf_counter() - start)
-        raise
-    except PermanentError:
-        metrics.provider_call(provider, "rejected", time.perf_counter() - start)
-        raise
-    except BaseException:
-        metrics.provider_call(provider, "aborted", time.perf_counter() - start)
-        raise
-    else:
-        metrics.provider_call(provider, "success", time.perf_counter() - start, tokens=handle.tokens_used)
-
-
-def permit(provider: str, decision) -> None:
-    metrics.permit(provider, "granted" if decision.granted else str(getattr(decision.reason, "value", decision.reason)))
 
 
 def jobs_recovered(count: int, reason: str = "lease_expired") -> None:

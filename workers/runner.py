@@ -19,11 +19,12 @@ import redis
 from celery.exceptions import SoftTimeLimitExceeded
 
 from unilingo import cache as response_cache
-from unilingo import errors_reporting, persistence, saved, tracing
+from unilingo import errors_reporting, metrics, persistence, saved, tracing
 from unilingo.connections import redis_client as connect
 from unilingo.errors import Deferred, HandBack, PermanentError, Throttled, TransientError
 from unilingo.jobs import Job, JobStore
 from unilingo.limiter import DenyReason, Limiter
+from unilingo.outcomes import CallOutcome, RunOutcome, classify
 from unilingo.policy import PolicyStore
 from unilingo.settings import get_settings
 from workers import drain, uploads
@@ -103,55 +104,56 @@ class JobContext:
             self.progress(**self.job.progress)
         return parts[name]
 
-    def provider_call(self, provider: str, tokens: int = 0):
-        """``with ctx.provider_call(provider, tokens) as handle:`` see ``_permit``; in a span when tracing is on."""
-        permit = self._permit(provider, tokens)
-        return tracing.provider_call(permit, provider, tokens) if tracing.ENABLED else permit
-
     @contextmanager
-    def _permit(self, provider: str, tokens: int = 0) -> Iterator[PermitHandle]:
-        """Hold a permit for one provider call; defer the job when none is granted.
+    def provider_call(self, provider: str, tokens: int = 0) -> Iterator[PermitHandle]:
+        """``with ctx.provider_call(provider, tokens) as handle:`` one provider call, under a permit.
 
-        The handler reports ``handle.tokens_used`` when the provider says; the permit is
-        released with the outcome, which is what feeds the shared circuit breaker.
+        The one path of every call: a permit from the provider's policy, or the job deferred;
+        the call; its outcome decided once (``unilingo.outcomes.classify``) and given to the
+        limiter (breaker, pause, token charge), the metrics and the trace; then what it means
+        for the job. The handler reports ``handle.tokens_used`` when the provider says.
         """
-        decision = self.limiter.acquire(provider, tokens=tokens, holder=self.job.job_id)
-        worker_metrics.permit(provider, decision)
-        if not decision.granted:
-            raise Deferred(provider, decision.retry_after, decision.reason)
-        handle = PermitHandle()
-        renew = lambda: self.limiter.renew(provider, decision.lease_id)  # noqa: E731
-        self.heartbeat.extra.append(renew)
-        try:
-            with worker_metrics.provider_call(provider, handle):  # latency and outcome
+        with tracing.provider_span(provider, tokens) as span:
+            decision = self.limiter.acquire(provider, tokens=tokens, holder=self.job.job_id)
+            metrics.permit(provider, decision.outcome)
+            tracing.set_attributes(span, {"unilingo.permit": decision.outcome})
+            if not decision.granted:
+                raise Deferred(provider, decision.retry_after, decision.reason)
+            handle = PermitHandle()
+            renew = lambda: self.limiter.renew(provider, decision.lease_id)  # noqa: E731
+            self.heartbeat.extra.append(renew)
+            started = time.perf_counter()
+            try:
                 yield handle
-        except Throttled as exc:
-            self.limiter.release(
-                provider, decision.lease_id, "throttled", retry_after=exc.retry_after, sent_after=handle.sent_after
-            )
-            raise
-        except TransientError as exc:
-            released = self.limiter.release(provider, decision.lease_id, "failure", sent_after=handle.sent_after)
+            except BaseException as exc:
+                self._call_ended(span, provider, decision, handle, started, exc)
+                raise
+            else:
+                self._call_ended(span, provider, decision, handle, started, None)
+            finally:
+                self.heartbeat.extra.remove(renew)
+
+    def _call_ended(self, span, provider, decision, handle: PermitHandle, started: float, exc) -> None:
+        """Decide the call's outcome and let every observer see the same one."""
+        outcome = classify(exc)
+        metrics.call_ended(provider, outcome, time.perf_counter() - started, tokens=handle.tokens_used)
+        tracing.call_ended(span, outcome, exc, handle.tokens_used)
+        released = self.limiter.release(
+            provider,
+            decision.lease_id,
+            outcome,
+            actual_tokens=handle.tokens_used,
+            retry_after=exc.retry_after if isinstance(exc, Throttled) else None,
+            sent_after=handle.sent_after,
+        )
+        if outcome is CallOutcome.SUCCESS and handle.tokens_used:
+            self.usage[provider] = self.usage.get(provider, 0) + handle.tokens_used
+        elif outcome is CallOutcome.ERROR and isinstance(exc, TransientError):
             if not released.counts_against_job:
                 # The provider is failing for everyone (an outage): wait for it, attempt kept.
                 reason = "retry" if released.breaker == "closed" else "breaker_open"
                 raise Deferred(provider, released.retry_after, reason) from exc
             exc.provider = provider  # its policy says how to retry
-            raise
-        except BaseException:
-            # Bad input and our own bugs say nothing about the provider's health.
-            self.limiter.release(
-                provider, decision.lease_id, "success", actual_tokens=handle.tokens_used, sent_after=handle.sent_after
-            )
-            raise
-        else:
-            self.limiter.release(
-                provider, decision.lease_id, "success", actual_tokens=handle.tokens_used, sent_after=handle.sent_after
-            )
-            if handle.tokens_used:
-                self.usage[provider] = self.usage.get(provider, 0) + handle.tokens_used
-        finally:
-            self.heartbeat.extra.remove(renew)
 
 
 @dataclass
@@ -182,7 +184,7 @@ def retry_plan(client: redis.Redis, exc: TransientError, attempt: int) -> float 
     ceiling), live from Redis like every other limit; other failures use the job defaults.
     Jitter spreads the retries of a burst of failed jobs (equal jitter: half fixed, half random).
     """
-    provider = getattr(exc, "provider", None)
+    provider = exc.provider
     if provider:
         retry = PolicyStore(client).read(provider).policy.retry
         attempts, delay = retry.attempts, retry.delay(attempt)
@@ -203,6 +205,8 @@ def _limiter(client: redis.Redis) -> Limiter:
 
 
 def run(job_id: str, handler: Handler) -> str:
+    """Run the job once; answers how the run ended (``RunOutcome``), or, when there was no
+    run, why not (the claim's outcome: ``terminal``, ``busy``, ``missing``)."""
     settings = get_settings()
     client = redis_client()
     store = JobStore(client, ttl=settings.job_ttl_seconds)
@@ -216,10 +220,10 @@ def run(job_id: str, handler: Handler) -> str:
     heartbeat = _Heartbeat(store, job_id, claim.run_token, settings.job_lease_seconds, settings.job_heartbeat_seconds)
     heartbeat.start()
     ctx = JobContext(job=job, store=store, run_token=claim.run_token, limiter=_limiter(client), heartbeat=heartbeat)
-    outcome = "stale"  # until a state change says otherwise (an exception leaves the lease to lapse)
+    outcome = RunOutcome.STALE  # until a state change says otherwise (an exception leaves the lease to lapse)
 
-    def failed(code: str, message: str) -> str:
-        return "failed" if store.fail(job_id, claim.run_token, code, message) else "stale"
+    def failed(code: str, message: str) -> RunOutcome:
+        return RunOutcome.FAILED if store.fail(job_id, claim.run_token, code, message) else RunOutcome.STALE
 
     try:
         with drain.handing_back_allowed():
@@ -235,22 +239,24 @@ def run(job_id: str, handler: Handler) -> str:
         if persistence.persist(job, result, ctx.usage, cache_hit=hit):  # no-op without DATABASE_URL
             if link := saved.link(job.type.value, job_id):
                 result = {**result, "saved": link}  # where the app reads it back after the job expires
-        outcome = "succeeded" if store.succeed(job_id, claim.run_token, result, cache_hit=hit) else "stale"
+        succeeded = store.succeed(job_id, claim.run_token, result, cache_hit=hit)
+        outcome = RunOutcome.SUCCEEDED if succeeded else RunOutcome.STALE
     except HandBack:
-        outcome = "handed_back" if store.hand_back(job_id, claim.run_token) else "stale"
+        outcome = RunOutcome.HANDED_BACK if store.hand_back(job_id, claim.run_token) else RunOutcome.STALE
         log.warning("job %s handed back unfinished: this worker is leaving", job_id)
     except Deferred as exc:
         due = time.time() + exc.retry_after + random.uniform(0, 0.1)
         # A provider's own 429 pauses it for everyone: the job waits for the same reason.
         reason = DenyReason.PAUSED if isinstance(exc, Throttled) else (exc.reason or DenyReason.RATE)
-        outcome = "deferred" if store.defer(job_id, claim.run_token, exc.provider, due, str(reason)) else "stale"
+        deferred = store.defer(job_id, claim.run_token, exc.provider, due, str(reason))
+        outcome = RunOutcome.DEFERRED if deferred else RunOutcome.STALE
     except TransientError as exc:
         delay = retry_plan(client, exc, claim.attempts)
         if delay is None:
             outcome = failed(exc.code, f"gave up after {claim.attempts} attempts: {exc.message}")
         else:
-            retrying = store.retry_later(job_id, claim.run_token, time.time() + delay, getattr(exc, "provider", None))
-            outcome = "retrying" if retrying else "stale"
+            retried = store.retry_later(job_id, claim.run_token, time.time() + delay, exc.provider)
+            outcome = RunOutcome.RETRIED if retried else RunOutcome.STALE
     except PermanentError as exc:
         outcome = failed(exc.code, exc.message)
     except SoftTimeLimitExceeded:

@@ -32,7 +32,7 @@ def _register(job_type: JobType, handler) -> None:
             tracing.processing(self.request, job_id, job_type.value, workload.queue) as span,
             errors_reporting.job_scope(job_id, job_type.value),
         ):
-            outcome = run(job_id, handler)
+            outcome = str(run(job_id, handler))
             tracing.set_attributes(span, {"unilingo.job.outcome": outcome})
             return outcome
 

@@ -351,7 +351,7 @@ def test_renewing_keeps_a_long_call_its_slot(store, limiter, other, clock):
 # --- the circuit breaker -------------------------------------------------------------------------
 
 
-def _fail(limiter: Limiter, provider: str = "openai", outcome: str = "failure") -> str:
+def _fail(limiter: Limiter, provider: str = "openai", outcome: str = "error") -> str:
     decision = limiter.acquire(provider)
     assert decision.granted, decision
     return limiter.release(provider, decision.lease_id, outcome).breaker
@@ -397,7 +397,7 @@ def test_half_open_admits_only_the_probes_and_their_successes_close_it(store, li
     assert limiter.status("openai").breaker == "closed"
     assert all(other.acquire("openai").granted for _ in range(3))
     # the third probe's outcome belongs to a finished half-open period: it moves nothing
-    assert other.release("openai", third.lease_id, "failure").breaker == "closed"
+    assert other.release("openai", third.lease_id, "error").breaker == "closed"
     assert limiter.status("openai").breaker_failures == 0
 
 
@@ -416,7 +416,7 @@ def test_outcomes_of_calls_admitted_before_the_breaker_opened_are_ignored(store,
     store.write(policy(requestsPerMinute=1000, burst=1000, maxInFlight=10))
     late, *failing = [limiter.acquire("openai") for _ in range(6)]
     for decision in failing:
-        limiter.release("openai", decision.lease_id, "failure")
+        limiter.release("openai", decision.lease_id, "error")
     assert limiter.release("openai", late.lease_id, "success").breaker == "open"
 
 
@@ -427,7 +427,7 @@ def test_a_failing_provider_gets_no_more_calls_at_once_than_could_still_open_the
     assert [d.granted for d in held] == [True] * 4 + [False]  # 1 failure + 4 in flight = the threshold
     assert held[-1].reason == "in_flight"
     for decision in held[:4]:
-        limiter.release("openai", decision.lease_id, "failure")
+        limiter.release("openai", decision.lease_id, "error")
     assert limiter.status("openai").breaker == "open"  # the outage cost the provider 5 calls
     clock.advance(60)
     probe = limiter.acquire("openai")
@@ -441,7 +441,7 @@ def test_only_a_healthy_providers_failure_counts_against_the_job(store, limiter,
     def failure() -> Released:
         decision = limiter.acquire("openai")
         assert decision.granted, decision
-        return limiter.release("openai", decision.lease_id, "failure")
+        return limiter.release("openai", decision.lease_id, "error")
 
     first = failure()  # the provider's previous answer was a success (none yet): the job's own
     assert (first.counts_against_job, first.breaker, first.retry_after) == (True, "closed", 1.0)
@@ -552,7 +552,7 @@ def test_status_shows_what_is_in_force_and_what_is_left(store, limiter, clock):
     revision = store.write(policy(requestsPerMinute=10, burst=10, tokensPerMinute=1000))
     a = limiter.acquire("openai", tokens=300)
     limiter.acquire("openai", tokens=200)
-    limiter.release("openai", a.lease_id, "failure")
+    limiter.release("openai", a.lease_id, "error")
     status = limiter.status("openai")
     assert status.revision == revision and status.policy.requests_per_minute == 10
     assert (status.requests_used, status.requests_left) == (2, 8)

@@ -176,7 +176,7 @@ def live(redis_server, sandbox, tmp_path_factory):
         limiter = Limiter(client)
         for _ in range(5):
             decision = limiter.acquire("azure-vision", holder="probe")
-            limiter.release("azure-vision", decision.lease_id, "failure")
+            limiter.release("azure-vision", decision.lease_id, "error")
         yield api
     finally:
         worker.stop()

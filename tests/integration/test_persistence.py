@@ -222,7 +222,7 @@ def test_a_job_retried_after_its_write_writes_once_and_pays_once(
 
     monkeypatch.setattr(persistence, "persist", persist_then_crash)
     job_id = submit(store, JobType.LESSON, {"topic": "Colours", "level": "A1", "language": "fr"}, owner="carol")
-    assert runner.run(job_id, HANDLERS[JobType.LESSON]) == "retrying"
+    assert runner.run(job_id, HANDLERS[JobType.LESSON]) == "retried"
     openai_calls = sandbox.requests("openai")
     assert openai_calls == 3  # outline, vocabulary, exercises
     assert store.promote_due(now=time.time() + 3600) == 1

@@ -10,8 +10,6 @@ from __future__ import annotations
 import base64
 import subprocess
 import sys
-from contextlib import contextmanager
-from dataclasses import dataclass
 
 import orjson
 import pytest
@@ -22,7 +20,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from unilingo import errors_reporting, tracing
-from unilingo.errors import Deferred, PermanentError, Throttled, TransientError
 from unilingo.messages import task_message
 
 JOB = "0123456789abcdef0123456789abcdef"
@@ -154,74 +151,7 @@ def test_a_message_without_context_starts_a_new_trace(spans):
     assert run_span.parent is None
 
 
-# --- on: provider calls --------------------------------------------------------------------------
-
-
-@dataclass
-class Handle:
-    tokens_used: int | None = None
-
-
-@contextmanager
-def permit(exc: BaseException | None = None):
-    if isinstance(exc, Deferred) and not isinstance(exc, Throttled):
-        raise exc  # no permit: the body never runs
-    yield Handle()
-
-
-def call(exc: BaseException | None = None, used: int | None = None):
-    with tracing.processing(None, JOB, "flashcards", "ai"):
-        with tracing.provider_call(permit(exc), "openai", 900) as handle:
-            handle.tokens_used = used
-            if exc is not None:
-                raise exc
-
-
-def test_a_provider_call_is_a_child_span_with_provider_outcome_and_tokens(spans):
-    call(used=321)
-    provider_span, run_span = spans.get_finished_spans()
-    assert provider_span.name == "provider_call openai"
-    assert provider_span.parent.span_id == run_span.context.span_id
-    assert dict(provider_span.attributes) == {
-        "unilingo.provider": "openai",
-        "unilingo.provider.tokens_requested": 900,
-        "unilingo.provider.tokens_used": 321,
-        "unilingo.provider.outcome": "success",
-    }
-    assert provider_span.status.status_code == StatusCode.UNSET
-
-
-@pytest.mark.parametrize(
-    "exc, outcome, error",
-    [
-        (Deferred("openai", 1.0, "rate"), "deferred", False),
-        (Throttled("openai", 2.0, "provider_429"), "throttled", True),
-        (TransientError("down"), "failure", True),
-        (PermanentError("bad"), "rejected", True),
-        (KeyError("bug"), "error", True),
-    ],
-)
-def test_a_provider_call_that_ends_badly_says_how(spans, exc, outcome, error):
-    with pytest.raises(type(exc)):
-        call(exc)
-    provider_span = spans.get_finished_spans()[0]
-    assert provider_span.attributes["unilingo.provider.outcome"] == outcome
-    assert (provider_span.status.status_code == StatusCode.ERROR) is error
-    if outcome == "deferred":
-        assert provider_span.attributes["unilingo.provider.deferred_reason"] == "rate"
-        assert not provider_span.events
-    else:
-        assert provider_span.events[0].name == "exception"
-
-
-def test_the_runner_wraps_its_permit_in_the_span_only_when_on(spans):
-    from workers.runner import JobContext
-
-    ctx = JobContext.__new__(JobContext)
-    ctx._permit = lambda provider, tokens: "the permit"
-    assert type(ctx.provider_call("openai", 5)).__name__ == "_GeneratorContextManager"
-    tracing._reset_for_tests()
-    assert ctx.provider_call("openai", 5) == "the permit"
+# --- on: handled errors (provider call spans: test_outcomes.py) ---------------------------------
 
 
 def test_a_handled_error_marks_the_current_span(spans):
