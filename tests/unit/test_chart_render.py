@@ -721,12 +721,12 @@ def test_alerts_fire_when_they_should(tmp_path, rendered):
                     },
                     {
                         "series": f'unilingo_provider_calls_total{{{wsel}, provider="openai", '
-                        'outcome="throttled", instance="w"}}',
+                        'outcome="throttled", instance="w"}',
                         "values": "0+10x30",
                     },
                     {
                         "series": f'unilingo_provider_calls_total{{{wsel}, provider="openai", '
-                        'outcome="success", instance="w"}}',
+                        'outcome="success", instance="w"}',
                         "values": "0+10x30",
                     },
                     {"series": f'up{{{sel}, instance="a"}}', "values": "1x20"},
