@@ -25,8 +25,9 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 RUN python -m venv "$VIRTUAL_ENV"
 COPY requirements.lock pyproject.toml /tmp/build/
 # The runtime dependencies declared in pyproject.toml, every version (transitive ones
-# included) pinned by requirements.lock used as the constraints file; the test-only pins of
-# the lock (pytest, schemathesis, ...) stay out of the image. Binary wheels only: no
+# included) pinned by requirements.lock used as the constraints file; the pins of the
+# lock for the tests (pytest, schemathesis, ...) and the sandbox (moto, pocketsphinx) stay out
+# of the image (tests/unit/test_dependencies.py). Binary wheels only: no
 # compiler is needed and no sdist build script runs (every pin has cp311 manylinux wheels
 # for amd64 and arm64).
 RUN --mount=type=cache,target=/root/.cache/pip \

@@ -33,9 +33,10 @@ from __future__ import annotations
 import argparse
 import base64
 import ctypes
+import datetime
+import ipaddress
 import json
 import os
-import secrets
 import shutil
 import signal
 import socket
@@ -49,6 +50,11 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from devstack.keda import Keda, KedaError
 from devstack.node import NODE_IP, NODE_NAME, Node, NodeError, NodeNetwork
@@ -101,7 +107,7 @@ def _tail(path: Path, lines: int = 30) -> str:
 
 
 class _Pki:
-    """Self-signed CA, apiserver serving cert, admin client cert, SA signing key (openssl)."""
+    """Self-signed CA, apiserver serving cert, client certs, SA signing key (``cryptography``)."""
 
     def __init__(self, directory: Path):
         self.dir = directory
@@ -126,29 +132,28 @@ class _Pki:
 
     def ensure(self) -> None:
         """Create whatever is missing; reuse the rest (so tokens survive restarts)."""
-        if shutil.which("openssl") is None:
-            raise ControlPlaneError("openssl is required (apt-get install openssl)")
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o700)
         new_ca = not (self.ca_key.exists() and self.ca_crt.exists())
         if new_ca:
-            self._ca(self.ca_key, self.ca_crt, "/CN=unilingo-devstack-ca")
+            self._ca(self.ca_key, self.ca_crt, "unilingo-devstack-ca")
         if new_ca or not self.server_crt.exists():
-            sans = ",".join(
-                [
-                    "IP:127.0.0.1",
-                    "IP:::1",
-                    "IP:10.0.0.1",
-                    "DNS:localhost",
-                    "DNS:kubernetes",
-                    "DNS:kubernetes.default",
-                    "DNS:kubernetes.default.svc",
-                    "DNS:kubernetes.default.svc.cluster.local",
-                ]
-            )
-            self._leaf(self.server_key, self.server_crt, "/CN=kube-apiserver", "serverAuth", f"subjectAltName={sans}\n")
+            names: list[x509.GeneralName] = [
+                x509.IPAddress(ipaddress.ip_address(ip)) for ip in ("127.0.0.1", "::1", "10.0.0.1")
+            ]
+            names += [
+                x509.DNSName(name)
+                for name in (
+                    "localhost",
+                    "kubernetes",
+                    "kubernetes.default",
+                    "kubernetes.default.svc",
+                    "kubernetes.default.svc.cluster.local",
+                )
+            ]
+            self._leaf(self.server_key, self.server_crt, "kube-apiserver", None, ExtendedKeyUsageOID.SERVER_AUTH, names)
         if new_ca or not self.admin_crt.exists():
-            self._leaf(self.admin_key, self.admin_crt, f"/O=system:masters/CN={ADMIN_USER}", "clientAuth", "")
+            self._leaf(self.admin_key, self.admin_crt, ADMIN_USER, "system:masters", ExtendedKeyUsageOID.CLIENT_AUTH)
         # The other components are in system:masters too: one local node, no Node
         # authorizer to configure.
         for key, crt, user in (
@@ -157,100 +162,122 @@ class _Pki:
             (self.node_key, self.node_crt, NODE_USER),
         ):
             if new_ca or not crt.exists():
-                self._leaf(key, crt, f"/O=system:masters/CN={user}", "clientAuth", "")
+                self._leaf(key, crt, user, "system:masters", ExtendedKeyUsageOID.CLIENT_AUTH)
         # The aggregation layer's front proxy (request-header authentication).
         new_fp_ca = not (self.front_proxy_ca_key.exists() and self.front_proxy_ca_crt.exists())
         if new_fp_ca:
-            self._ca(self.front_proxy_ca_key, self.front_proxy_ca_crt, "/CN=unilingo-devstack-front-proxy-ca")
+            self._ca(self.front_proxy_ca_key, self.front_proxy_ca_crt, "unilingo-devstack-front-proxy-ca")
         if new_fp_ca or not self.front_proxy_client_crt.exists():
             self._leaf(
                 self.front_proxy_client_key,
                 self.front_proxy_client_crt,
-                "/CN=front-proxy-client",
-                "clientAuth",
-                "",
+                "front-proxy-client",
+                None,
+                ExtendedKeyUsageOID.CLIENT_AUTH,
                 ca=(self.front_proxy_ca_crt, self.front_proxy_ca_key),
             )
         if not (self.sa_key.exists() and self.sa_pub.exists()):
-            self._key(self.sa_key)
-            self._run("pkey", "-in", self.sa_key, "-pubout", "-out", self.sa_pub)
-
-    def _ca(self, key: Path, crt: Path, subject: str) -> None:
-        self._key(key)
-        cnf = self._cnf(
-            "basicConstraints=critical,CA:TRUE\n"
-            "keyUsage=critical,keyCertSign,cRLSign,digitalSignature\n"
-            "subjectKeyIdentifier=hash\n"
-        )
-        self._run(
-            "req",
-            "-x509",
-            "-new",
-            "-key",
-            key,
-            "-sha256",
-            "-days",
-            "3650",
-            "-subj",
-            subject,
-            "-config",
-            cnf,
-            "-extensions",
-            "ext",
-            "-out",
-            crt,
-        )
-
-    def _leaf(
-        self, key: Path, crt: Path, subject: str, eku: str, extra: str, ca: tuple[Path, Path] | None = None
-    ) -> None:
-        ca_crt, ca_key = ca or (self.ca_crt, self.ca_key)
-        self._key(key)
-        csr = key.with_suffix(".csr")
-        self._run("req", "-new", "-key", key, "-subj", subject, "-out", csr)
-        cnf = self._cnf(
-            "basicConstraints=critical,CA:FALSE\n"
-            "keyUsage=critical,digitalSignature,keyEncipherment\n"
-            f"extendedKeyUsage={eku}\n"
-            "authorityKeyIdentifier=keyid\n" + extra
-        )
-        self._run(
-            "x509",
-            "-req",
-            "-in",
-            csr,
-            "-CA",
-            ca_crt,
-            "-CAkey",
-            ca_key,
-            "-sha256",
-            "-set_serial",
-            str(secrets.randbits(63)),
-            "-days",
-            "825",
-            "-extfile",
-            cnf,
-            "-extensions",
-            "ext",
-            "-out",
-            crt,
-        )
-        csr.unlink(missing_ok=True)
-
-    def _key(self, path: Path) -> None:
-        self._run("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", path)
-        os.chmod(path, 0o600)
-
-    def _cnf(self, body: str) -> Path:
-        cnf = self.dir / "openssl.cnf"
-        cnf.write_text("[req]\ndistinguished_name=dn\n[dn]\n[ext]\n" + body)
-        return cnf
+            key = self._key(self.sa_key)
+            public = key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            self.sa_pub.write_bytes(public)
 
     @staticmethod
-    def _run(*args: object) -> None:
-        proc = subprocess.run(["openssl", *map(str, args)], capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise ControlPlaneError(f"openssl {args[0]} failed: {proc.stderr.strip()}")
+    def _name(common_name: str, organization: str | None = None) -> x509.Name:
+        attributes = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization)] if organization else []
+        return x509.Name([*attributes, x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+    def _ca(self, key_path: Path, crt_path: Path, common_name: str) -> None:
+        key = self._key(key_path)
+        name = self._name(common_name)
+        now = datetime.datetime.now(datetime.UTC)
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .sign(key, hashes.SHA256())
+        )
+        crt_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+
+    def _leaf(
+        self,
+        key_path: Path,
+        crt_path: Path,
+        common_name: str,
+        organization: str | None,
+        usage: x509.ObjectIdentifier,
+        names: list[x509.GeneralName] | None = None,
+        ca: tuple[Path, Path] | None = None,
+    ) -> None:
+        ca_crt_path, ca_key_path = ca or (self.ca_crt, self.ca_key)
+        ca_crt = x509.load_pem_x509_certificate(ca_crt_path.read_bytes())
+        ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
+        assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+        key = self._key(key_path)
+        now = datetime.datetime.now(datetime.UTC)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(self._name(common_name, organization))
+            .issuer_name(ca_crt.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=825))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=True,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=False,
+                    crl_sign=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        )
+        if names:
+            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        crt_path.write_bytes(builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+
+    @staticmethod
+    def _key(path: Path) -> ec.EllipticCurvePrivateKey:
+        """A P-256 key, written as PKCS#8 PEM readable by its owner only."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(pem)
+        os.chmod(path, 0o600)
+        return key
 
 
 class ControlPlane:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import tenacity
 from httpx_sse import SSEError, connect_sse
 
 from unilingo.settings import get_settings
@@ -160,22 +161,35 @@ def _follow(client: httpx.Client, job_id: str, timeout: float) -> dict:
             print(line, file=sys.stderr)
             printed.append(line)
 
+    def timed_out(job: dict | None) -> CliError:
+        return CliError(
+            f"job {job_id} had not ended after {timeout:g} s (still {job and job.get('status')}); "
+            f"follow it with: unilingo job {job_id}",
+            EXIT_TIMEOUT,
+        )
+
     job = _stream(client, job_id, deadline, show)
-    delay = 0.5
-    while job is None or job.get("status") not in TERMINAL:
-        if time.monotonic() > deadline:
-            raise CliError(
-                f"job {job_id} had not ended after {timeout:g} s (still {job and job.get('status')}); "
-                f"follow it with: unilingo job {job_id}",
-                EXIT_TIMEOUT,
-            )
-        job = _checked(client.get(f"/api/jobs/{job_id}"))
-        show(job)
-        if job.get("status") in TERMINAL:
-            break
-        time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-        delay = min(delay * 2, 5.0)
-    return job
+    if job is not None and job.get("status") in TERMINAL:
+        return job
+    if time.monotonic() > deadline:
+        raise timed_out(job)
+
+    def poll() -> dict:
+        polled = _checked(client.get(f"/api/jobs/{job_id}"))
+        show(polled)
+        return polled
+
+    # Polling with backoff (0.5 s doubling to 5 s), never sleeping past the deadline.
+    backoff = tenacity.wait_exponential(multiplier=0.5, max=5.0)
+    polling = tenacity.Retrying(
+        retry=tenacity.retry_if_result(lambda polled: polled.get("status") not in TERMINAL),
+        wait=lambda state: min(backoff(state), max(0.0, deadline - time.monotonic())),
+        stop=tenacity.stop_after_delay(max(0.0, deadline - time.monotonic())),
+    )
+    try:
+        return polling(poll)
+    except tenacity.RetryError as error:
+        raise timed_out(error.last_attempt.result()) from None
 
 
 def _stream(client: httpx.Client, job_id: str, deadline: float, show) -> dict | None:

@@ -26,7 +26,7 @@ from typing import Any, Literal, NamedTuple, get_args
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
-from unilingo import keys
+from unilingo import backoff, keys
 
 Provider = Literal["openai", "azure-speech", "azure-vision", "aws-polly", "storage"]
 PROVIDERS: tuple[str, ...] = get_args(Provider)
@@ -86,7 +86,7 @@ class RetryPolicy(_Document):
 
     def delay(self, attempt: int) -> float:
         """Backoff before try ``attempt + 1`` (``attempt`` counts from 1), before any jitter."""
-        return min(self.max_backoff_seconds, self.backoff_seconds * 2 ** max(0, attempt - 1))
+        return backoff.delay(backoff.exponential(self.backoff_seconds, self.max_backoff_seconds), attempt)
 
 
 class _Figures(NamedTuple):

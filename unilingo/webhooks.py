@@ -29,7 +29,6 @@ import hashlib
 import hmac
 import ipaddress
 import logging
-import random
 import socket
 import time
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import orjson
 
-from unilingo import keys
+from unilingo import backoff, keys
 
 log = logging.getLogger(__name__)
 
@@ -312,10 +311,12 @@ def enqueue(client, job_id: str, url: str, delay: float = 0.0) -> None:
     _eval(client, _ENQUEUE, 2, keys.webhook_outbox(), keys.webhook(job_id), job_id, job_id, url, now, _DELIVERY_TTL)
 
 
+_BACKOFF = backoff.equal_jitter(BACKOFF_BASE_SECONDS, BACKOFF_CAP_SECONDS, BACKOFF_FACTOR)
+
+
 def backoff_seconds(attempt: int) -> float:
     """Delay after failed attempt ``attempt`` (1-based): exponential, with jitter in [d/2, d]."""
-    delay = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * BACKOFF_FACTOR ** max(0, attempt - 1))
-    return random.uniform(delay / 2, delay)
+    return backoff.delay(_BACKOFF, attempt)
 
 
 def _text(value) -> str:

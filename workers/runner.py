@@ -18,8 +18,8 @@ from typing import Any
 import redis
 from celery.exceptions import SoftTimeLimitExceeded
 
+from unilingo import backoff, errors_reporting, metrics, persistence, saved, tracing
 from unilingo import cache as response_cache
-from unilingo import errors_reporting, metrics, persistence, saved, tracing
 from unilingo.connections import redis_client as connect
 from unilingo.errors import Deferred, HandBack, PermanentError, Throttled, TransientError
 from unilingo.jobs import Job, JobStore
@@ -187,12 +187,12 @@ def retry_plan(client: redis.Redis, exc: TransientError, attempt: int) -> float 
     provider = exc.provider
     if provider:
         retry = PolicyStore(client).read(provider).policy.retry
-        attempts, delay = retry.attempts, retry.delay(attempt)
+        attempts, wait = retry.attempts, backoff.equal_jitter(retry.backoff_seconds, retry.max_backoff_seconds)
     else:
-        attempts, delay = get_settings().job_max_attempts, min(60.0, 2.0 ** max(0, attempt - 1))
+        attempts, wait = get_settings().job_max_attempts, backoff.equal_jitter(1.0, 60.0)
     if attempt >= attempts:
         return None
-    return delay / 2 + random.uniform(0, delay / 2)
+    return backoff.delay(wait, attempt)
 
 
 def _limiter(client: redis.Redis) -> Limiter:

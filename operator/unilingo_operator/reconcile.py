@@ -36,6 +36,7 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from unilingo import keys
+from unilingo.backoff import delay, exponential
 from unilingo.connections import async_redis_client
 from unilingo.policy import PROVIDERS, AsyncPolicyStore, ProviderPolicy, default_policy, document
 from unilingo.settings import get_settings
@@ -145,8 +146,12 @@ def explain(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
+_BACKOFF = exponential(1.0, MAX_BACKOFF)
+
+
 def backoff(retry: int) -> float:
-    return min(MAX_BACKOFF, 2.0**retry)
+    """kopf's ``retry`` counts from 0: 1 s, 2 s, 4 s, ... up to ``MAX_BACKOFF``."""
+    return delay(_BACKOFF, retry + 1)
 
 
 def describe(policy: ProviderPolicy) -> str:
