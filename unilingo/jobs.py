@@ -22,6 +22,7 @@ import orjson
 from pydantic import BaseModel
 
 from unilingo import fairness, keys, results
+from unilingo.scripts import LuaScript, lua
 
 
 class JobType(str, enum.Enum):
@@ -192,241 +193,6 @@ def decode_job(raw: dict[bytes, bytes] | dict[str, str]) -> Job | None:
     return Job.model_validate(data)
 
 
-# --- Lua: each state change is atomic --------------------------------------------------
-
-# KEYS: job, user_jobs, idem (or ""), queue list, input key (or ""), queue's fairness hash,
-#       queue's tag index
-# ARGV: job_id, created_at, ttl, index_size, message, input bytes, fair-share weight (0: first
-#       come, first served), owner, job key prefix, fairness state ttl, then field/value pairs
-_CREATE = (
-    fairness.LUA
-    + """
-if KEYS[3] ~= '' then
-  local existing = redis.call('GET', KEYS[3])
-  if existing then return {0, existing} end
-end
-redis.call('HSET', KEYS[1], unpack(ARGV, 11))
-redis.call('HSET', KEYS[1], 'message', ARGV[5])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-if KEYS[5] ~= '' then redis.call('SET', KEYS[5], ARGV[6], 'EX', ARGV[3]) end
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -1 - tonumber(ARGV[4]))
-redis.call('EXPIRE', KEYS[2], ARGV[3])
-if KEYS[3] ~= '' then redis.call('SET', KEYS[3], ARGV[1], 'EX', 86400) end
-local weight = tonumber(ARGV[7])
-if weight > 0 then
-  local tag = fair_tag(KEYS[6], ARGV[8], weight)
-  redis.call('HSET', KEYS[1], 'fair_tag', tag)
-  fair_push(KEYS[4], KEYS[7], ARGV[9], ARGV[1], ARGV[5], tag)
-  redis.call('EXPIRE', KEYS[6], ARGV[10])
-  redis.call('EXPIRE', KEYS[7], ARGV[10])
-else
-  redis.call('LPUSH', KEYS[4], ARGV[5])
-end
-return {1, ARGV[1]}
-"""
-)
-
-# KEYS: job, leases, events channel. ARGV: job_id, now, lease_until, fairness key prefix
-# Returns {outcome, run_token, attempts}; outcome: 'claimed' | 'terminal' | 'busy' | 'missing'
-# (The queue's fairness keys are named from the job's queue: like promote's queue lists, they
-# are not declared in KEYS.)
-_CLAIM = (
-    fairness.LUA
-    + """
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return {'missing', 0, 0} end
-local fair = redis.call('HMGET', KEYS[1], 'fair_tag', 'queue')
-if status == 'succeeded' or status == 'failed' or status == 'cancelled' then
-  fair_claimed(ARGV[4], ARGV[1], fair[2], fair[1])
-  return {'terminal', 0, 0}
-end
-if status == 'running' then
-  local lease = tonumber(redis.call('HGET', KEYS[1], 'lease_until') or '0')
-  if lease > tonumber(ARGV[2]) then return {'busy', 0, 0} end
-end
-local token = redis.call('HINCRBY', KEYS[1], 'run_token', 1)
-local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[2], 'updated_at', ARGV[2],
-  'lease_until', ARGV[3])
-redis.call('HDEL', KEYS[1], 'waiting')
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
-fair_claimed(ARGV[4], ARGV[1], fair[2], fair[1])
-redis.call('PUBLISH', KEYS[3], 'running')
-return {'claimed', token, attempts}
-"""
-)
-
-# KEYS: job, events channel. ARGV: run_token, progress JSON, now
-_PROGRESS = """
-local f = redis.call('HMGET', KEYS[1], 'status', 'run_token')
-if f[1] ~= 'running' or f[2] ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'progress', ARGV[2], 'updated_at', ARGV[3])
-redis.call('PUBLISH', KEYS[2], 'progress')
-return 1
-"""
-
-# KEYS: job, leases. ARGV: job_id, run_token, lease_until
-_HEARTBEAT = """
-if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
-if redis.call('HGET', KEYS[1], 'run_token') ~= ARGV[2] then return 0 end
-redis.call('HSET', KEYS[1], 'lease_until', ARGV[3])
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
-return 1
-"""
-
-# The completion: the job's terminal state, its outcome in the cluster totals and its webhook
-# in the outbox, all or nothing, and only for the holder of the current run token. A worker
-# that dies at any point leaves either a finished job whose webhook is queued, or a running
-# job whose lease lapses and which runs again; a refused (stale) completion writes nothing.
-# KEYS: job, leases, events channel, cluster counters, webhook outbox, webhook delivery
-# ARGV: job_id, run_token, now, status, delivery ttl, activity key prefix, activity ttl, then
-#       field/value pairs
-_FINISH = """
-local f = redis.call('HMGET', KEYS[1], 'status', 'run_token', 'type', 'owner', 'webhook_url')
-if f[1] ~= 'running' or f[2] ~= ARGV[2] then return 0 end
-redis.call('HSET', KEYS[1], 'status', ARGV[4], 'updated_at', ARGV[3], 'finished_at', ARGV[3],
-  'lease_until', '0')
-if #ARGV > 7 then redis.call('HSET', KEYS[1], unpack(ARGV, 8)) end
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('HINCRBYFLOAT', KEYS[4], 'jobs:' .. f[3] .. ':' .. ARGV[4], 1)
-if ARGV[4] == 'failed' and f[4] then
-  -- the owner's failure share (risk score); the API's activity flush may not have made the
-  -- record yet, so a new one gets the activity records' lifetime here
-  local activity = ARGV[6] .. f[4]
-  redis.call('HINCRBY', activity, 'failed', 1)
-  if redis.call('TTL', activity) < 0 then redis.call('EXPIRE', activity, ARGV[7]) end
-end
-if f[5] and f[5] ~= '' then
-  redis.call('HSET', KEYS[6], 'job_id', ARGV[1], 'url', f[5], 'attempts', 0, 'created_at', ARGV[3])
-  redis.call('EXPIRE', KEYS[6], ARGV[5])
-  redis.call('ZADD', KEYS[5], ARGV[3], ARGV[1])
-end
-redis.call('PUBLISH', KEYS[3], ARGV[4])
-return 1
-"""
-
-# Gives a claimed job back without counting the attempt (deferral) or counting it (retry),
-# and parks it in a delayed set until it is due.
-# KEYS: job, leases, delayed zset, delayed index, events channel
-# ARGV: job_id, run_token, now, score, uncount (1|0), index member, waiting (JSON)
-_PARK = """
-if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
-if redis.call('HGET', KEYS[1], 'run_token') ~= ARGV[2] then return 0 end
-if ARGV[5] == '1' then redis.call('HINCRBY', KEYS[1], 'attempts', -1) end
-redis.call('HSET', KEYS[1], 'status', 'queued', 'updated_at', ARGV[3], 'lease_until', '0', 'waiting', ARGV[7])
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
-redis.call('SADD', KEYS[4], ARGV[6])
-redis.call('PUBLISH', KEYS[5], 'queued')
-return 1
-"""
-
-# KEYS: job, leases, events channel. ARGV: job_id, now
-_CANCEL = """
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return 'missing' end
-if status == 'succeeded' or status == 'failed' or status == 'cancelled' then return 'terminal' end
-redis.call('HINCRBY', KEYS[1], 'run_token', 1)
-redis.call('HSET', KEYS[1], 'status', 'cancelled', 'updated_at', ARGV[2], 'finished_at', ARGV[2],
-  'lease_until', '0', 'error', '{"code":"cancelled","message":"cancelled by the user"}')
-redis.call('HDEL', KEYS[1], 'waiting')
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('PUBLISH', KEYS[3], 'cancelled')
-return 'cancelled'
-"""
-
-# Moves due members of a delayed set back to their queue, oldest first, at most ARGV[2].
-# A member whose job is gone or no longer queued is dropped. The stored message is pushed
-# again as it was, so the job keeps its Celery task id.
-# KEYS: delayed zset. ARGV: now, limit, job key prefix, fairness key prefix
-_PROMOTE = (
-    fairness.LUA
-    + """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-local moved = 0
-for _, id in ipairs(due) do
-  redis.call('ZREM', KEYS[1], id)
-  local job = ARGV[3] .. id
-  local fields = redis.call('HMGET', job, 'status', 'message', 'queue', 'fair_tag')
-  if fields[1] == 'queued' and fields[2] then
-    requeue(ARGV[4], ARGV[3], id, fields[3], fields[2], fields[4])
-    moved = moved + 1
-  end
-end
-return moved
-"""
-)
-
-# Running jobs whose lease lapsed: their worker died. Queue them again.
-# KEYS: leases. ARGV: now, limit, job key prefix, fairness key prefix
-_REQUEUE_STALLED = (
-    fairness.LUA
-    + """
-local stalled = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-local moved = 0
-for _, id in ipairs(stalled) do
-  redis.call('ZREM', KEYS[1], id)
-  local job = ARGV[3] .. id
-  local fields = redis.call('HMGET', job, 'status', 'message', 'queue', 'lease_until', 'fair_tag')
-  if fields[1] == 'running' and tonumber(fields[4] or '0') <= tonumber(ARGV[1]) and fields[2] then
-    redis.call('HSET', job, 'status', 'queued', 'updated_at', ARGV[1], 'lease_until', '0')
-    redis.call('HINCRBY', job, 'run_token', 1)
-    requeue(ARGV[4], ARGV[3], id, fields[3], fields[2], fields[5])
-    redis.call('PUBLISH', job .. ':events', 'queued')
-    moved = moved + 1
-  end
-end
-return moved
-"""
-)
-
-
-# Queued jobs whose message left the list without the job being claimed: a consumer that died
-# between popping the message and recording it (kombu's Redis transport does the two apart).
-# The queue's tag index names the jobs whose message should be in the list; the lowest tags
-# are the ones popped first. Such a job, queued for over the grace period and no longer in the
-# list, is queued again with its turn. A message still held by a live worker is delivered twice
-# at worst, and the claim lets only one run through. Index entries of jobs no longer queued go.
-# KEYS: queue list, queue's tag index. ARGV: job key prefix, now, grace seconds, how many
-_RESCUE_LOST = (
-    fairness.LUA
-    + """
-local moved = 0
-for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, tonumber(ARGV[4]) - 1)) do
-  local f = redis.call('HMGET', ARGV[1] .. id, 'status', 'message', 'updated_at', 'fair_tag')
-  if f[1] ~= 'queued' or not f[2] then
-    redis.call('ZREM', KEYS[2], id)
-  elseif tonumber(f[3] or '0') < tonumber(ARGV[2]) - tonumber(ARGV[3])
-      and not redis.call('LPOS', KEYS[1], f[2]) then
-    redis.call('ZREM', KEYS[2], id)
-    fair_push(KEYS[1], KEYS[2], ARGV[1], id, f[2], tonumber(f[4] or '0'))
-    moved = moved + 1
-  end
-end
-return moved
-"""
-)
-
-
-# A running job given back unfinished by a worker that is leaving: queued again at the head of
-# its queue, its attempt not counted, and the leaving run fenced out (new run token).
-# KEYS: job, leases, events channel. ARGV: job_id, run_token, now
-_HAND_BACK = """
-if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
-if redis.call('HGET', KEYS[1], 'run_token') ~= ARGV[2] then return 0 end
-local fields = redis.call('HMGET', KEYS[1], 'message', 'queue')
-if not fields[1] then return 0 end
-redis.call('HINCRBY', KEYS[1], 'attempts', -1)
-redis.call('HINCRBY', KEYS[1], 'run_token', 1)
-redis.call('HSET', KEYS[1], 'status', 'queued', 'updated_at', ARGV[3], 'lease_until', '0')
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('RPUSH', fields[2], fields[1])  -- consumers pop from the right: next in line
-redis.call('PUBLISH', KEYS[3], 'queued')
-return 1
-"""
-
-
 def _flatten(fields: dict[str, Any]) -> list[Any]:
     out: list[Any] = []
     for name, value in fields.items():
@@ -465,21 +231,38 @@ class NewJob:
     fair_weight: float = 1.0
 
 
+def _job_script(name: str, fair: bool = False) -> LuaScript:
+    return lua(f"jobs/{name}", include=("fairness",) if fair else ())
+
+
+_CREATE = _job_script("create", fair=True)
+_CLAIM = _job_script("claim", fair=True)
+_HAND_BACK = _job_script("hand_back")
+_HEARTBEAT = _job_script("heartbeat")
+_FINISH = _job_script("finish")
+_PROGRESS = _job_script("progress")
+_PARK = _job_script("park")
+_CANCEL = _job_script("cancel")
+_PROMOTE = _job_script("promote", fair=True)
+_REQUEUE_STALLED = _job_script("requeue_stalled", fair=True)
+_RESCUE_LOST = _job_script("rescue_lost", fair=True)
+
+
 class _Scripts:
-    """The job scripts registered on one client; works for sync and asyncio clients alike."""
+    """The job scripts (``unilingo/lua/jobs/``) on one client; sync and asyncio clients alike."""
 
     def __init__(self, client):
-        self.create = client.register_script(_CREATE)
-        self.claim = client.register_script(_CLAIM)
-        self.hand_back = client.register_script(_HAND_BACK)
-        self.heartbeat = client.register_script(_HEARTBEAT)
-        self.finish = client.register_script(_FINISH)
-        self.progress = client.register_script(_PROGRESS)
-        self.park = client.register_script(_PARK)
-        self.cancel = client.register_script(_CANCEL)
-        self.promote = client.register_script(_PROMOTE)
-        self.requeue_stalled = client.register_script(_REQUEUE_STALLED)
-        self.rescue_lost = client.register_script(_RESCUE_LOST)
+        self.create = _CREATE.bind(client)
+        self.claim = _CLAIM.bind(client)
+        self.hand_back = _HAND_BACK.bind(client)
+        self.heartbeat = _HEARTBEAT.bind(client)
+        self.finish = _FINISH.bind(client)
+        self.progress = _PROGRESS.bind(client)
+        self.park = _PARK.bind(client)
+        self.cancel = _CANCEL.bind(client)
+        self.promote = _PROMOTE.bind(client)
+        self.requeue_stalled = _REQUEUE_STALLED.bind(client)
+        self.rescue_lost = _RESCUE_LOST.bind(client)
 
 
 # What a new job's record holds (the fields that a run fills in come later), in model order.
@@ -507,8 +290,7 @@ def _create_call(new: NewJob, ttl: int, index_size: int):
         keys.idempotency(job.owner, new.idempotency_key) if new.idempotency_key else "",
         keys.queue_list(job.workload.queue),
         keys.job_input(job.job_id) if new.upload is not None else "",
-        keys.fair_queue(job.workload.queue),
-        keys.fair_index(job.workload.queue),
+        *keys.fair_keys(job.workload.queue),
     ]
     args = [
         job.job_id,
@@ -519,7 +301,6 @@ def _create_call(new: NewJob, ttl: int, index_size: int):
         new.upload or b"",
         new.fair_weight,
         job.owner,
-        keys.job(""),
         fairness.STATE_TTL_SECONDS,
         *fields,
     ]
@@ -530,7 +311,8 @@ WEBHOOK_DELIVERY_TTL = 7 * 24 * 3600  # a pending delivery is kept this long at 
 ACTIVITY_TTL_SECONDS = 24 * 3600  # a user's activity record expires a day after their last activity
 
 
-def _finish_args(job_id: str, run_token: int, status: JobStatus, **fields: Any):
+def _finish_args(job_id: str, run_token: int, status: JobStatus, owner: str | None = None, **fields: Any):
+    """``owner``: the job's, when it failed (its failure share of the activity record)."""
     return (
         [
             keys.job(job_id),
@@ -539,6 +321,7 @@ def _finish_args(job_id: str, run_token: int, status: JobStatus, **fields: Any):
             keys.stats("counters"),
             keys.webhook_outbox(),
             keys.webhook(job_id),
+            keys.activity(owner) if owner else "",
         ],
         [
             job_id,
@@ -546,7 +329,6 @@ def _finish_args(job_id: str, run_token: int, status: JobStatus, **fields: Any):
             time.time(),
             status.value,
             WEBHOOK_DELIVERY_TTL,
-            keys.activity(""),
             ACTIVITY_TTL_SECONDS,
             *_flatten(fields),
         ],
@@ -589,11 +371,21 @@ class JobStore:
     def upload(self, job_id: str) -> bytes | None:
         return self.client.get(keys.job_input(job_id))
 
-    def claim(self, job_id: str, lease_seconds: float) -> Claim:
+    def _queues(self, job_ids: list[str]) -> list[str]:
+        """The queue of each job (a record's ``queue`` never changes; "" for a job gone)."""
+        pipe = self.client.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hget(keys.job(job_id), "queue")
+        return [_str(queue) or "" for queue in pipe.execute()] if job_ids else []
+
+    def claim(self, job_id: str, lease_seconds: float, queue: str | None = None) -> Claim:
+        """Take the job for a run. ``queue``: the job's (read from its record when not given)."""
+        if queue is None:
+            queue = _str(self.client.hget(keys.job(job_id), "queue")) or ""
         now = time.time()
         raw = self._s.claim(
-            keys=[keys.job(job_id), keys.leases(), keys.job_events(job_id)],
-            args=[job_id, now, now + lease_seconds, keys.fair_queue("")],
+            keys=[keys.job(job_id), keys.leases(), keys.job_events(job_id), *keys.fair_keys(queue)],
+            args=[job_id, now, now + lease_seconds],
         )
         return _decode_claim(raw)
 
@@ -618,7 +410,8 @@ class JobStore:
         return bool(self._s.finish(keys=k, args=a))
 
     def fail(self, job_id: str, run_token: int, code: str, message: str) -> bool:
-        k, a = _finish_args(job_id, run_token, JobStatus.FAILED, error={"code": code, "message": message})
+        owner = _str(self.client.hget(keys.job(job_id), "owner"))  # it never changes
+        k, a = _finish_args(job_id, run_token, JobStatus.FAILED, owner, error={"code": code, "message": message})
         return bool(self._s.finish(keys=k, args=a))
 
     def defer(self, job_id: str, run_token: int, provider: str, due: float, reason: str = "rate") -> bool:
@@ -635,9 +428,11 @@ class JobStore:
 
     def hand_back(self, job_id: str, run_token: int) -> bool:
         """The worker is leaving: the job goes back to the head of its queue, attempt uncounted."""
+        queue = _str(self.client.hget(keys.job(job_id), "queue")) or ""
         return bool(
             self._s.hand_back(
-                keys=[keys.job(job_id), keys.leases(), keys.job_events(job_id)], args=[job_id, run_token, time.time()]
+                keys=[keys.job(job_id), keys.leases(), keys.job_events(job_id), keys.queue_list(queue)],
+                args=[job_id, run_token, time.time()],
             )
         )
 
@@ -650,24 +445,44 @@ class JobStore:
         """Queue again the delayed jobs (deferred or retrying) that are due."""
         now = time.time() if now is None else now
         moved = 0
-        for delayed_key in self.client.smembers(keys.delayed_sets()):
-            moved += int(
-                self._s.promote(keys=[_str(delayed_key)], args=[now, limit, keys.job(""), keys.fair_queue("")])
-            )
+        for member in self.client.smembers(keys.delayed_sets()):
+            delayed_key = _str(member)
+            due = [_str(m) for m in self.client.zrangebyscore(delayed_key, "-inf", now, start=0, num=limit)]
+            if not due:
+                continue
+            script_keys = [delayed_key]
+            for job_id, queue in zip(due, self._queues(due), strict=True):
+                script_keys += (keys.job(job_id), keys.queue_list(queue), *keys.fair_keys(queue)[1:])
+            moved += int(self._s.promote(keys=script_keys, args=[now, *due]))
         return moved
 
     def rescue_lost(self, queue: str, grace_seconds: float = 60.0, limit: int = 20, now: float | None = None) -> int:
         """Queue again the jobs whose message was taken off ``queue`` but never claimed."""
         now = time.time() if now is None else now
+        indexed = [_str(m) for m in self.client.zrange(keys.fair_index(queue), 0, limit - 1)]
+        if not indexed:
+            return 0
         return int(
             self._s.rescue_lost(
-                keys=[keys.queue_list(queue), keys.fair_index(queue)], args=[keys.job(""), now, grace_seconds, limit]
+                keys=[keys.queue_list(queue), *keys.fair_keys(queue)[1:], *(keys.job(job_id) for job_id in indexed)],
+                args=[now, grace_seconds, *indexed],
             )
         )
 
     def requeue_stalled(self, limit: int = 100, now: float | None = None) -> int:
         now = time.time() if now is None else now
-        return int(self._s.requeue_stalled(keys=[keys.leases()], args=[now, limit, keys.job(""), keys.fair_queue("")]))
+        stalled = [_str(m) for m in self.client.zrangebyscore(keys.leases(), "-inf", now, start=0, num=limit)]
+        if not stalled:
+            return 0
+        script_keys = [keys.leases()]
+        for job_id, queue in zip(stalled, self._queues(stalled), strict=True):
+            script_keys += (
+                keys.job(job_id),
+                keys.job_events(job_id),
+                keys.queue_list(queue),
+                *keys.fair_keys(queue)[1:],
+            )
+        return int(self._s.requeue_stalled(keys=script_keys, args=[now, *stalled]))
 
 
 class AsyncJobStore:

@@ -125,3 +125,13 @@ def fair_queue(queue: str) -> str:
 def fair_index(queue: str) -> str:
     """Sorted set of the jobs in a queue's list, scored by their fair-share tag."""
     return f"{fair_queue(queue)}:index"
+
+
+def fair_messages(queue: str) -> str:
+    """Hash of the jobs in a queue's list: job id -> its message (where a new job is inserted beside)."""
+    return f"{fair_queue(queue)}:messages"
+
+
+def fair_keys(queue: str) -> tuple[str, str, str]:
+    """A queue's fair-share state as the job scripts take it: hash, tag index, messages."""
+    return fair_queue(queue), fair_index(queue), fair_messages(queue)

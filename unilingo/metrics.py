@@ -46,6 +46,7 @@ from unilingo import keys
 from unilingo.jobs import ACTIVITY_TTL_SECONDS, WORKLOADS, JobType
 from unilingo.limiter import DenyReason
 from unilingo.outcomes import CallOutcome, RunOutcome
+from unilingo.scripts import lua
 
 log = logging.getLogger(__name__)
 
@@ -238,53 +239,10 @@ ACTIVITY_MAX_USERS = 5000  # users tracked at most (the least recently active ar
 ACTIVITY_MINUTES = 60  # per-minute submission counts kept (burstiness)
 USERS_PER_FLUSH_CALL = 50  # users per flush script call from the API (about a millisecond of Redis each)
 
-# KEYS: 1 counters hash, 2 users zset
-# ARGV: 1 now (s), 2 ttl, 3 max users, 4 activity key prefix, 5 minute buckets kept,
-#       6 number of counter pairs N, then N field/amount pairs, then user groups of 4:
-#       user, submitted, quota hits, failed
-_FLUSH = """
-local now, ttl, cap, prefix, keep = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
-local n = tonumber(ARGV[6])
-local i = 7
-for _ = 1, n do
-  redis.call('HINCRBYFLOAT', KEYS[1], ARGV[i], ARGV[i + 1])
-  i = i + 2
-end
-local minute = math.floor(now / 60)
-local touched = false
-while i <= #ARGV do
-  local user, submitted, quota, failed = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
-  i = i + 4
-  local key = prefix .. user
-  if submitted > 0 then
-    redis.call('HINCRBY', key, 'submitted', submitted)
-    redis.call('HINCRBY', key, 'm:' .. minute, submitted)
-  end
-  if quota > 0 then redis.call('HINCRBY', key, 'quota_hits', quota) end
-  if failed > 0 then redis.call('HINCRBY', key, 'failed', failed) end
-  redis.call('HSETNX', key, 'first_seen', now)
-  redis.call('HSET', key, 'last_seen', now)
-  if redis.call('HLEN', key) > keep + 10 then  -- drop minute buckets older than the window
-    for _, field in ipairs(redis.call('HKEYS', key)) do
-      if string.sub(field, 1, 2) == 'm:' and tonumber(string.sub(field, 3)) <= minute - keep then
-        redis.call('HDEL', key, field)
-      end
-    end
-  end
-  redis.call('EXPIRE', key, ttl)
-  redis.call('ZADD', KEYS[2], now, user)
-  touched = true
-end
-if touched then
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - ttl)
-  local extra = redis.call('ZCARD', KEYS[2]) - cap
-  if extra > 0 then
-    for _, user in ipairs(redis.call('ZRANGE', KEYS[2], 0, extra - 1)) do redis.call('DEL', prefix .. user) end
-    redis.call('ZREMRANGEBYRANK', KEYS[2], 0, extra - 1)
-  end
-end
-return 1
-"""
+# unilingo/lua/metrics/: flush (the buffered counters and users' activity, one call) and
+# forget (the records of users the flush dropped beyond the cap).
+_FLUSH = lua("metrics/flush")
+_FORGET = lua("metrics/forget")
 
 
 class Totals:
@@ -337,13 +295,7 @@ class Totals:
             self._counters, self._users = {}, {}
         if not counters and not users:
             return []
-        head: list[Any] = [
-            int(time.time()),
-            ACTIVITY_TTL_SECONDS,
-            ACTIVITY_MAX_USERS,
-            keys.activity(""),
-            ACTIVITY_MINUTES,
-        ]
+        head: list[Any] = [int(time.time()), ACTIVITY_TTL_SECONDS, ACTIVITY_MAX_USERS, ACTIVITY_MINUTES]
         script_keys = [keys.stats("counters"), keys.activity_users()]
         first: list[Any] = [*head, len(counters)]
         for field, amount in counters.items():
@@ -355,25 +307,34 @@ class Totals:
         calls = []
         for start in range(0, max(1, len(entries)), size):
             args = first if start == 0 else [*head, 0]
-            for entry in entries[start : start + size]:
+            batch = entries[start : start + size]
+            for entry in batch:
                 args.extend(entry)
-            calls.append((script_keys, args))
+            calls.append(([*script_keys, *(keys.activity(entry[0]) for entry in batch)], args))
         return calls
 
     def flush(self, client) -> None:
         """Write the pending events (synchronous client; a worker, after each job)."""
         call = self.drain()
         if call is not None:
-            client.register_script(_FLUSH)(keys=call[0], args=call[1])
+            dropped = _FLUSH.bind(client)(keys=call[0], args=call[1])
+            if dropped:
+                _FORGET.bind(client)(keys=_forget_keys(dropped), args=dropped)
 
     async def aflush(self, client) -> None:
         """The same on an asyncio client (the API's flusher), in calls of ``USERS_PER_FLUSH_CALL``
         users, one after the other: other clients' commands run between them."""
         calls = self.drain_calls()
         if calls:
-            script = client.register_script(_FLUSH)
+            flush, forget = _FLUSH.bind(client), _FORGET.bind(client)
             for call_keys, call_args in calls:
-                await script(keys=call_keys, args=call_args)
+                dropped = await flush(keys=call_keys, args=call_args)
+                if dropped:
+                    await forget(keys=_forget_keys(dropped), args=dropped)
+
+
+def _forget_keys(users: list[Any]) -> list[str]:
+    return [keys.activity_users(), *(keys.activity(u.decode() if isinstance(u, bytes) else u) for u in users)]
 
 
 TOTALS = Totals()

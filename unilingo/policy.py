@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from unilingo import backoff, keys
+from unilingo.scripts import lua
 
 Provider = Literal["openai", "azure-speech", "azure-vision", "aws-polly", "storage"]
 PROVIDERS: tuple[str, ...] = get_args(Provider)
@@ -253,18 +254,8 @@ class StoredPolicy(NamedTuple):
     revision: int
 
 
-# KEYS: policy hash, revision counter. ARGV: channel, provider, document, digest, then the
-# limiter's flat fields as name/value pairs. The hash is replaced whole so that no field of
-# an older revision survives; the change is announced in the same script, after the write.
-_WRITE = """
-local revision = redis.call('INCR', KEYS[2])
-local t = redis.call('TIME')
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'revision', revision, 'doc', ARGV[3], 'digest', ARGV[4],
-           'updated_ms', t[1] * 1000 + math.floor(t[2] / 1000), unpack(ARGV, 5))
-redis.call('PUBLISH', ARGV[1], cjson.encode({provider = ARGV[2], revision = revision}))
-return revision
-"""
+# unilingo/lua/policy/write.lua: the next revision, the document, the limiter's fields, the notice.
+_WRITE = lua("policy/write")
 
 _READ_FIELDS = ("doc", "revision")
 
@@ -274,12 +265,13 @@ def document(policy: ProviderPolicy) -> str:
     return json.dumps(policy.model_dump(mode="json", by_alias=True), sort_keys=True, separators=(",", ":"))
 
 
-def _write_call(policy: ProviderPolicy) -> tuple[list[str], list[Any]]:
+def _write_call(policy: ProviderPolicy, revision_floor: int) -> tuple[list[str], list[Any]]:
     doc = document(policy)
+    digest = hashlib.sha256(doc.encode()).hexdigest()[:16]
     fields = [item for pair in policy.limiter_fields().items() for item in pair]
     return (
         [keys.policy(policy.provider), keys.policy_revision()],
-        [keys.policy_channel(), policy.provider, doc, hashlib.sha256(doc.encode()).hexdigest()[:16], *fields],
+        [keys.policy_channel(), policy.provider, doc, digest, max(0, int(revision_floor)), *fields],
     )
 
 
@@ -309,7 +301,7 @@ def _known(provider: str) -> str:
 class _Store:
     def __init__(self, client):
         self.client = client  # redis.Redis for PolicyStore, redis.asyncio.Redis for AsyncPolicyStore
-        self._write = client.register_script(_WRITE)
+        self._write = _WRITE.bind(client)
 
     def _read_all_pipeline(self):
         pipe = self.client.pipeline(transaction=False)  # one round trip for every provider
@@ -325,9 +317,13 @@ def _parse_all(replies: list[Any]) -> dict[str, StoredPolicy]:
 class PolicyStore(_Store):
     """Policy documents in Redis, on a synchronous client (workers, operator, CLI)."""
 
-    def write(self, policy: ProviderPolicy) -> int:
-        """Store ``policy`` under the next revision and announce it; returns the revision."""
-        return int(self._write(*_write_call(policy)))
+    def write(self, policy: ProviderPolicy, revision_floor: int = 0) -> int:
+        """Store ``policy`` under the next revision and announce it; returns the revision.
+
+        ``revision_floor``: the highest revision the caller knows was handed out (the operator:
+        every revision its resources report). The counter is raised to it first, so a counter
+        that went back (a flushed Redis) never repeats a revision."""
+        return int(self._write(*_write_call(policy, revision_floor)))
 
     def read(self, provider: str) -> StoredPolicy:
         """The provider's policy and its revision; the defaults at revision 0 if none."""
@@ -348,8 +344,8 @@ class PolicyStore(_Store):
 class AsyncPolicyStore(_Store):
     """The same store on an asyncio client (the API tier)."""
 
-    async def write(self, policy: ProviderPolicy) -> int:
-        return int(await self._write(*_write_call(policy)))
+    async def write(self, policy: ProviderPolicy, revision_floor: int = 0) -> int:
+        return int(await self._write(*_write_call(policy, revision_floor)))
 
     async def read(self, provider: str) -> StoredPolicy:
         return parse_stored(provider, await self.client.hmget(keys.policy(_known(provider)), _READ_FIELDS))

@@ -39,6 +39,7 @@ import httpx
 import orjson
 
 from unilingo import backoff, keys
+from unilingo.scripts import LuaScript, lua
 
 log = logging.getLogger(__name__)
 
@@ -240,66 +241,18 @@ def verify(secret: str, header: str, body: bytes | str, tolerance_s: float = 300
 
 # --- the outbox ----------------------------------------------------------------------------
 
-# Claims due deliveries: pushes each one's score to the claim's lease end (so another worker
-# only takes it again if this one dies mid-send) and counts the attempt; the attempt number
-# is the fencing token for settling it.
-# KEYS: outbox. ARGV: now, limit, lease_until, delivery hash prefix
-_CLAIM = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-local out = {}
-for _, id in ipairs(due) do
-  local h = ARGV[4] .. id
-  local f = redis.call('HMGET', h, 'job_id', 'url')
-  if f[1] and f[2] then
-    redis.call('ZADD', KEYS[1], ARGV[3], id)
-    local attempt = redis.call('HINCRBY', h, 'attempts', 1)
-    table.insert(out, {id, f[1], f[2], attempt})
-  else
-    redis.call('ZREM', KEYS[1], id)
-  end
-end
-return out
-"""
-
-# Settles a claimed attempt: 'done' removes it, 'retry' schedules it at ARGV[4], 'dead' moves
-# it to the dead-letter list. Refused (0) when someone else claimed it since.
-# KEYS: outbox, delivery hash, dead list. ARGV: id, attempt, outcome, due, error, dead entry, keep
-_SETTLE = """
-if redis.call('HGET', KEYS[2], 'attempts') ~= ARGV[2] then return 0 end
-if ARGV[3] == 'retry' then
-  redis.call('HSET', KEYS[2], 'last_error', ARGV[5])
-  redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1])
-  return 1
-end
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('DEL', KEYS[2])
-if ARGV[3] == 'dead' then
-  redis.call('LPUSH', KEYS[3], ARGV[6])
-  redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[7]) - 1)
-end
-return 1
-"""
-
-# KEYS: outbox, delivery hash. ARGV: id, job_id, url, now, ttl
-_ENQUEUE = """
-redis.call('HSET', KEYS[2], 'job_id', ARGV[2], 'url', ARGV[3], 'attempts', 0, 'created_at', ARGV[4])
-redis.call('EXPIRE', KEYS[2], ARGV[5])
-redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1])
-return 1
-"""
+# unilingo/lua/webhooks/: claim (due deliveries, leased, attempt counted: the fencing token),
+# settle (done, retry or dead, for the current attempt only) and enqueue.
+_CLAIM = lua("webhooks/claim")
+_SETTLE = lua("webhooks/settle")
+_ENQUEUE = lua("webhooks/enqueue")
 
 _DELIVERY_TTL = 7 * 24 * 3600
-_SHA = {script: hashlib.sha1(script.encode()).hexdigest() for script in (_CLAIM, _SETTLE, _ENQUEUE)}
 
 
-def _eval(client, script: str, numkeys: int, *args):
-    """EVALSHA, falling back to EVAL the first time a server sees the script."""
-    import redis
-
-    try:
-        return client.evalsha(_SHA[script], numkeys, *args)
-    except redis.exceptions.NoScriptError:
-        return client.eval(script, numkeys, *args)
+def _run(client, script: LuaScript, keys_: list[str], args: list[Any]):
+    """``script`` on ``client`` (a synchronous redis client)."""
+    return script.bind(client)(keys=keys_, args=args)
 
 
 def enqueue(client, job_id: str, url: str, delay: float = 0.0) -> None:
@@ -308,7 +261,7 @@ def enqueue(client, job_id: str, url: str, delay: float = 0.0) -> None:
     One delivery per job: enqueueing the same job again replaces its pending delivery.
     """
     now = time.time() + delay
-    _eval(client, _ENQUEUE, 2, keys.webhook_outbox(), keys.webhook(job_id), job_id, job_id, url, now, _DELIVERY_TTL)
+    _run(client, _ENQUEUE, [keys.webhook_outbox(), keys.webhook(job_id)], [job_id, job_id, url, now, _DELIVERY_TTL])
 
 
 _BACKOFF = backoff.equal_jitter(BACKOFF_BASE_SECONDS, BACKOFF_CAP_SECONDS, BACKOFF_FACTOR)
@@ -418,7 +371,12 @@ async def deliver_due_async(client, settings, limit: int | None = None, now: flo
     deadline = float(settings.webhook_timeout_seconds)
     rounds = -(-limit // concurrency)
     lease_until = now + deadline * (rounds + 1) + 10  # another worker retakes it only if this one died
-    claimed = _eval(client, _CLAIM, 1, keys.webhook_outbox(), now, limit, lease_until, keys.webhook(""))
+    due_ids = [_text(d) for d in client.zrangebyscore(keys.webhook_outbox(), "-inf", now, start=0, num=limit)]
+    if not due_ids:
+        return 0
+    claimed = _run(
+        client, _CLAIM, [keys.webhook_outbox(), *(keys.webhook(d) for d in due_ids)], [now, lease_until, *due_ids]
+    )
     if not claimed:
         return 0
     entries = [(_text(d), _text(j), _text(u), int(a)) for d, j, u, a in claimed]
@@ -451,19 +409,10 @@ async def deliver_due_async(client, settings, limit: int | None = None, now: flo
             log.info("webhook for job %s attempt %s failed (%s); retrying", job_id, attempt, error)
         elif settle == "dead":
             log.warning("webhook for job %s given up after %s attempts (%s)", job_id, attempt, error)
-        _eval(
+        _run(
             client,
             _SETTLE,
-            3,
-            keys.webhook_outbox(),
-            keys.webhook(delivery_id),
-            keys.webhook_dead(),
-            delivery_id,
-            attempt,
-            settle,
-            due,
-            error,
-            dead,
-            DEAD_LETTERS_KEPT,
+            [keys.webhook_outbox(), keys.webhook(delivery_id), keys.webhook_dead()],
+            [delivery_id, attempt, settle, due, error, dead, DEAD_LETTERS_KEPT],
         )
     return len(entries)

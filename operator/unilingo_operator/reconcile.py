@@ -35,7 +35,6 @@ import redis.asyncio as aioredis
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from unilingo import keys
 from unilingo.backoff import delay, exponential
 from unilingo.connections import async_redis_client
 from unilingo.policy import PROVIDERS, AsyncPolicyStore, ProviderPolicy, default_policy, document
@@ -44,13 +43,6 @@ from unilingo_operator import status as st
 
 MAX_BACKOFF = 60.0
 
-# Raise the revision counter to at least ARGV[1] (it only ever goes up).
-_FLOOR = """
-local current = tonumber(redis.call('GET', KEYS[1]) or '0')
-if current < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
-return current
-"""
-
 
 @dataclasses.dataclass
 class Runtime:
@@ -58,7 +50,6 @@ class Runtime:
 
     client: Any
     store: AsyncPolicyStore
-    floor_script: Any
     locks: dict[str, asyncio.Lock] = dataclasses.field(default_factory=lambda: collections.defaultdict(asyncio.Lock))
     high_revision: int = 0
 
@@ -75,7 +66,7 @@ class Runtime:
             client = async_redis_client(settings, **options)
         else:
             client = aioredis.Redis.from_url(redis_url, **options)
-        return cls(client=client, store=AsyncPolicyStore(client), floor_script=client.register_script(_FLOOR))
+        return cls(client=client, store=AsyncPolicyStore(client))
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -171,10 +162,9 @@ def describe(policy: ProviderPolicy) -> str:
 
 
 async def _write(rt: Runtime, policy: ProviderPolicy, index: Mapping[str, Iterable[Claim]]) -> int:
+    # Every revision the operator has seen reported: the store never hands out one of them again.
     floor = max([rt.high_revision, *(c.revision for c in _all_claims(index))])
-    if floor:
-        await rt.floor_script(keys=[keys.policy_revision()], args=[floor])
-    revision = await rt.store.write(policy)
+    revision = await rt.store.write(policy, revision_floor=floor)
     rt.high_revision = max(rt.high_revision, revision)
     return revision
 

@@ -100,6 +100,14 @@ def test_policy_store_writes_under_growing_revisions_and_announces_them(client, 
     pubsub.close()
 
 
+def test_a_revision_floor_keeps_a_flushed_counter_from_repeating_revisions(client, store):
+    """The operator passes the revisions its resources report: after a flush none is handed out again."""
+    assert store.write(policy(requestsPerMinute=40)) == 1
+    client.flushdb()  # the counter goes back to nothing
+    assert store.write(policy(requestsPerMinute=41), revision_floor=7) == 8
+    assert store.write(policy(requestsPerMinute=42), revision_floor=3) == 9  # a floor below does nothing
+
+
 async def test_async_policy_store(redis_url):
     client = redis.asyncio.Redis.from_url(redis_url)
     store = AsyncPolicyStore(client)

@@ -9,7 +9,9 @@ from api.errors import API_ERROR_CODES, STATUS_CODES
 from unilingo.errors import JOB_ERROR_CODES
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCES = [p for folder in ("api", "unilingo", "workers") for p in (ROOT / folder).rglob("*.py")]
+SOURCES = [
+    p for folder in ("api", "unilingo", "workers") for ext in ("*.py", "*.lua") for p in (ROOT / folder).rglob(ext)
+]
 
 
 def found(pattern: str) -> set[str]:

@@ -323,11 +323,11 @@ def test_totals_buffer_drains_into_one_script_call():
     totals.user("alice", quota_hits=1)
     totals.user(None, submitted=1)  # no user: not tracked
     keys_, args = totals.drain()
-    assert keys_ == ["unilingo:stats:counters", "unilingo:activity-users"]
-    n = args[5]
-    counters = dict(zip(args[6 : 6 + 2 * n : 2], args[7 : 7 + 2 * n : 2], strict=True))
+    assert keys_ == ["unilingo:stats:counters", "unilingo:activity-users", "unilingo:activity:alice"]
+    n = args[4]
+    counters = dict(zip(args[5 : 5 + 2 * n : 2], args[6 : 6 + 2 * n : 2], strict=True))
     assert counters == {"jobs:pdf:succeeded": "2.0", "run_seconds:pdf": "0.25"}
-    assert args[6 + 2 * n :] == ["alice", 1, 1, 0]
+    assert args[5 + 2 * n :] == ["alice", 1, 1, 0]
     assert totals.drain() is None and not totals.pending()
 
 

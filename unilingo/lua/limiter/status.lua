@@ -1,0 +1,13 @@
+-- Read-only. Reply: {revision, document or nil, now, requests in window, tokens in window,
+-- in flight, probes in flight, breaker state, failures, opened_at or -1, trips, paused until}.
+local policy = live_policy()
+local state = load_state()
+local horizon = now - WINDOW
+local tokens = (tonumber(redis.call('HGET', KEYS[3], TOTAL)) or 0)
+               - tokens_of(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', horizon))
+return {
+  policy.revision, redis.call('HGET', KEYS[1], 'doc'), now,
+  redis.call('ZCOUNT', KEYS[2], '(' .. horizon, '+inf'), tokens,
+  redis.call('ZCOUNT', KEYS[4], '(' .. now, '+inf'), redis.call('ZCOUNT', KEYS[5], '(' .. now, '+inf'),
+  state.breaker, state.failures, state.opened_at or -1, state.trips, state.paused_until,
+}
