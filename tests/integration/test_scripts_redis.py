@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
 import redis
 
 from tests.support.scripts import module_scripts
 from unilingo.quota import ClientQuota
-
-pytestmark = pytest.mark.integration
 
 
 def test_every_script_compiles(redis_url):
