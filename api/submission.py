@@ -40,6 +40,32 @@ def idempotency_key(request: Request) -> str | None:
     return value
 
 
+PRIORITY_HEADER = "Job-Priority"
+
+
+def job_priority(request: Request, tier: str, config: ApiConfig) -> int:
+    """The priority the caller asks for (``Job-Priority``), at most its tier's; the tier's by default.
+
+    Raising a job above the tier's priority is refused, not silently lowered: a client that
+    asks for more than it may have learns so at once."""
+    allowed = fairness.tier_priority(tier, config.settings.tier_priorities)
+    value = request.headers.get(PRIORITY_HEADER.lower())
+    if value is None:
+        return allowed
+    if not value.strip().isdigit() or not 0 <= int(value) <= fairness.MAX_PRIORITY:
+        raise ApiError(
+            422, "invalid_priority", f"{PRIORITY_HEADER} must be an integer from 0 to {fairness.MAX_PRIORITY}"
+        )
+    if int(value) > allowed:
+        raise ApiError(
+            403,
+            "priority_above_tier",
+            f"{PRIORITY_HEADER} {int(value)} is above the {tier} tier's priority {allowed}; "
+            "a job's priority may only be lowered",
+        )
+    return int(value)
+
+
 def not_available(job_type: JobType) -> None:
     if not WORKLOADS[job_type].available:
         raise ApiError(
@@ -109,6 +135,7 @@ async def submit(
     svc, user = caller.services, caller.user
     config = svc.config
     key = idempotency_key(request)
+    priority = job_priority(request, user.tier, config)
     await check_webhook(webhook_url, config)
     not_available(job_type)  # after auth, quota and validation: never a fake success
 
@@ -121,7 +148,14 @@ async def submit(
         message = task_message(workload.task, workload.queue, [job_id], task_id=job_id)  # carries this span's context
         weight = fairness.weight(user.tier, config.settings.tier_weights) if config.settings.fair_share else 0.0
         created, stored_id = await svc.store.create(
-            NewJob(job=job, message=message, upload=upload, idempotency_key=key, fair_weight=weight)
+            NewJob(
+                job=job,
+                message=message,
+                upload=upload,
+                idempotency_key=key,
+                fair_weight=weight,
+                fair_offset=fairness.priority_offset(priority),
+            )
         )
     if created:
         metrics.job_submitted(job_type.value, user.user_id)

@@ -184,7 +184,7 @@ def decode_job(raw: dict[bytes, bytes] | dict[str, str]) -> Job | None:
             data[name] = int(value)
         elif name == "cache_hit":
             data[name] = value == "1"
-        elif name in ("message", "idem", "lease_until", "fair_tag", "queue"):
+        elif name in ("message", "idem", "lease_until", "fair_tag", "fair_offset", "queue"):
             continue
         else:
             data[name] = value or None
@@ -229,6 +229,8 @@ class NewJob:
     idempotency_key: str | None = None
     # The owner's share of the queue (``unilingo.fairness``); 0 queues first come, first served.
     fair_weight: float = 1.0
+    # How much later than its turn the job is placed: its priority (``fairness.priority_offset``).
+    fair_offset: float = 0.0
 
 
 def _job_script(name: str, fair: bool = False) -> LuaScript:
@@ -302,6 +304,7 @@ def _create_call(new: NewJob, ttl: int, index_size: int):
         new.fair_weight,
         job.owner,
         fairness.STATE_TTL_SECONDS,
+        new.fair_offset,
         *fields,
     ]
     return keys_, args

@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     # (TIER_WEIGHTS, JSON; a tier not named has weight 1). False: first come, first served.
     fair_share: bool = True
     tier_weights: dict[str, float] = Field(default_factory=lambda: {"free": 1.0, "premium": 3.0})
+    # Each tier's job priority (TIER_PRIORITIES, JSON, 0-9, higher sooner; a tier not named has
+    # the free tier's): its jobs' default and the most a client may ask for (Job-Priority).
+    tier_priorities: dict[str, int] = Field(default_factory=lambda: {"free": 5, "premium": 7})
 
     # Webhooks
     webhook_secret: str = DEV_WEBHOOK_SECRET

@@ -29,7 +29,17 @@ _IDEMPOTENCY = {
             "required": False,
             "description": "Repeat a submission safely: the same key returns the same job for 24 h",
             "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x21-\\x7e]+$"},
-        }
+        },
+        {
+            "name": "Job-Priority",
+            "in": "header",
+            "required": False,
+            "description": "0-9, higher runs sooner among the jobs waiting on the same queue. Defaults to the "
+            "caller's tier's priority (TIER_PRIORITIES: free 5, premium 7) and may only lower it: a value above "
+            "it is refused with 403 priority_above_tier. A lowered job lets other users' jobs go first, ten turns "
+            "per level, and is never starved.",
+            "schema": {"type": "integer", "minimum": 0, "maximum": 9},
+        },
     ]
 }
 

@@ -16,8 +16,11 @@ def next_in_line(client: redis.Redis, queue: str) -> list[str]:
     return [orjson.loads(m)["headers"]["id"] for m in reversed(client.lrange(queue, 0, -1))]
 
 
-async def submit(client, user: str, tier: str | None = None, pdf: bytes = PDF) -> str:
-    response = await client.post("/api/process-pdf", files={"file": ("a.pdf", pdf)}, headers=auth(user, tier=tier))
+async def submit(client, user: str, tier: str | None = None, pdf: bytes = PDF, priority: int | None = None) -> str:
+    headers = auth(user, tier=tier)
+    if priority is not None:
+        headers["Job-Priority"] = str(priority)
+    response = await client.post("/api/process-pdf", files={"file": ("a.pdf", pdf)}, headers=headers)
     assert response.status_code == 202, response.text
     return response.json()["job_id"]
 
@@ -44,6 +47,51 @@ async def test_a_premium_job_starts_within_the_next_few(api_factory):
         await submit(client, f"free-{i % 3}")
     premium = await submit(client, "vip", tier="premium")
     assert next_in_line(client.redis, "pdf").index(premium) < 5
+
+
+async def test_a_lowered_priority_job_yields_to_other_users_jobs(api_factory):
+    client = await api_factory()
+    background = await submit(client, "ann", priority=0)  # free tier: 5 by default
+    others = [await submit(client, f"user-{i}") for i in range(5)]
+    mine = await submit(client, "ann")  # her next job at her usual priority does not wait behind it
+    order = next_in_line(client.redis, "pdf")
+    assert order.index(background) == len(order) - 1, order
+    assert set(order[:-1]) == {*others, mine}
+
+
+async def test_a_lowered_job_is_not_starved(api_factory):
+    """The queue's clock catches up with it: jobs queued long after it go behind it."""
+    client = await api_factory()
+    store = JobStore(client.redis)
+    for _ in range(3):
+        await submit(client, "bob")
+    background = await submit(client, "ann", priority=4)  # one level down: ten turns later
+    went_first = 0
+    while (head := next_in_line(client.redis, "pdf")[0]) != background:
+        assert store.claim(head, 30).claimed
+        client.redis.rpop("pdf")
+        await submit(client, "bob")
+        went_first += 1
+        assert went_first < 20, "the lowered job never reached the head of the queue"
+    assert went_first >= 5  # bob's jobs went first while they were queued before its turn
+
+
+async def test_a_client_cannot_raise_its_priority_above_its_tier(api_factory):
+    client = await api_factory()
+
+    async def post(user: str, priority: str, tier: str | None = None):
+        headers = {**auth(user, tier=tier), "Job-Priority": priority}
+        return await client.post("/api/process-pdf", files={"file": ("a.pdf", PDF)}, headers=headers)
+
+    refused = await post("ann", "6")
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "priority_above_tier"
+    assert "free tier's priority 5" in refused.json()["error"]["message"]
+    assert (await post("vip", "7", tier="premium")).status_code == 202  # premium's own priority
+    assert (await post("vip", "8", tier="premium")).status_code == 403
+    for bad in ("high", "-1", "10", "1.5"):
+        answer = await post("ann", bad)
+        assert answer.status_code == 422 and answer.json()["error"]["code"] == "invalid_priority", bad
+    assert client.redis.llen("pdf") == 1  # nothing refused was queued
 
 
 async def test_first_come_first_served_when_fair_share_is_off(api_factory):

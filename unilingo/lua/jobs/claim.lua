@@ -5,7 +5,9 @@
 -- ARGV: job_id, now, lease_until
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {'missing', 0, 0} end
-local tag = redis.call('HGET', KEYS[1], 'fair_tag')
+-- The queue's clock follows the owner's turn: the job's tag without its priority's offset.
+local fair = redis.call('HMGET', KEYS[1], 'fair_tag', 'fair_offset')
+local tag = fair[1] and tonumber(fair[1]) - tonumber(fair[2] or '0')
 if status == 'succeeded' or status == 'failed' or status == 'cancelled' then
   fair_claimed(KEYS[4], KEYS[5], KEYS[6], ARGV[1], tag)
   return {'terminal', 0, 0}
