@@ -166,6 +166,11 @@ def cluster_families(cluster: Cluster | None) -> list[GaugeMetricFamily]:
             out["unilingo_provider_requests_limit"].add_metric([provider], policy.requests_per_minute)
         if policy.tokens_per_minute:
             out["unilingo_provider_tokens_limit"].add_metric([provider], policy.tokens_per_minute)
+        if status.spend is not None:
+            for period, spend in (("day", status.spend.day), ("month", status.spend.month)):
+                out["unilingo_provider_spend_usd"].add_metric([provider, period], spend.spent_usd)
+                if spend.budget_usd is not None:
+                    out["unilingo_provider_budget_usd"].add_metric([provider, period], spend.budget_usd)
     return [up, *out.values()]
 
 

@@ -256,6 +256,7 @@ def provider_status(provider: str, queue: str, cluster: Cluster) -> dict[str, An
             "tokens_used": status.tokens_used,
             "tokens_left": status.tokens_left,
         },
+        "spend": spend_view(status),
         "in_flight": status.in_flight,
         "in_flight_left": status.in_flight_left,
         "breaker": {
@@ -275,6 +276,27 @@ def provider_status(provider: str, queue: str, cluster: Cluster) -> dict[str, An
             "workers_alive": state.workers_alive if state else 0,
         },
         "checked_at": _iso(cluster.read_at),
+    }
+
+
+def spend_view(status) -> dict[str, Any] | None:
+    """What the provider has cost this UTC day and month, against its budget (None: no limit)."""
+    if status.spend is None:
+        return None
+
+    def period(p) -> dict[str, Any]:
+        return {
+            "spent_usd": round(p.spent_usd, 9),
+            "budget_usd": p.budget_usd,
+            "left_usd": None if p.left_usd is None else round(p.left_usd, 9),
+            "resets_at": _iso(p.ends_at),
+        }
+
+    return {
+        "day": period(status.spend.day),
+        "month": period(status.spend.month),
+        "when_spent": status.spend.when_spent,
+        "exhausted": status.spend.exhausted,
     }
 
 

@@ -29,6 +29,22 @@ class StatusBudget(BaseModel):
     tokens_left: int | None
 
 
+class StatusSpendPeriod(BaseModel):
+    spent_usd: float = Field(description="Reported usage at the policy's prices, plus reservations of calls in flight")
+    budget_usd: float | None = Field(description="null: no limit for this period")
+    left_usd: float | None = Field(description="null: no limit for this period")
+    resets_at: str = Field(description="When the next UTC day or month begins (ISO 8601)")
+
+
+class StatusSpend(BaseModel):
+    """What the provider has cost in the current UTC day and calendar month, against the policy's budget."""
+
+    day: StatusSpendPeriod
+    month: StatusSpendPeriod
+    when_spent: Literal["wait", "fail"]
+    exhausted: bool = Field(description="True: a budget is spent; the provider's jobs wait (or fail)")
+
+
 class StatusBreaker(BaseModel):
     state: Literal["closed", "open", "half_open"]
     consecutive_failures: int
@@ -53,6 +69,7 @@ class ProviderStatus(BaseModel):
     policy: dict[str, Any] = Field(description="The UnilingoProviderPolicy spec in force (camelCase, as in the CRD)")
     limits: StatusLimits
     budget: StatusBudget
+    spend: StatusSpend | None
     in_flight: int
     in_flight_left: int
     breaker: StatusBreaker

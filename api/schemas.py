@@ -102,8 +102,9 @@ class JobErrorView(BaseModel):
 class WaitingView(BaseModel):
     """Present while a queued job waits for its provider rather than for a free worker."""
 
-    reason: Literal["rate", "tokens", "in_flight", "paused", "breaker_open", "suspended", "retry"] = Field(
+    reason: Literal["rate", "tokens", "in_flight", "paused", "breaker_open", "suspended", "budget", "retry"] = Field(
         description="rate, tokens, in_flight: the provider's shared budget or concurrency cap is spent; "
+        "budget: the provider's daily or monthly spend budget is spent (until: the next UTC day or month); "
         "paused: the provider answered 429 with Retry-After; breaker_open: the provider is failing and "
         "the shared circuit breaker is open; suspended: an operator suspended the provider; "
         "retry: waiting out the backoff after a transient provider failure"

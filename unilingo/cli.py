@@ -119,6 +119,7 @@ REASONS = {
     "paused": "it asked us to slow down (429)",
     "breaker_open": "it is failing, circuit breaker open",
     "suspended": "suspended by an operator",
+    "budget": "its spend budget is spent",
     "retry": "retrying after a transient failure",
 }
 

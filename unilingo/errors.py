@@ -42,11 +42,14 @@ class Deferred(JobException):
 
     code = "deferred"
 
-    def __init__(self, provider: str, retry_after: float, reason: str = ""):
+    def __init__(self, provider: str, retry_after: float, reason: str = "", waits_for: float | None = None):
         super().__init__(f"{provider}: no permit ({reason or 'throttled'}), retry in {retry_after:.2f}s")
         self.provider = provider
         self.retry_after = max(0.05, float(retry_after))
         self.reason = reason
+        # How long the job will likely wait, when it is looked at again sooner than that (a
+        # spent budget: the day's end, rechecked every minute in case the budget is raised).
+        self.waits_for = waits_for
 
 
 class Throttled(Deferred):
@@ -94,6 +97,8 @@ JOB_ERROR_CODES: dict[str, str] = {
     "provider_unavailable": "the provider could not be reached, after the policy's retries",
     "provider_error": "the provider kept failing (5xx), after the policy's retries",
     "provider_timeout": "the provider did not answer in time, after the policy's retries",
+    "budget_exhausted": "the provider's daily or monthly spend budget is spent and its policy fails jobs "
+    "rather than wait (budget.whenSpent: fail)",
     "persistence_unavailable": "the database could not be reached, after retries",
     "timeout": "the job ran longer than JOB_TIMEOUT_SECONDS",
     "internal_error": "a bug in Unilingo; reported to the operators",

@@ -80,7 +80,7 @@ class JobError(BaseModel):
 class Waiting(BaseModel):
     """Why a queued job is not running yet: it waits for its provider, holding no worker slot.
 
-    ``reason``: ``rate``, ``tokens``, ``in_flight``, ``breaker_open``, ``suspended`` (the
+    ``reason``: ``rate``, ``tokens``, ``in_flight``, ``breaker_open``, ``suspended``, ``budget`` (the
     provider's policy refused a permit: ``unilingo.limiter.DenyReason``), ``paused`` (the
     provider itself answered ``429`` with ``Retry-After``) or ``retry`` (a transient failure's
     backoff). ``until``: when the job is due to be tried again (epoch seconds).
@@ -417,11 +417,14 @@ class JobStore:
         k, a = _finish_args(job_id, run_token, JobStatus.FAILED, owner, error={"code": code, "message": message})
         return bool(self._s.finish(keys=k, args=a))
 
-    def defer(self, job_id: str, run_token: int, provider: str, due: float, reason: str = "rate") -> bool:
-        """No permit: back to the provider's waiting set; the attempt does not count.
+    def defer(
+        self, job_id: str, run_token: int, provider: str, due: float, reason: str = "rate", until: float | None = None
+    ) -> bool:
+        """No permit: back to the provider's waiting set until ``due``; the attempt does not count.
 
-        The job says why it waits (``Waiting``) until a worker claims it again."""
-        waiting = Waiting(reason=reason, provider=provider, until=due)
+        The job says why it waits (``Waiting``) and until when (``until``, by default ``due``)
+        until a worker claims it again."""
+        waiting = Waiting(reason=reason, provider=provider, until=until or due)
         return bool(self._s.park(*_park_call(job_id, run_token, keys.deferred(provider), due, True, waiting)))
 
     def retry_later(self, job_id: str, run_token: int, due: float, provider: str | None = None) -> bool:

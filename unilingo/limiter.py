@@ -8,6 +8,8 @@ process caches a policy, so none can enforce a stale one.
 ``acquire`` checks, in this order, and stops at the first that refuses:
 
 1. ``suspended``    the policy says so;
+   ``budget``       the provider's daily or monthly spend budget is spent (``budget_exhausted``
+                    when the policy says its jobs fail rather than wait);
 2. ``paused``       the provider answered 429 with ``Retry-After`` (to one worker: it pauses
                     for all of them);
 3. ``breaker_open`` the shared circuit breaker is open, or half-open with all its probes out;
@@ -19,6 +21,13 @@ process caches a policy, so none can enforce a stale one.
 
 A refusal consumes nothing and says how long to wait (``retry_after``) so the job can be
 deferred rather than failed. A grant records the call in every budget at once.
+
+Spend: a grant reserves the call's worst cost (its token estimate at the dearer of the two
+prices) in the provider's UTC day and month; ``release`` replaces the reservation with the
+cost of the usage the provider reported (input and output tokens at the policy's prices), or
+refunds it when nothing was reported (a failed call is not billed). A call whose worker died
+keeps its reservation: it was most likely billed. Calls stop once the day's or the month's
+spend, reservations of calls in flight included, reaches its budget.
 
 Time is Redis's ``TIME``: one clock for every host, so no worker's skew can widen a window.
 Tests may inject a clock (``clock=``) to walk through minutes in microseconds.
@@ -39,6 +48,7 @@ from unilingo.outcomes import CallOutcome
 from unilingo.policy import (
     DEFAULT_POLICIES,
     LIMITER_FIELDS,
+    NANO_USD,
     ProviderPolicy,
     default_policy,
 )
@@ -53,6 +63,8 @@ class DenyReason(StrEnum):
     """Why ``acquire`` refused, in the order the checks run."""
 
     SUSPENDED = "suspended"
+    BUDGET = "budget"  # a spend budget is spent; its jobs wait for the next UTC day or month
+    BUDGET_EXHAUSTED = "budget_exhausted"  # the same, under a policy whose jobs then fail
     PAUSED = "paused"
     BREAKER_OPEN = "breaker_open"
     RATE = "rate"
@@ -67,6 +79,7 @@ class BreakerState(StrEnum):
 
 
 WINDOW_SECONDS = 60.0  # "per minute" means any rolling 60 s, as providers count it
+BUDGET_RECHECK_SECONDS = 60.0  # how often a job waiting for a spent budget looks again
 
 # The limiter's keys, in the order every script receives them (``keys.limiter(provider, part)``
 # except the policy document itself).
@@ -76,9 +89,11 @@ _PARTS = (
     "in_flight",  # ZSET lease id -> lease expiry (ms): the semaphore
     "probes",  # ZSET lease id -> lease expiry (ms): the half-open probes among them
     "state",  # HASH the breaker (failures, opened_at, epoch, probe_successes, trips) and paused_until
+    "spend",  # HASH day, day_nusd, month, month_nusd: the UTC day's and month's spend (nano-dollars)
 )
 
-# A lease id is "<random>:<breaker epoch>:<probe 0/1>:<holder>". It carries what ``release``
+# A lease id is "<random>:<breaker epoch>:<probe 0/1>:<reserved nano-dollars>:<UTC day reserved
+# on>:<holder>". It carries what ``release``
 # needs to judge the outcome, so no per-lease record has to be written, read and deleted.
 
 
@@ -114,6 +129,14 @@ class Decision:
         """``granted``, or why not (``DenyReason``): ``unilingo_permits_total{outcome}``."""
         return "granted" if self.reason is None else self.reason.value
 
+    @property
+    def recheck_after(self) -> float:
+        """When to ask again: ``retry_after``, but at most a minute for a spent budget (whose
+        period may end hours later), so that a budget an operator raises applies soon."""
+        if self.reason == DenyReason.BUDGET:
+            return min(self.retry_after, BUDGET_RECHECK_SECONDS)
+        return self.retry_after
+
 
 @dataclass(frozen=True, slots=True)
 class Released:
@@ -123,6 +146,33 @@ class Released:
     # job's own, which spends an attempt. Any other failure is the provider's outage.
     counts_against_job: bool = False
     retry_after: float = 0.0  # seconds until the provider is worth trying again
+
+
+@dataclass(frozen=True)
+class SpendPeriod:
+    """One budget period's spend (the UTC day or calendar month), in US dollars."""
+
+    spent_usd: float  # reported usage at the policy's prices, and the reservations of calls in flight
+    budget_usd: float | None  # None: no limit
+    left_usd: float | None
+    ends_at: float  # epoch seconds: when the next period begins
+
+    @property
+    def fraction(self) -> float | None:
+        if self.budget_usd is None:
+            return None
+        return 1.0 if self.budget_usd <= 0 else min(1.0, self.spent_usd / self.budget_usd)
+
+
+@dataclass(frozen=True)
+class Spend:
+    day: SpendPeriod
+    month: SpendPeriod
+    when_spent: str  # wait | fail
+
+    @property
+    def exhausted(self) -> bool:
+        return any(p.left_usd is not None and p.left_usd <= 0 for p in (self.day, self.month))
 
 
 @dataclass(frozen=True)
@@ -145,6 +195,7 @@ class ProviderStatus:
     breaker_trips: int  # times it has opened
     paused_for: float  # seconds left of a provider's Retry-After; 0 when not paused
     suspended: bool
+    spend: Spend | None = None
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -171,6 +222,16 @@ def _text(value: Any) -> str:
 
 def _seconds(ms: Any) -> float:
     return int(ms) / 1000.0
+
+
+def _reported(tokens: int | None) -> int:
+    return -1 if tokens is None else max(0, int(tokens))
+
+
+def _period(spent_nusd: Any, budget_usd: float | None, ends_ms: Any) -> SpendPeriod:
+    spent = int(spent_nusd) / NANO_USD
+    left = None if budget_usd is None else max(0.0, budget_usd - spent)
+    return SpendPeriod(spent_usd=spent, budget_usd=budget_usd, left_usd=left, ends_at=_seconds(ends_ms))
 
 
 _DEFAULT_ARGS = {p: list(policy.limiter_fields().values()) for p, policy in DEFAULT_POLICIES.items()}
@@ -272,6 +333,8 @@ class _LimiterCore:
         actual_tokens: int | None,
         retry_after: float | None,
         sent_after: float,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
     ) -> _Call:
         try:
             outcome = CallOutcome(outcome)
@@ -285,6 +348,8 @@ class _LimiterCore:
             -1 if retry_after is None else max(0, math.ceil(retry_after * 1000)),
             self._refund,
             max(0, round(sent_after * 1000)),
+            _reported(input_tokens),
+            _reported(output_tokens),
         ]
         return _Call("release", self._keys(provider), args, _parse_released)
 
@@ -294,7 +359,10 @@ class _LimiterCore:
 
     def _status(self, provider: str) -> _Call:
         def parse(raw: list[Any]) -> ProviderStatus:
-            revision, doc, now, requests, tokens, in_flight, probes, state, failures, opened_at, trips, paused = raw
+            revision, doc, now, requests, tokens, in_flight, probes, state, failures, opened_at, trips, paused = raw[
+                :12
+            ]
+            day_nusd, day_ends, month_nusd, month_ends = raw[12:16]
             policy = ProviderPolicy.model_validate_json(doc) if doc else default_policy(provider)
             rpm, tpm = policy.requests_per_minute, policy.tokens_per_minute
             opened_at = int(opened_at)
@@ -316,6 +384,11 @@ class _LimiterCore:
                 breaker_trips=int(trips),
                 paused_for=_seconds(max(0, int(paused) - int(now))),
                 suspended=policy.suspended,
+                spend=Spend(
+                    day=_period(day_nusd, policy.budget.usd_per_day, day_ends),
+                    month=_period(month_nusd, policy.budget.usd_per_month, month_ends),
+                    when_spent=policy.budget.when_spent,
+                ),
             )
 
         return _Call("status", self._keys(provider), self._header(provider), parse)
@@ -343,6 +416,8 @@ class Limiter(_LimiterCore):
         actual_tokens: int | None = None,
         retry_after: float | None = None,
         sent_after: float = 0.0,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
     ) -> Released:
         """Give the permit back with the call's outcome (``unilingo.outcomes.CallOutcome``):
         ``error`` feeds the breaker; ``throttled`` (the provider said 429) feeds it too and
@@ -350,8 +425,15 @@ class Limiter(_LimiterCore):
         the provider's health and count as a healthy answer.
 
         ``sent_after``: seconds from the grant until the call actually left; the call's place
-        in the rolling window moves that much later, as the provider counts it."""
-        return self._run(self._release(provider, lease_id, outcome, actual_tokens, retry_after, sent_after))
+        in the rolling window moves that much later, as the provider counts it.
+
+        ``input_tokens``/``output_tokens``: the usage the provider reported, priced into the
+        provider's spend (not reported: the call's reservation is refunded)."""
+        return self._run(
+            self._release(
+                provider, lease_id, outcome, actual_tokens, retry_after, sent_after, input_tokens, output_tokens
+            )
+        )
 
     def renew(self, provider: str, lease_id: str, lease_seconds: float | None = None) -> bool:
         """Extend a lease; False when it had already lapsed (its slot may be someone else's)."""
@@ -378,8 +460,14 @@ class AsyncLimiter(_LimiterCore):
         actual_tokens: int | None = None,
         retry_after: float | None = None,
         sent_after: float = 0.0,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
     ) -> Released:
-        return await self._run(self._release(provider, lease_id, outcome, actual_tokens, retry_after, sent_after))
+        return await self._run(
+            self._release(
+                provider, lease_id, outcome, actual_tokens, retry_after, sent_after, input_tokens, output_tokens
+            )
+        )
 
     async def renew(self, provider: str, lease_id: str, lease_seconds: float | None = None) -> bool:
         return await self._run(self._renew(provider, lease_id, lease_seconds))

@@ -223,6 +223,15 @@ SCRAPE_GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
     "unilingo_provider_requests_limit": ("Provider calls allowed per rolling minute", ("provider",)),
     "unilingo_provider_tokens_window": ("Provider tokens charged in the rolling minute", ("provider",)),
     "unilingo_provider_tokens_limit": ("Provider tokens allowed per rolling minute", ("provider",)),
+    "unilingo_provider_spend_usd": (
+        "What the provider has cost in the current UTC day or month (period), in US dollars: reported usage "
+        "at the policy's prices, plus the reservations of calls in flight",
+        ("provider", "period"),
+    ),
+    "unilingo_provider_budget_usd": (
+        "The provider's spend budget per UTC day or month (period), when set",
+        ("provider", "period"),
+    ),
     "unilingo_redis_up": ("1 when the API could read the platform's state from Redis for this scrape", ()),
 }
 

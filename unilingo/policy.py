@@ -23,7 +23,7 @@ import hashlib
 import json
 from typing import Any, Literal, NamedTuple, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 from pydantic.alias_generators import to_camel
 
 from unilingo import backoff, keys
@@ -88,6 +88,63 @@ class RetryPolicy(_Document):
     def delay(self, attempt: int) -> float:
         """Backoff before try ``attempt + 1`` (``attempt`` counts from 1), before any jitter."""
         return backoff.delay(backoff.exponential(self.backoff_seconds, self.max_backoff_seconds), attempt)
+
+
+class BudgetPolicy(_Document):
+    """What the provider may cost, in US dollars, per UTC day and per UTC month; left out: no limit."""
+
+    usd_per_day: float | None = Field(
+        None, ge=0, le=1e9, description="Spend allowed per UTC day (00:00-24:00 UTC); left out: no daily limit."
+    )
+    usd_per_month: float | None = Field(
+        None, ge=0, le=1e10, description="Spend allowed per UTC calendar month; left out: no monthly limit."
+    )
+    when_spent: Literal["wait", "fail"] = Field(
+        "wait",
+        description="When a budget is spent: wait (jobs are deferred until the next UTC day or month) or fail "
+        "(jobs fail with budget_exhausted).",
+    )
+
+    @model_validator(mode="after")
+    def _day_within_month(self) -> BudgetPolicy:
+        if self.usd_per_day is not None and self.usd_per_month is not None and self.usd_per_day > self.usd_per_month:
+            raise ValueError("budget.usdPerDay must not exceed budget.usdPerMonth")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_unset_limits(self, handler):
+        # An absent limit is absent in every document (Redis, the CRD's status): no nulls.
+        return {name: value for name, value in handler(self).items() if value is not None}
+
+    @property
+    def limited(self) -> bool:
+        return self.usd_per_day is not None or self.usd_per_month is not None
+
+
+class PricePolicy(_Document):
+    """What the provider charges per 1,000 tokens, in US dollars; spend is counted from the usage it reports."""
+
+    usd_per_1k_input_tokens: float = Field(
+        0.0, ge=0, le=1000, alias="usdPer1kInputTokens", description="Price of 1,000 prompt (input) tokens."
+    )
+    usd_per_1k_output_tokens: float = Field(
+        0.0, ge=0, le=1000, alias="usdPer1kOutputTokens", description="Price of 1,000 completion (output) tokens."
+    )
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        return (input_tokens * self.usd_per_1k_input_tokens + output_tokens * self.usd_per_1k_output_tokens) / 1000
+
+
+# Default prices per provider. OpenAI's published price of gpt-4o-mini (openai.com/api/pricing,
+# the model Unilingo v1 runs and OPENAI_MODEL's default): $0.15 per 1M input tokens and $0.60
+# per 1M output tokens. The other providers bill characters, seconds or transactions, not
+# tokens: no token price, so no spend counted unless a policy sets one.
+DEFAULT_PRICES: dict[str, PricePolicy] = {
+    "openai": PricePolicy(usd_per_1k_input_tokens=0.00015, usd_per_1k_output_tokens=0.0006),
+}
+
+# Spend is kept in integer nano-dollars in Redis: exact to $9 million in Lua's doubles.
+NANO_USD = 1_000_000_000
 
 
 class _Figures(NamedTuple):
@@ -174,6 +231,11 @@ class ProviderPolicy(_Document):
     breaker: BreakerPolicy = BreakerPolicy()
     retry: RetryPolicy = RetryPolicy()
     suspended: bool = Field(False, description="True: no calls at all; jobs wait until it is false again.")
+    budget: BudgetPolicy = BudgetPolicy()
+    price: PricePolicy = Field(
+        default_factory=lambda data: DEFAULT_PRICES.get(data.get("provider"), PricePolicy()),
+        description="Price per 1,000 input and output tokens (OpenAI: gpt-4o-mini's published price).",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> ProviderPolicy:
@@ -195,7 +257,18 @@ class ProviderPolicy(_Document):
             "half_open_probes": self.breaker.half_open_probes,
             "pause_ms": round(self.retry.backoff_seconds * 1000),
             "suspended": int(self.suspended),
+            # Spend: budgets in nano-dollars (-1: no limit), prices in nano-dollars per 1,000
+            # tokens, and what a spent budget does (0 wait, 1 fail).
+            "budget_day_nusd": _nano(self.budget.usd_per_day),
+            "budget_month_nusd": _nano(self.budget.usd_per_month),
+            "price_in_nusd_1k": _nano(self.price.usd_per_1k_input_tokens),
+            "price_out_nusd_1k": _nano(self.price.usd_per_1k_output_tokens),
+            "budget_fail": int(self.budget.when_spent == "fail"),
         }
+
+
+def _nano(usd: float | None) -> int:
+    return -1 if usd is None else round(usd * NANO_USD)
 
 
 # The order the limiter's scripts read the flat fields in (``HMGET`` and default arguments).
@@ -218,8 +291,9 @@ def policy_json_schema() -> dict[str, Any]:
     """``ProviderPolicy``'s JSON schema as a Kubernetes structural schema wants it.
 
     Nested models are inlined (no ``$ref``/``$defs``), titles dropped (descriptions stay),
-    and ``additionalProperties: false`` dropped, which structural schemas forbid beside
-    ``properties`` (the API server prunes unknown fields instead). Per-provider defaults are
+    ``additionalProperties: false`` dropped, which structural schemas forbid beside
+    ``properties`` (the API server prunes unknown fields instead), and optional fields
+    (``None``: not set) typed by their value alone. Per-provider defaults are
     absent on purpose: the API server cannot know them, the model fills them in.
     """
     schema = ProviderPolicy.model_json_schema(by_alias=True, mode="validation")
@@ -233,6 +307,10 @@ def policy_json_schema() -> dict[str, Any]:
         if "$ref" in node:
             target = definitions[node["$ref"].rsplit("/", 1)[-1]]
             node = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+        if "anyOf" in node and {"type": "null"} in node["anyOf"]:
+            # An optional field (None: not set) is a field left out: Kubernetes has no null.
+            (kept,) = [branch for branch in node["anyOf"] if branch != {"type": "null"}]
+            node = {**kept, **{k: v for k, v in node.items() if k not in ("anyOf", "default")}}
         cleaned = {}
         for key, value in node.items():
             if key == "title" or (key == "additionalProperties" and value is False):

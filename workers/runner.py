@@ -118,7 +118,9 @@ class JobContext:
             metrics.permit(provider, decision.outcome)
             tracing.set_attributes(span, {"unilingo.permit": decision.outcome})
             if not decision.granted:
-                raise Deferred(provider, decision.retry_after, decision.reason)
+                if decision.reason == DenyReason.BUDGET_EXHAUSTED:
+                    raise budget_exhausted(provider, decision.retry_after)
+                raise Deferred(provider, decision.recheck_after, decision.reason, waits_for=decision.retry_after)
             handle = PermitHandle()
             renew = lambda: self.limiter.renew(provider, decision.lease_id)  # noqa: E731
             self.heartbeat.extra.append(renew)
@@ -142,9 +144,9 @@ class JobContext:
             provider,
             decision.lease_id,
             outcome,
-            actual_tokens=handle.tokens_used,
             retry_after=exc.retry_after if isinstance(exc, Throttled) else None,
             sent_after=handle.sent_after,
+            **handle.usage,  # the tokens reported, and of them what is billed: the spend
         )
         if outcome is CallOutcome.SUCCESS and handle.tokens_used:
             self.usage[provider] = self.usage.get(provider, 0) + handle.tokens_used
@@ -161,8 +163,19 @@ class PermitHandle:
     """What a handler tells its permit: the tokens the provider reported, when the call left."""
 
     tokens_used: int | None = None
+    input_tokens: int | None = None  # of them, the prompt's and the completion's: what is billed
+    output_tokens: int | None = None
     granted_at: float = field(default_factory=time.monotonic)
     sent_at: float | None = None
+
+    @property
+    def usage(self) -> dict[str, int | None]:
+        """The reported usage as ``Limiter.release`` takes it."""
+        return {
+            "actual_tokens": self.tokens_used,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+        }
 
     def sent(self, at: float | None = None) -> None:
         """The call left at ``at`` (``time.monotonic()``; now if not given): the provider's
@@ -175,6 +188,12 @@ class PermitHandle:
 
 
 Handler = Callable[[JobContext], dict[str, Any]]
+
+
+def budget_exhausted(provider: str, resets_in: float) -> PermanentError:
+    """A provider whose spend budget is spent, under a policy that fails its jobs rather than wait."""
+    resets = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + resets_in))
+    return PermanentError(f"the {provider} spend budget is spent until {resets}", code="budget_exhausted")
 
 
 def retry_plan(client: redis.Redis, exc: TransientError, attempt: int) -> float | None:
@@ -246,9 +265,10 @@ def run(job_id: str, handler: Handler) -> str:
         log.warning("job %s handed back unfinished: this worker is leaving", job_id)
     except Deferred as exc:
         due = time.time() + exc.retry_after + random.uniform(0, 0.1)
+        until = time.time() + exc.waits_for if exc.waits_for else None
         # A provider's own 429 pauses it for everyone: the job waits for the same reason.
         reason = DenyReason.PAUSED if isinstance(exc, Throttled) else (exc.reason or DenyReason.RATE)
-        deferred = store.defer(job_id, claim.run_token, exc.provider, due, str(reason))
+        deferred = store.defer(job_id, claim.run_token, exc.provider, due, str(reason), until=until)
         outcome = RunOutcome.DEFERRED if deferred else RunOutcome.STALE
     except TransientError as exc:
         delay = retry_plan(client, exc, claim.attempts)

@@ -78,7 +78,17 @@ def test_the_catalogue_covers_the_issue():
 
 
 def test_label_values_are_closed_sets():
-    assert set(m.PERMIT_OUTCOMES) == {"granted", "suspended", "paused", "breaker_open", "rate", "tokens", "in_flight"}
+    assert set(m.PERMIT_OUTCOMES) == {
+        "granted",
+        "suspended",
+        "budget",
+        "budget_exhausted",
+        "paused",
+        "breaker_open",
+        "rate",
+        "tokens",
+        "in_flight",
+    }
     from unilingo.limiter import DenyReason
 
     assert {r.value for r in DenyReason} == set(m.PERMIT_OUTCOMES) - {"granted"}
@@ -275,7 +285,16 @@ def test_summary_adds_up_the_cluster_totals():
     assert openai["average_latency_ms"] == 500.0 and openai["tokens"] == 4200
     assert openai["permits"] == {
         "granted": 10,
-        "refused": {"suspended": 0, "paused": 0, "breaker_open": 0, "rate": 3, "tokens": 0, "in_flight": 0},
+        "refused": {
+            "suspended": 0,
+            "budget": 0,
+            "budget_exhausted": 0,
+            "paused": 0,
+            "breaker_open": 0,
+            "rate": 3,
+            "tokens": 0,
+            "in_flight": 0,
+        },
     }
     assert openai["deferred_jobs"] == 3 and openai["requests_per_minute"] == 50
     assert s["breakers"]["azure-vision"] == "open"

@@ -46,7 +46,11 @@ def test_json_is_camel_case_and_round_trips():
         "breaker",
         "retry",
         "suspended",
+        "budget",
+        "price",
     }
+    assert data["budget"] == {"whenSpent": "wait"}  # no limits: none written, no nulls
+    assert data["price"] == {"usdPer1kInputTokens": 0.00015, "usdPer1kOutputTokens": 0.0006}
     assert set(data["breaker"]) == {"failureThreshold", "openSeconds", "halfOpenProbes"}
     assert set(data["retry"]) == {"attempts", "backoffSeconds", "maxBackoffSeconds"}
     assert ProviderPolicy.model_validate(data) == policy
@@ -74,6 +78,11 @@ def test_fields_left_out_take_the_providers_defaults():
         {"breaker": {"halfOpenProbes": 0}},
         {"retry": {"attempts": 0}},
         {"retry": {"backoffSeconds": -1}},
+        {"budget": {"usdPerDay": -0.01}},
+        {"budget": {"usdPerMonth": -1}},
+        {"budget": {"whenSpent": "panic"}},
+        {"budget": {"usdPerDay": 20, "usdPerMonth": 10}},
+        {"price": {"usdPer1kInputTokens": -0.001}},
     ],
 )
 def test_out_of_range_values_are_refused(change):
@@ -176,3 +185,20 @@ def test_json_schema_agrees_with_the_model():
     validator.validate({"provider": "openai"})
     for bad in ({"provider": "gemini"}, {"provider": "openai", "burst": 0}, {}):
         assert not validator.is_valid(bad)
+
+
+def test_budgets_and_prices_reach_the_limiter_in_nano_dollars():
+    policy = ProviderPolicy.model_validate(
+        {
+            "provider": "openai",
+            "budget": {"usdPerDay": 2.5, "whenSpent": "fail"},
+            "price": {"usdPer1kInputTokens": 0.001},
+        }
+    )
+    fields = policy.limiter_fields()
+    assert fields["budget_day_nusd"] == 2_500_000_000 and fields["budget_month_nusd"] == -1  # -1: no limit
+    assert fields["price_in_nusd_1k"] == 1_000_000 and fields["price_out_nusd_1k"] == 0  # a price left out is 0
+    assert fields["budget_fail"] == 1
+    assert ProviderPolicy(provider="openai").price.cost(1_000_000, 1_000_000) == pytest.approx(0.75)
+    # Providers that do not bill tokens have no token price by default.
+    assert ProviderPolicy(provider="aws-polly").price.cost(1000, 1000) == 0

@@ -76,6 +76,8 @@ def complete_structured(
             raise PermanentError(f"OpenAI answered {exc.status_code}: {exc.message}", code="provider_rejected") from exc
         if response.usage is not None:
             permit.tokens_used = response.usage.total_tokens
+            permit.input_tokens = response.usage.prompt_tokens  # billed at the policy's prices
+            permit.output_tokens = response.usage.completion_tokens
     content = response.choices[0].message.content or ""
     try:
         return schema.model_validate_json(content)

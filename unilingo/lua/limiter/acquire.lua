@@ -17,6 +17,22 @@ if policy.suspended == 1 then
   return deny('suspended', RECHECK)  -- no end is known: look again soon
 end
 
+-- A spent budget: wait for the period that is spent to end (the month's first, if both are).
+local spend, reserve = nil, 0
+if policy.budget_day_nusd >= 0 or policy.budget_month_nusd >= 0 then
+  spend = load_spend()
+  local reason = policy.budget_fail == 1 and 'budget_exhausted' or 'budget'
+  if policy.budget_month_nusd >= 0 and spend.month_nusd >= policy.budget_month_nusd then
+    return deny(reason, spend.month_ends - now)
+  end
+  if policy.budget_day_nusd >= 0 and spend.day_nusd >= policy.budget_day_nusd then
+    return deny(reason, spend.day_ends - now)
+  end
+end
+if policy.price_in_nusd_1k > 0 or policy.price_out_nusd_1k > 0 then
+  reserve = math.floor(tokens * math.max(policy.price_in_nusd_1k, policy.price_out_nusd_1k) / 1000 + 0.5)
+end
+
 local state = load_state()
 if state.paused_until > now then
   return deny('paused', state.paused_until - now)
@@ -97,7 +113,14 @@ if redis.call('ZCARD', KEYS[4]) >= slots then
   return deny('in_flight', math.min(RECHECK, tonumber(first[2]) - now))
 end
 
-local lease = ARGV[OP] .. ':' .. state.epoch .. ':' .. probe .. ':' .. holder
+-- The lease id carries the call's reservation and the UTC day it was charged to.
+local reserved_on = 0
+if reserve > 0 then
+  spend = spend or load_spend()
+  charge(spend, reserve, spend.day, spend.month)
+  reserved_on = spend.day
+end
+local lease = table.concat({ARGV[OP], state.epoch, probe, int(reserve), reserved_on, holder}, ':')
 redis.call('ZADD', KEYS[2], now, lease)
 redis.call('PEXPIRE', KEYS[2], WINDOW)  -- nothing in it outlives the newest call's window
 if tokens > 0 then

@@ -1,13 +1,16 @@
 -- A permit given back, with the call's outcome: the breaker, the pause and the token charge.
 -- ARGV from OP: lease id, outcome (success, failure or throttled: unilingo.limiter's
 -- _SCRIPT_OUTCOME), actual tokens (-1: not reported), Retry-After ms (-1: none), refund unused
--- tokens 0/1, ms between grant and the call leaving the worker.
+-- tokens 0/1, ms between grant and the call leaving the worker, input tokens and output tokens
+-- reported (-1: not reported).
 -- Reply: {lease was live 0/1, breaker state after, the failure counts against the job 0/1,
 --        ms until the provider is worth trying again}.
 local lease, outcome = ARGV[OP], ARGV[OP + 1]
 local actual, retry_ms, refund = tonumber(ARGV[OP + 2]), tonumber(ARGV[OP + 3]), ARGV[OP + 4] == '1'
 local sent_after = tonumber(ARGV[OP + 5])
-local epoch, probe = string.match(lease, '^[^:]*:(%d+):(%d):')
+local input_tokens, output_tokens = tonumber(ARGV[OP + 6]), tonumber(ARGV[OP + 7])
+local epoch, probe, reserved, reserved_on = string.match(lease, '^[^:]*:(%d+):(%d):(%d+):(%d+):')
+reserved, reserved_on = tonumber(reserved), tonumber(reserved_on)
 
 -- The provider's minute began when the call reached it, not when it was granted: a worker
 -- that stalled in between (a cold client, a descheduled process) must not let the window
@@ -44,6 +47,24 @@ if actual >= 0 then
       redis.call('HINCRBY', KEYS[3], TOTAL, charge - charged)
       redis.call('PEXPIRE', KEYS[3], WINDOW)
     end
+  end
+end
+
+-- Spend: the reported usage at the live prices replaces the reservation; nothing reported,
+-- nothing billed. Only once per lease: a release of a lease already gone changes nothing.
+if expiry and (reserved > 0 or input_tokens > 0 or output_tokens > 0) then
+  local policy = live_policy()
+  local cost = 0
+  if input_tokens >= 0 or output_tokens >= 0 then
+    cost = math.floor((math.max(0, input_tokens) * policy.price_in_nusd_1k
+                       + math.max(0, output_tokens) * policy.price_out_nusd_1k) / 1000 + 0.5)
+  end
+  local spend = load_spend()
+  if reserved > 0 then
+    local y, m = civil_from_days(reserved_on)
+    charge(spend, cost - reserved, reserved_on, y * 12 + m - 1)
+  else
+    charge(spend, cost, spend.day, spend.month)
   end
 end
 

@@ -1,7 +1,9 @@
 -- Read-only. Reply: {revision, document or nil, now, requests in window, tokens in window,
--- in flight, probes in flight, breaker state, failures, opened_at or -1, trips, paused until}.
+-- in flight, probes in flight, breaker state, failures, opened_at or -1, trips, paused until,
+-- the UTC day's spend, when the day ends, the month's spend, when the month ends}.
 local policy = live_policy()
 local state = load_state()
+local spend = load_spend()
 local horizon = now - WINDOW
 local tokens = (tonumber(redis.call('HGET', KEYS[3], TOTAL)) or 0)
                - tokens_of(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', horizon))
@@ -10,4 +12,5 @@ return {
   redis.call('ZCOUNT', KEYS[2], '(' .. horizon, '+inf'), tokens,
   redis.call('ZCOUNT', KEYS[4], '(' .. now, '+inf'), redis.call('ZCOUNT', KEYS[5], '(' .. now, '+inf'),
   state.breaker, state.failures, state.opened_at or -1, state.trips, state.paused_until,
+  int(spend.day_nusd), spend.day_ends, int(spend.month_nusd), spend.month_ends,
 }
