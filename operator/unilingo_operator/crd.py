@@ -149,6 +149,15 @@ RETRY_RULES = [
     }
 ]
 
+BUDGET_RULES = [
+    {
+        "rule": "!has(self.usdPerDay) || !has(self.usdPerMonth) || self.usdPerDay <= self.usdPerMonth",
+        "message": "budget.usdPerDay must not exceed budget.usdPerMonth",
+        "fieldPath": ".usdPerDay",
+        "reason": "FieldValueInvalid",
+    }
+]
+
 PROVIDER_RULES = [
     {
         "rule": "self == oldSelf",
@@ -170,6 +179,7 @@ def spec_schema() -> dict[str, Any]:
     props = schema["properties"]
     props["provider"]["x-kubernetes-validations"] = PROVIDER_RULES
     props["retry"]["x-kubernetes-validations"] = RETRY_RULES
+    props["budget"]["x-kubernetes-validations"] = BUDGET_RULES
     return schema
 
 

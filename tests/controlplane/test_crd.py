@@ -83,6 +83,22 @@ BAD = {
         {"provider": "openai", "retry": {"backoffSeconds": 60, "maxBackoffSeconds": 30}},
         ["spec.retry.backoffSeconds", "must not exceed retry.maxBackoffSeconds"],
     ),
+    "a negative daily budget": (
+        {"provider": "openai", "budget": {"usdPerDay": -1}},
+        ["spec.budget.usdPerDay", "should be greater than or equal to 0"],
+    ),
+    "a daily budget above the monthly one": (
+        {"provider": "openai", "budget": {"usdPerDay": 50, "usdPerMonth": 20}},
+        ["spec.budget.usdPerDay", "must not exceed budget.usdPerMonth"],
+    ),
+    "an unknown action when spent": (
+        {"provider": "openai", "budget": {"usdPerDay": 5, "whenSpent": "panic"}},
+        ["spec.budget.whenSpent", 'Unsupported value: "panic"', '"wait"', '"fail"'],
+    ),
+    "a negative price": (
+        {"provider": "openai", "price": {"usdPer1kInputTokens": -0.0001}},
+        ["spec.price.usdPer1kInputTokens", "should be greater than or equal to 0"],
+    ),
     "a misspelt field": (
         {"provider": "openai", "requestPerMinute": 10},
         ['unknown field "spec.requestPerMinute"'],
@@ -129,6 +145,24 @@ def test_edge_values_are_accepted(kubectl, namespace):
     }
     kubectl("apply", "-n", namespace, "-f", "-", input=manifest("edges", spec))
     ProviderPolicy.model_validate(spec)
+
+
+def test_a_budget_and_prices_are_accepted_and_read_back_as_the_model_reads_them(kubectl, namespace):
+    spec = {
+        "provider": "openai",
+        "budget": {"usdPerDay": 20, "usdPerMonth": 400, "whenSpent": "fail"},
+        "price": {"usdPer1kInputTokens": 0.0025, "usdPer1kOutputTokens": 0.01},
+    }
+    kubectl("apply", "-n", namespace, "-f", "-", input=manifest("budgeted", spec))
+    stored = json.loads(kubectl("get", "upp", "budgeted", "-n", namespace, "-o", "json").stdout)["spec"]
+    assert stored["budget"] == spec["budget"] and stored["price"] == spec["price"]
+    policy = ProviderPolicy.model_validate(stored)
+    assert (policy.budget.usd_per_day, policy.budget.when_spent) == (20, "fail")
+    # Left out: no limit, jobs wait, and the provider's default price (gpt-4o-mini's for openai).
+    kubectl("apply", "-n", namespace, "-f", "-", input=manifest("unbudgeted", {"provider": "openai"}))
+    stored = json.loads(kubectl("get", "upp", "unbudgeted", "-n", namespace, "-o", "json").stdout)["spec"]
+    assert stored["budget"] == {"whenSpent": "wait"} and "price" not in stored
+    assert ProviderPolicy.model_validate(stored).price.usd_per_1k_output_tokens == 0.0006
 
 
 def test_provider_is_immutable(kubectl, namespace):

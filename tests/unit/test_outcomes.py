@@ -37,8 +37,25 @@ class RecordingLimiter:
             return Decision(False, None, 2.0, self.refuse)
         return Decision(True, "lease-1")
 
-    def release(self, provider, lease_id, outcome, actual_tokens=None, retry_after=None, sent_after=0.0):
-        self.released.append({"outcome": outcome, "tokens": actual_tokens, "retry_after": retry_after})
+    def release(
+        self,
+        provider,
+        lease_id,
+        outcome,
+        actual_tokens=None,
+        retry_after=None,
+        sent_after=0.0,
+        input_tokens=None,
+        output_tokens=None,
+    ):
+        self.released.append(
+            {
+                "outcome": outcome,
+                "tokens": actual_tokens,
+                "retry_after": retry_after,
+                "billed": (input_tokens, output_tokens),
+            }
+        )
         return Released(True, self.breaker, self.counts_against_job, 3.0)
 
     def renew(self, provider, lease_id, lease_seconds=None):
@@ -180,3 +197,23 @@ def test_outcomes_are_the_label_values_dashboards_select_on():
         "handed_back",
     }
     assert [o for o in RunOutcome if o.ended_job] == [RunOutcome.SUCCEEDED, RunOutcome.FAILED]
+
+
+def test_a_spent_budget_defers_the_job_or_fails_it_as_the_policy_says(spans):
+    waiting = context(RecordingLimiter(refuse=DenyReason.BUDGET))
+    with pytest.raises(Deferred) as raised:
+        with waiting.provider_call("openai", tokens=50):
+            pass
+    assert raised.value.reason == DenyReason.BUDGET and raised.value.waits_for == 2.0
+    failing = context(RecordingLimiter(refuse=DenyReason.BUDGET_EXHAUSTED))
+    with pytest.raises(PermanentError) as failed:
+        with failing.provider_call("openai", tokens=50):
+            pass
+    assert failed.value.code == "budget_exhausted" and "openai spend budget is spent until" in failed.value.message
+
+
+def test_the_reported_usage_reaches_the_limiter_for_the_spend():
+    limiter = RecordingLimiter()
+    with context(limiter).provider_call("openai", tokens=50) as handle:
+        handle.tokens_used, handle.input_tokens, handle.output_tokens = 30, 20, 10
+    assert limiter.released[0]["billed"] == (20, 10)
