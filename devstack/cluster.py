@@ -676,6 +676,75 @@ def _terminate(proc: subprocess.Popen, grace: float) -> None:
         pass
 
 
+# The providers the node's pods call: no pod reaches the internet, so the provider sandbox
+# listens on the node's address (charts/unilingo/ci/node-values.yaml points the workers there).
+NODE_SANDBOX_PORT = 8090
+
+
+class NodeSandboxError(RuntimeError):
+    """The node's provider sandbox could not be started or died."""
+
+
+class NodeSandbox:
+    """``python -m sandbox`` on ``NODE_IP:NODE_SANDBOX_PORT`` (its AWS half on the next port),
+    its log in the cluster's logs; ``SANDBOX_LATENCY_SCALE`` from the environment."""
+
+    def __init__(self, logs_dir: Path, port: int = NODE_SANDBOX_PORT):
+        self.logs_dir = logs_dir
+        self.port = port
+        self.url = f"http://{NODE_IP}:{port}"
+        self.proc: subprocess.Popen | None = None
+        self._log: IO[bytes] | None = None
+        self.startup_seconds = 0.0
+
+    def start(self, timeout: float = 90.0) -> None:
+        t0 = time.monotonic()
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.logs_dir / "sandbox.log", "ab")
+        env = {
+            **os.environ,
+            "SANDBOX_HOST": NODE_IP,
+            "SANDBOX_PORT": str(self.port),
+            "SANDBOX_AWS_PORT": str(self.port + 1),
+        }
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sandbox"],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
+            env=env,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        while time.monotonic() - t0 < timeout:
+            self.check_alive()
+            try:
+                with urllib.request.urlopen(f"{self.url}/_sandbox/stats", timeout=2) as response:
+                    if response.status == 200:
+                        self.startup_seconds = time.monotonic() - t0
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.5)
+        raise NodeSandboxError(f"the provider sandbox did not answer at {self.url} within {timeout:.0f}s")
+
+    def check_alive(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise NodeSandboxError(
+                f"the provider sandbox exited ({self.proc.returncode}); log tail:\n"
+                + _tail(self.logs_dir / "sandbox.log")
+            )
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _terminate(self.proc, 10.0)
+            self.proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m devstack.cluster",
@@ -697,6 +766,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--no-node", action="store_true", help="the control plane only: no scheduler, no node, no KEDA")
     parser.add_argument("--no-keda", action="store_true", help="no KEDA operator and metrics adapter")
+    parser.add_argument("--no-sandbox", action="store_true", help="no provider sandbox on the node's address")
     args = parser.parse_args(argv)
     with_node = not (args.no_node or args.no_controller_manager)
     if with_node and os.geteuid() != 0:
@@ -726,6 +796,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     network = NodeNetwork() if with_node else None
     node = Node(cp, Path(args.workdir) / "node") if with_node else None
     keda = Keda(cp, Path(args.workdir) / "keda", NODE_IP) if with_node and not args.no_keda else None
+    sandbox = NodeSandbox(cp.logs_dir) if with_node and not args.no_sandbox else None
     try:
         if network is not None:
             network.up()
@@ -734,8 +805,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             node.start()
         if keda is not None:
             keda.start()
-    except (ControlPlaneError, NodeError, KedaError, OSError, subprocess.SubprocessError) as e:
+        if sandbox is not None:
+            sandbox.start()
+    except (ControlPlaneError, NodeError, KedaError, NodeSandboxError, OSError, subprocess.SubprocessError) as e:
         print(f"cluster: {e}", file=sys.stderr)
+        if sandbox is not None:
+            sandbox.stop()
         if keda is not None:
             keda.stop()
         if node is not None:
@@ -761,6 +836,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if keda is not None:
         parts = ", ".join(f"{k} {v:.1f}s" for k, v in keda.timings.items())
         print(f"cluster: KEDA operator and metrics adapter running ({parts})", flush=True)
+    if sandbox is not None:
+        print(
+            f"cluster: provider sandbox for the pods at {sandbox.url} ({sandbox.startup_seconds:.1f}s; "
+            f"log {cp.logs_dir / 'sandbox.log'})",
+            flush=True,
+        )
     print(f"export KUBECONFIG={cp.kubeconfig}", flush=True)
     code = 0
     try:
@@ -771,12 +852,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                     node.check_alive()
                 if keda is not None:
                     keda.check_alive()
-            except (ControlPlaneError, NodeError, KedaError) as e:
+                if sandbox is not None:
+                    sandbox.check_alive()
+            except (ControlPlaneError, NodeError, KedaError, NodeSandboxError) as e:
                 print(f"cluster: {e}", file=sys.stderr, flush=True)
                 code = 1
                 break
     finally:
         print("cluster: stopping", flush=True)
+        if sandbox is not None:
+            sandbox.stop()
         if keda is not None:
             keda.stop()
         if node is not None:

@@ -135,3 +135,8 @@ def fair_messages(queue: str) -> str:
 def fair_keys(queue: str) -> tuple[str, str, str]:
     """A queue's fair-share state as the job scripts take it: hash, tag index, messages."""
     return fair_queue(queue), fair_index(queue), fair_messages(queue)
+
+
+def worker_pod_busy(namespace: str, pod: str) -> str:
+    """How many jobs the worker in pod ``namespace/pod`` runs (short-lived; ``unilingo.scaling``)."""
+    return f"{PREFIX}:pod:{namespace}/{pod}:busy"

@@ -120,6 +120,10 @@ class Settings(BaseSettings):
     # release says); this margin absorbs what remains, the network and the provider's own
     # queue, at about 3 % of a long steady run.
     provider_window_margin_seconds: float = 2.0
+    # The worker's pod (the chart sets them from the downward API): its count of running jobs
+    # is published under this name for the operator's pod-deletion-cost (unilingo.scaling).
+    pod_name: str | None = None
+    pod_namespace: str | None = None
 
     # Providers (the sandbox's addresses by default)
     sandbox_host: str = "127.0.0.1"

@@ -1,10 +1,37 @@
-"""``python -m workers`` (``make worker``): a Celery worker for WORKER_QUEUES, in the foreground."""
+"""``python -m workers`` (``make worker``): a Celery worker for WORKER_QUEUES, in the foreground.
 
-import os
-import socket
+In a container the worker is PID 1, and the kernel ignores a signal PID 1 has no handler for:
+a SIGTERM that arrives while Celery is still starting (KEDA scaling a new Deployment back to
+zero, a rollout superseding a pod) would be lost, and the pod would wait out its whole
+termination grace (the job timeout) before the kubelet's SIGKILL. So a handler is installed
+first thing; a SIGTERM it catches becomes Celery's warm shutdown as soon as the worker is ready.
+"""
 
-from unilingo.settings import get_settings
-from workers.app import app
+import signal
+
+_term_before_ready = False
+
+
+def _remember_term(signum, frame) -> None:
+    global _term_before_ready
+    _term_before_ready = True
+
+
+signal.signal(signal.SIGTERM, _remember_term)
+
+import os  # noqa: E402 - after the handler: these imports take seconds on a busy node
+import socket  # noqa: E402
+
+from celery import signals  # noqa: E402
+
+from unilingo.settings import get_settings  # noqa: E402
+from workers.app import app  # noqa: E402
+
+
+@signals.worker_ready.connect
+def _honour_early_term(**_) -> None:
+    if _term_before_ready:
+        os.kill(os.getpid(), signal.SIGTERM)  # Celery's own handler now: a warm shutdown
 
 
 def main() -> None:

@@ -2,9 +2,9 @@
 
 It queues again the jobs whose wait is over (deferred for a permit, or backing off after a
 transient error), recovers jobs whose worker died (lapsed lease) or whose message a dying
-consumer took off the queue before claiming the job, and announces this worker as alive. Every
-step is an atomic script, so any number of workers can run the loop at once without doing a
-thing twice.
+consumer took off the queue before claiming the job, and announces this worker as alive (in a
+pod, with its count of running jobs: ``unilingo.scaling``). Every step is an atomic script, so
+any number of workers can run the loop at once without doing a thing twice.
 
 Webhooks go out from a loop of their own (``WebhookLoop``): a receiver that answers slowly
 must never delay this one, whose announcements tell the cluster the worker is alive.
@@ -20,8 +20,9 @@ import time
 
 import redis
 from celery import signals
+from celery.worker import state as worker_state
 
-from unilingo import keys, webhooks
+from unilingo import keys, scaling, webhooks
 from unilingo.connections import redis_client
 from unilingo.jobs import JobStore
 from unilingo.settings import get_settings
@@ -45,6 +46,7 @@ class Housekeeper(threading.Thread):
         self.queues = settings.queues()
         self._announced = 0.0
         self._rescued = 0.0
+        self._busy: tuple[int, float] | None = None  # the count last published, and when
 
     def tick(self) -> None:
         self.store.promote_due()
@@ -58,7 +60,18 @@ class Housekeeper(threading.Thread):
         if now - self._announced >= 1.0:  # per queue, for unilingo_workers_alive{queue}
             worker_metrics.heartbeat(self.client, self.worker_name, self.queues, now)
             self._announced = now
+        self.publish_busy(now)
         worker_metrics.sweep()
+
+    def publish_busy(self, now: float) -> None:
+        """In a pod: how many jobs this worker runs, when it changes and every few seconds."""
+        pod, namespace = self.settings.pod_name, self.settings.pod_namespace
+        if not (pod and namespace):
+            return
+        busy = len(worker_state.active_requests)
+        if self._busy is None or self._busy[0] != busy or now - self._busy[1] >= scaling.BUSY_REFRESH_SECONDS:
+            scaling.publish_busy(self.client, namespace, pod, busy)
+            self._busy = (busy, now)
 
     def run(self) -> None:
         while not self.stopped.wait(INTERVAL_SECONDS):

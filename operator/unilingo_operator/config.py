@@ -21,6 +21,10 @@ Kubernetes' own conventions name (the chart sets them all; each has a command-li
                             sets 0.0.0.0 so that the kubelet's probe reaches it).
 ``OPERATOR_HEALTH_PORT``    port of kopf's liveness endpoint ``/healthz`` (0: none; default 8081).
 ``OPERATOR_REPAIR_SECONDS`` how often Redis is checked against the policies (default 5).
+``OPERATOR_WORKERS_NAMESPACE`` / ``OPERATOR_WORKERS_SELECTOR`` the worker pods and ScaledObjects
+                            whose pod-deletion-cost and maxReplicaCount the operator keeps in line
+                            (``unilingo_operator.scaling``); no selector: it leaves them alone.
+``OPERATOR_SCALING_SECONDS`` how often it does (default 1).
 
 Redis is ``REDIS_URL`` and the rest of ``unilingo.settings``, as for every process.
 """
@@ -63,6 +67,11 @@ class OperatorConfig(BaseSettings):
     health_host: str = "127.0.0.1"
     health_port: int = 8081
     repair_seconds: float = 5.0
+    workers_namespace: str | None = Field(
+        None, validation_alias=AliasChoices("OPERATOR_WORKERS_NAMESPACE", "POD_NAMESPACE", "workers_namespace")
+    )
+    workers_selector: str = ""
+    scaling_seconds: float = 1.0
     kubeconfig: str | None = Field(None, validation_alias=AliasChoices("KUBECONFIG", "kubeconfig"))
     pod_id: str | None = Field(None, validation_alias=AliasChoices("POD_ID", "pod_id"))
     verbose: bool = False
@@ -74,7 +83,7 @@ class OperatorConfig(BaseSettings):
             return [ns.strip() for ns in value.split(",") if ns.strip()]
         return value
 
-    @field_validator("peering_name", "kubeconfig", "pod_id", mode="before")
+    @field_validator("peering_name", "kubeconfig", "pod_id", "workers_namespace", mode="before")
     @classmethod
     def _empty_is_unset(cls, value):
         return value or None

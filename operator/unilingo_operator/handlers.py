@@ -6,13 +6,15 @@ fresh one), so that configuration (the repair interval) is known before handlers
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 
 import aiohttp
 import kopf
 
 from unilingo.settings import get_settings
-from unilingo_operator import ANNOTATION_PREFIX, FINALIZER, GROUP, PLURAL, VERSION, kube, reconcile
+from unilingo_operator import ANNOTATION_PREFIX, FINALIZER, GROUP, PLURAL, VERSION, kube, reconcile, scaling
 from unilingo_operator.config import OperatorConfig
 
 RESOURCE = (GROUP, VERSION, PLURAL)
@@ -78,6 +80,19 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
         except (aiohttp.ClientError, TimeoutError) as error:
             raise kopf.TemporaryError(f"API server unreachable: {error!r}", delay=5) from error
         memo.runtime = reconcile.Runtime.connect(get_settings().redis_url)
+        memo.scaler = None
+        if config.workers_selector and config.workers_namespace:
+            scaler = scaling.Scaler(
+                memo.runtime.client,
+                namespace=config.workers_namespace,
+                selector=config.workers_selector,
+                settings=settings,
+            )
+            memo.scaler = asyncio.create_task(scaler.run(config.scaling_seconds), name="unilingo-scaling")
+            logger.info(
+                f"keeping the pod-deletion-cost and maxReplicaCount of workers {config.workers_selector!r} "
+                f"in {config.workers_namespace} in line, every {config.scaling_seconds:g}s"
+            )
         where = "all namespaces" if config.clusterwide else ", ".join(config.namespaces)
         logger.info(
             f"watching {PLURAL}.{GROUP} in {where}; Redis {get_settings().redis_url}; "
@@ -87,6 +102,10 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
 
     @kopf.on.cleanup(id="cleanup", registry=registry)
     async def cleanup(memo: kopf.Memo, **_):
+        if getattr(memo, "scaler", None) is not None:
+            memo.scaler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await memo.scaler
         if getattr(memo, "runtime", None) is not None:
             await memo.runtime.close()
 

@@ -48,7 +48,7 @@ def login(*, settings: kopf.OperatorSettings, logger: logging.Logger | None = No
     return info
 
 
-def _session(info: kopf.ConnectionInfo) -> aiohttp.ClientSession:
+def session(info: kopf.ConnectionInfo) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(
         base_url=info.server.rstrip("/") + "/",
         connector=aiohttp.TCPConnector(ssl=info.as_ssl_context()),
@@ -66,17 +66,17 @@ async def ensure_peering(
     else:
         targets = [("apis/kopf.dev/v1/clusterkopfpeerings", "ClusterKopfPeering", None)]
     ok = True
-    async with _session(info) as session:
+    async with session(info) as http:
         for url, kind, namespace in targets:
             metadata = {"name": name, **({"namespace": namespace} if namespace else {})}
             body = {"apiVersion": "kopf.dev/v1", "kind": kind, "metadata": metadata}
-            async with session.post(url, json=body) as response:
+            async with http.post(url, json=body) as response:
                 where = f"{kind} {namespace + '/' if namespace else ''}{name}"
                 if response.status in (200, 201):
                     logger.info(f"created the peering object {where}")
                 elif response.status == 409:
                     logger.debug(f"peering object {where} exists")
-                elif response.status == 403 and await _exists(session, f"{url}/{name}"):
+                elif response.status == 403 and await _exists(http, f"{url}/{name}"):
                     logger.debug(f"peering object {where} exists (we may not create it, nor need to)")
                 elif response.status == 404:
                     logger.warning(f"no {kind} CRD (kopf.dev): install manifests/crd/kopf-peering.yaml for peering")
@@ -87,15 +87,15 @@ async def ensure_peering(
     return ok
 
 
-async def _exists(session: aiohttp.ClientSession, url: str) -> bool:
-    async with session.get(url) as response:
+async def _exists(http: aiohttp.ClientSession, url: str) -> bool:
+    async with http.get(url) as response:
         return response.status == 200
 
 
 async def served(info: kopf.ConnectionInfo, group_version_url: str, plural: str) -> bool:
     """Whether the API server serves ``plural`` under ``apis/<group>/<version>`` (discovery)."""
-    async with _session(info) as session:
-        async with session.get(group_version_url) as response:
+    async with session(info) as http:
+        async with http.get(group_version_url) as response:
             if response.status != 200:
                 return False
             return any(r.get("name") == plural for r in (await response.json()).get("resources", []))

@@ -590,7 +590,20 @@ def test_operator_watches_the_release_namespace_by_default(rendered):
     assert env["OPERATOR_NAMESPACES"]["value"] == NAMESPACE
     assert env["POD_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     roles = {(d["metadata"]["namespace"], d["metadata"]["name"]) for d in of_kind(docs, "Role")}
-    assert roles == {(NAMESPACE, "unilingo-operator"), (NAMESPACE, "unilingo-operator-leases")}
+    assert roles == {
+        (NAMESPACE, "unilingo-operator"),
+        (NAMESPACE, "unilingo-operator-leases"),
+        (NAMESPACE, "unilingo-operator-scaling"),
+    }
+    # The workers' scaling: list and patch of the release's pods and ScaledObjects, nothing more.
+    scaling = next(d for d in of_kind(docs, "Role") if d["metadata"]["name"] == "unilingo-operator-scaling")
+    assert scaling["rules"] == [
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "patch"]},
+        {"apiGroups": ["keda.sh"], "resources": ["scaledobjects"], "verbs": ["list", "patch"]},
+    ]
+    assert env["OPERATOR_WORKERS_SELECTOR"]["value"] == (
+        f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=worker"
+    )
     sentinel_roles = {
         d["metadata"]["namespace"]
         for d in of_kind(rendered["sentinel"], "Role")
