@@ -63,6 +63,13 @@ fi
 # ---- 4. the chart --------------------------------------------------------------------------
 log "4/5 helm upgrade --install $RELEASE charts/unilingo (namespace $NAMESPACE)"
 values=(-f charts/unilingo/ci/node-values.yaml)
+# The image's digest on every pod template: `make image` keeps the tag (unilingo:dev, never
+# pulled), so without it a rebuilt image would not roll the pods that run the old one.
+digest=$(ctr --address "$NODE_SOCKET" --namespace k8s.io images ls \
+  | awk '$1 == "docker.io/library/unilingo:dev" {print $3}' | cut -d: -f2 | cut -c1-16)
+for component in api workers.defaults operator; do
+  values+=(--set-string "$component.podAnnotations.unilingo\\.io/image=$digest")
+done
 [[ -n ${EXTRA_VALUES:-} ]] && values+=(-f "$EXTRA_VALUES")
 start=$SECONDS
 "$HELM" upgrade --install "$RELEASE" charts/unilingo --namespace "$NAMESPACE" "${values[@]}" \

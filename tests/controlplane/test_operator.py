@@ -414,6 +414,10 @@ def test_operator_identity_is_the_charts_service_account(kubectl, namespace, ope
         ("delete", "unilingoproviderpolicies.unilingo.io", ["-n", namespace]),
         ("get", "secrets", ["-n", namespace]),
         ("list", "pods", ["-n", namespace]),
+        ("patch", "pods", ["-n", namespace]),
+        ("delete", "pods", ["-n", namespace]),
+        ("create", "pods", ["-n", namespace]),
+        ("patch", "pods", ["-n", "default"]),
         ("patch", "unilingoproviderpolicies.unilingo.io", ["-n", "default"]),
     ]:
         result = kubectl("auth", "can-i", verb, resource, f"--as={subject}", *extra, check=False)
@@ -424,6 +428,10 @@ def test_operator_identity_is_the_charts_service_account(kubectl, namespace, ope
         ("patch", "unilingoproviderpolicies.unilingo.io/status", namespace),
         ("watch", "unilingoproviderpolicies.unilingo.io", namespace),
         ("create", "events", namespace),
+        # the workers' deletion cost, in the release namespace only (ScaledObjects: see
+        # test_the_workers_scaling_follows_the_policy_and_the_running_jobs, never forbidden)
+        ("list", "pods", namespace),
+        ("patch", "pods", namespace),
     }
 
 
@@ -587,6 +595,95 @@ def test_redis_down_is_reported_and_retried_without_crashing(cluster, operator, 
     stored = store.read("azure-vision")
     assert (stored.policy.requests_per_minute, stored.revision) == (12, body["status"]["revision"])
     assert "RedisUnavailable" in [e["reason"] for e in cluster.events("vision")]
+
+
+WORKER_SELECTOR = "app.kubernetes.io/instance=unilingo,app.kubernetes.io/component=worker"
+
+
+def test_the_workers_scaling_follows_the_policy_and_the_running_jobs(
+    kubectl, cluster, namespace, start_operator, store
+):
+    """Under the chart's RBAC: a ScaledObject the chart marked gets the maxReplicaCount the
+    openai policy makes useful (5 in flight over 4 slots: 2 pods), live as the policy changes
+    and held while it is suspended; a worker pod gets the deletion cost of the jobs its worker
+    says it runs, and 0 again when they are done."""
+    result = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "crds.sh"), "--print-dir"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    crd_dir = Path(result.stdout.strip().splitlines()[-1])
+    kubectl("apply", "--server-side", "-f", str(next(crd_dir.glob("*scaledobjects*"))))
+    kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/scaledobjects.keda.sh")
+    labels = {
+        "app.kubernetes.io/instance": "unilingo",
+        "app.kubernetes.io/component": "worker",
+        "unilingo.io/queue": "ai",
+    }
+    scaled_object = {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {
+            "name": "unilingo-worker-ai",
+            "labels": labels,
+            "annotations": {"unilingo.io/max-replicas": "10", "unilingo.io/worker-concurrency": "4"},
+        },
+        "spec": {
+            "scaleTargetRef": {"name": "unilingo-worker-ai"},
+            "minReplicaCount": 0,
+            "maxReplicaCount": 10,
+            "triggers": [{"type": "redis", "metadata": {"listName": "ai", "listLength": "4"}}],
+        },
+    }
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "unilingo-worker-ai-0", "labels": labels},
+        "spec": {"automountServiceAccountToken": False, "containers": [{"name": "worker", "image": "unilingo:dev"}]},
+    }
+    for body in (scaled_object, pod):
+        kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(body))
+
+    def max_replicas() -> int:
+        body = json.loads(kubectl("get", "scaledobject", "unilingo-worker-ai", "-n", namespace, "-o", "json").stdout)
+        return body["spec"]["maxReplicaCount"]
+
+    def deletion_cost() -> str | None:
+        body = json.loads(kubectl("get", "pod", "unilingo-worker-ai-0", "-n", namespace, "-o", "json").stdout)
+        return (body["metadata"].get("annotations") or {}).get("controller.kubernetes.io/pod-deletion-cost")
+
+    scaler = start_operator(
+        priority=300,
+        OPERATOR_WORKERS_NAMESPACE=namespace,
+        OPERATOR_WORKERS_SELECTOR=WORKER_SELECTOR,
+        OPERATOR_SCALING_SECONDS="0.5",
+    )
+    try:
+        cluster.apply("openai-scaling", {"provider": "openai"})
+        wait_for(lambda: max_replicas() == 2, timeout=30, what="maxReplicaCount 2 (5 in flight, 4 per pod)")
+        cluster.patch("openai-scaling", {"maxInFlight": 20})
+        wait_for(lambda: max_replicas() == 5, timeout=30, what="maxReplicaCount 5 (20 in flight)")
+        cluster.patch("openai-scaling", {"maxInFlight": 40})
+        wait_for(lambda: max_replicas() == 10, timeout=30, what="maxReplicaCount 10 (the chart's ceiling)")
+        cluster.patch("openai-scaling", {"suspended": True})
+        # Suspended: no scaling up beyond the one (pending) pod there is.
+        wait_for(lambda: max_replicas() == 1, timeout=30, what="maxReplicaCount held at the running pods")
+
+        wait_for(lambda: deletion_cost() == "0", timeout=30, what="an idle pod's deletion cost 0")
+        client = store.client  # the workers' Redis
+        client.set(keys.worker_pod_busy(namespace, "unilingo-worker-ai-0"), 2, ex=15)
+        wait_for(lambda: deletion_cost() == "2", timeout=30, what="a busy pod's deletion cost 2")
+        client.set(keys.worker_pod_busy(namespace, "unilingo-worker-ai-0"), 0, ex=15)
+        wait_for(lambda: deletion_cost() == "0", timeout=30, what="the deletion cost back to 0")
+        log = scaler.log()
+        assert "Forbidden" not in log and " 403" not in log and "scaling tick failed" not in log, log[-3000:]
+    finally:
+        scaler.stop()
+        cluster.delete("openai-scaling")
+        kubectl("delete", "pod", "unilingo-worker-ai-0", "-n", namespace, "--grace-period=0", "--force", check=False)
 
 
 def test_the_operator_was_never_forbidden_anything(operator):

@@ -165,7 +165,7 @@ def wait_for_jobs(http, job_ids: list[str], timeout: float) -> dict[str, dict]:
 
 
 def helm_upgrade(kube_env, *extra: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    """`helm upgrade` of the release with the values `make deploy` installs, plus ``extra``."""
+    """`helm upgrade` of the release with the values it has (`make deploy`'s), plus ``extra``."""
     return subprocess.run(
         [
             str(HELM),
@@ -174,8 +174,7 @@ def helm_upgrade(kube_env, *extra: str, timeout: int = 600) -> subprocess.Comple
             str(REPO / "charts" / "unilingo"),
             "--namespace",
             NAMESPACE,
-            "-f",
-            str(REPO / "charts" / "unilingo" / "ci" / "node-values.yaml"),
+            "--reuse-values",
             *extra,
             "--wait",
             "--timeout",
