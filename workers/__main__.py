@@ -4,9 +4,11 @@ In a container the worker is PID 1, and the kernel ignores a signal PID 1 has no
 a SIGTERM that arrives while Celery is still starting (KEDA scaling a new Deployment back to
 zero, a rollout superseding a pod) would be lost, and the pod would wait out its whole
 termination grace (the job timeout) before the kubelet's SIGKILL. So a handler is installed
-first thing; a SIGTERM it catches becomes Celery's warm shutdown as soon as the worker is ready.
+first thing when the worker is PID 1; a SIGTERM it catches becomes Celery's warm shutdown as
+soon as the worker is ready.
 """
 
+import os
 import signal
 
 _term_before_ready = False
@@ -17,10 +19,10 @@ def _remember_term(signum, frame) -> None:
     _term_before_ready = True
 
 
-signal.signal(signal.SIGTERM, _remember_term)
+if os.getpid() == 1:  # elsewhere SIGTERM's default (exit at once) is right before Celery is up
+    signal.signal(signal.SIGTERM, _remember_term)
 
-import os  # noqa: E402 - after the handler: these imports take seconds on a busy node
-import socket  # noqa: E402
+import socket  # noqa: E402 - after the handler: these imports take seconds on a busy node
 
 from celery import signals  # noqa: E402
 
