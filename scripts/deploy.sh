@@ -71,6 +71,16 @@ for component in api workers.defaults operator; do
   values+=(--set-string "$component.podAnnotations.unilingo\\.io/image=$digest")
 done
 [[ -n ${EXTRA_VALUES:-} ]] && values+=(-f "$EXTRA_VALUES")
+# CRDs that a chart with a crds/ folder installed belong to no release, and Helm takes over no
+# object without its ownership labels: hand them to this release, so its templates upgrade them.
+for crd in unilingoproviderpolicies.unilingo.io clusterkopfpeerings.kopf.dev kopfpeerings.kopf.dev; do
+  k get crd "$crd" >/dev/null 2>&1 || continue
+  [[ -z $(k get crd "$crd" -o jsonpath='{.metadata.annotations.meta\.helm\.sh/release-name}') ]] || continue
+  k label crd "$crd" app.kubernetes.io/managed-by=Helm --overwrite >/dev/null
+  k annotate crd "$crd" meta.helm.sh/release-name="$RELEASE" meta.helm.sh/release-namespace="$NAMESPACE" \
+    --overwrite >/dev/null
+  log "4/5 CRD $crd adopted by release $RELEASE"
+done
 start=$SECONDS
 "$HELM" upgrade --install "$RELEASE" charts/unilingo --namespace "$NAMESPACE" "${values[@]}" \
   --wait --timeout "${TIMEOUT}s"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Generate the UnilingoProviderPolicy CRD (and kopf's peering CRDs) from the policy model.
 
-Writes manifests/crd/ and charts/unilingo/crds/ from one source; ``--check`` only compares.
+Writes manifests/crd/ and charts/unilingo/templates/crds/ from one source; ``--check`` only compares.
 The same as ``python -m unilingo_operator.crd``.
 """
 

@@ -8,8 +8,12 @@
 * ``kopf-peering.yaml``: kopf's ``ClusterKopfPeering``/``KopfPeering`` CRDs (``kopf.dev/v1``),
   which keep two operator replicas from both writing (see ``handlers``/``__main__``);
 
-into both ``manifests/crd/`` and ``charts/unilingo/crds/``. ``--check`` exits non-zero when a
-checked-in file is not what the model generates (``tests/unit/test_crd_schema.py`` too).
+into ``manifests/crd/`` (plain, for ``kubectl apply``) and, the same documents as chart templates,
+into ``charts/unilingo/templates/crds/``: rendered when ``crds.install`` is true (the default) and
+annotated ``helm.sh/resource-policy: keep``, so ``helm upgrade`` updates them (Helm never updates
+a chart's ``crds/`` folder) and ``helm uninstall`` leaves them, and every policy with them.
+``--check`` exits non-zero when a checked-in file is not what the model generates
+(``tests/unit/test_crd_schema.py`` too).
 
 Defaulting. Most of Unilingo v1's figures are per provider (OpenAI 50 req/min, 75k tokens/min,
 5 in flight; Azure Speech 20 in flight; ...). A structural schema's ``default`` cannot depend
@@ -53,7 +57,9 @@ from unilingo.policy import PROVIDERS, V1_FIGURES, policy_json_schema
 from unilingo_operator import CRD_NAME, GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERSION
 
 ROOT = Path(__file__).resolve().parents[2]
-OUTPUT_DIRS = (ROOT / "manifests" / "crd", ROOT / "charts" / "unilingo" / "crds")
+MANIFESTS_DIR = ROOT / "manifests" / "crd"
+CHART_DIR = ROOT / "charts" / "unilingo" / "templates" / "crds"
+OUTPUT_DIRS = (MANIFESTS_DIR, CHART_DIR)
 POLICY_FILE = "unilingoproviderpolicies.yaml"
 PEERING_FILE = "kopf-peering.yaml"
 
@@ -377,18 +383,56 @@ def dump(documents: list[dict[str, Any]], header: str) -> str:
 
 
 def render() -> dict[str, str]:
-    """File name -> content, for every generated file."""
+    """File name -> content, for every generated file of ``manifests/crd/``."""
     return {
         POLICY_FILE: dump([policy_crd()], POLICY_HEADER),
         PEERING_FILE: dump(peering_crds(), PEERING_HEADER),
     }
 
 
+# Helm keeps a resource with this annotation when a release is uninstalled (or an upgrade drops it).
+KEEP = {"helm.sh/resource-policy": "keep"}
+
+
+_LABELS = "__chart_labels__"
+# The chart's labels of the operator's objects (release, chart version, managed-by, commonLabels).
+_CHART_LABELS = (
+    '  labels:\n    {{- include "unilingo.componentLabels" (dict "ctx" $ "component" "operator") | nindent 4 }}'
+)
+
+
+def chart_template(documents: list[dict[str, Any]], header: str) -> str:
+    """The documents as a chart template: rendered when ``crds.install`` is true, labelled as the
+    release's other objects, kept by Helm."""
+    kept = copy.deepcopy(documents)
+    for document in kept:
+        metadata = document["metadata"]
+        document["metadata"] = {"name": metadata["name"], "labels": _LABELS, "annotations": KEEP}
+    body = yaml.dump_all(kept, Dumper=_Dumper, sort_keys=False, width=1_000_000, explicit_start=True)
+    if "{{" in body or "}}" in body:
+        raise ValueError("a CRD's text would be read as a Go template action")
+    body = body.replace(f"  labels: {_LABELS}", _CHART_LABELS)
+    comment = "".join(f"{line[2:] if line.startswith('# ') else line[1:]}\n" for line in header.splitlines())
+    return "{{- /*\n" + comment + "*/ -}}\n{{- if .Values.crds.install }}\n" + body + "{{- end }}\n"
+
+
+def render_chart() -> dict[str, str]:
+    """File name -> content, for every generated template of ``charts/unilingo/templates/crds/``."""
+    return {
+        POLICY_FILE: chart_template([policy_crd()], POLICY_HEADER),
+        PEERING_FILE: chart_template(peering_crds(), PEERING_HEADER),
+    }
+
+
+def _rendered(directory: Path) -> dict[str, str]:
+    return render_chart() if Path(directory) == CHART_DIR else render()
+
+
 def stale_files(dirs=OUTPUT_DIRS) -> dict[Path, str]:
     """Checked-in files that differ from what the model generates: path -> unified diff."""
     stale = {}
     for directory in dirs:
-        for name, content in render().items():
+        for name, content in _rendered(directory).items():
             path = Path(directory) / name
             current = path.read_text() if path.exists() else ""
             if current != content:
@@ -402,7 +446,7 @@ def write(dirs=OUTPUT_DIRS) -> list[Path]:
     written = []
     for directory in dirs:
         Path(directory).mkdir(parents=True, exist_ok=True)
-        for name, content in render().items():
+        for name, content in _rendered(directory).items():
             path = Path(directory) / name
             if not path.exists() or path.read_text() != content:
                 path.write_text(content)

@@ -41,10 +41,12 @@ def kubectl(control_plane):
 
 @pytest.fixture(scope="session")
 def policy_crds(kubectl):
-    """The generated CRDs (the policy CRD and kopf's peering CRDs) installed and established."""
-    from unilingo_operator.crd import OUTPUT_DIRS
+    """The generated CRDs (the policy CRD and kopf's peering CRDs) applied from manifests/crd/ once
+    for the session, and established. The chart's releases here leave them to this fixture
+    (``crds.install=false``): a cluster-scoped object belongs to one release at most."""
+    from unilingo_operator.crd import MANIFESTS_DIR
 
-    kubectl("apply", "-f", str(OUTPUT_DIRS[0]))
+    kubectl("apply", "-f", str(MANIFESTS_DIR))
     kubectl(
         "wait",
         "--for=condition=Established",
@@ -53,4 +55,4 @@ def policy_crds(kubectl):
         "crd/clusterkopfpeerings.kopf.dev",
         "crd/kopfpeerings.kopf.dev",
     )
-    return OUTPUT_DIRS[0]
+    return MANIFESTS_DIR

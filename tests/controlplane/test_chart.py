@@ -5,16 +5,21 @@ modules) are installed first, so ScaledObjects, TriggerAuthentications, ServiceM
 PodMonitors and PrometheusRules are validated against the real schemas. For every value set:
   1. the rendered manifest passes `kubectl apply --dry-run=server --validate=strict`
      (server-side validation, admission, unknown fields rejected);
-  2. `helm install` installs it for real (the chart's crds/ included), every object is stored
-     as rendered (nothing pruned), and the operator's RBAC grants exactly what it needs,
-     asked of the API server's own authorizer (`kubectl auth can-i --as <ServiceAccount>`);
+  2. `helm install` installs it for real, every object is stored as rendered (nothing
+     pruned), and the operator's RBAC grants exactly what it needs, asked of the API server's
+     own authorizer (`kubectl auth can-i --as <ServiceAccount>`);
   3. `helm uninstall` removes it.
+These releases share one API server, and a CRD is cluster-wide: it belongs to one release at
+most. So they set `crds.install=false` and the session applies the CRDs once (`policy_crds`);
+the chart's own CRD templates are installed, upgraded and kept by one release of their own
+(`test_helm_upgrade_updates_the_crds_and_uninstall_keeps_them`).
 No kubelet or controller runs here: pods never start, so "installed" means accepted and stored.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -31,6 +36,13 @@ THIRD_PARTY_CRDS = [
     "prometheusrules.monitoring.coreos.com",
 ]
 RELEASE = "unilingo"
+# The session's CRDs (policy_crds) serve every release of these tests but one.
+CRDS_OFF = ("--set", "crds.install=false")
+CRD_NAMES = [
+    "unilingoproviderpolicies.unilingo.io",
+    "clusterkopfpeerings.kopf.dev",
+    "kopfpeerings.kopf.dev",
+]
 
 
 def namespace_for(value_set: str) -> str:
@@ -132,9 +144,9 @@ def test_server_validation_is_real(kubectl, third_party_crds):
 
 
 @pytest.mark.parametrize("value_set", VALUE_SETS)
-def test_chart_installs_on_the_control_plane(value_set, kubectl, third_party_crds, helm_env):
+def test_chart_installs_on_the_control_plane(value_set, kubectl, third_party_crds, policy_crds, helm_env):
     namespace = namespace_for(value_set)
-    manifest = template_text(value_set, release=RELEASE, namespace=namespace)
+    manifest = template_text(value_set, *CRDS_OFF, release=RELEASE, namespace=namespace)
     docs = parse(manifest)
     for ns in sorted({namespace} | {d["metadata"]["namespace"] for d in docs if d["metadata"].get("namespace")}):
         if kubectl("get", "namespace", ns, check=False).returncode != 0:
@@ -165,6 +177,7 @@ def test_chart_installs_on_the_control_plane(value_set, kubectl, third_party_crd
         "--namespace",
         namespace,
         *values_args(value_set),
+        *CRDS_OFF,
         "--wait=false",
         "--timeout",
         "2m",
@@ -198,8 +211,7 @@ def test_chart_installs_on_the_control_plane(value_set, kubectl, third_party_crd
             ):
                 # Nothing the chart wrote was pruned as unknown by the CRD's structural schema.
                 assert stored[key]["spec"] == doc["spec"], key
-        crds = kubectl("get", "crd", "-o", "name").stdout
-        assert "unilingoproviderpolicies.unilingo.io" in crds  # from the chart's crds/
+        assert "CustomResourceDefinition" not in {d["kind"] for d in installed}  # the session's (policy_crds)
 
         # The operator's RBAC, asked of the API server's authorizer.
         operator_sa, app_sa = (namespace, f"{RELEASE}-operator"), (namespace, RELEASE)
@@ -249,3 +261,94 @@ def test_chart_installs_on_the_control_plane(value_set, kubectl, third_party_crd
         helm("uninstall", RELEASE, "--namespace", namespace, env=helm_env, timeout=180)
     left = kubectl("get", "-f", "-", "--ignore-not-found", "-o", "name", input=yaml.safe_dump_all(installed))
     assert left.stdout.strip() == "", "left behind by helm uninstall:\n" + left.stdout
+
+
+def served_spec(kubectl) -> dict:
+    """The spec schema the API server serves for UnilingoProviderPolicy now."""
+    crd = json.loads(kubectl("get", "crd", CRD_NAMES[0], "-o", "json").stdout)
+    (version,) = crd["spec"]["versions"]
+    return version["schema"]["openAPIV3Schema"]["properties"]["spec"]
+
+
+def create_policy(kubectl, namespace: str, spec: dict, validate: str = "strict") -> subprocess.CompletedProcess:
+    """A policy as the API server would create it (server-side dry run), its field validation
+    ``validate``: ``strict`` refuses unknown fields, ``ignore`` prunes them silently."""
+    policy = {
+        "apiVersion": "unilingo.io/v1alpha1",
+        "kind": "UnilingoProviderPolicy",
+        "metadata": {"name": "openai", "namespace": namespace},
+        "spec": spec,
+    }
+    return kubectl(
+        "create",
+        "--dry-run=server",
+        f"--validate={validate}",
+        "-o",
+        "json",
+        "-f",
+        "-",
+        input=json.dumps(policy),
+        check=False,
+    )
+
+
+def test_helm_upgrade_updates_the_crds_and_uninstall_keeps_them(
+    kubectl, third_party_crds, policy_crds, helm_env, tmp_path
+):
+    """A release of an older chart whose CRD lacked ``suspended`` is upgraded to this chart: the
+    API server serves the new schema at once (a chart's crds/ folder would have stayed as it
+    was), so a policy with ``suspended`` is accepted and keeps it instead of being refused or
+    pruned; uninstalling keeps every CRD."""
+    from unilingo_operator import crd
+
+    namespace, release = "chart-crds", "unilingo-crds"
+    kubectl("create", "namespace", namespace, check=False)
+    # The CRDs are there already, as a chart with a crds/ folder (or `kubectl apply`) left them:
+    # owned by no release. Hand them to this one, as charts/unilingo/README.md says.
+    for name in CRD_NAMES:
+        kubectl("label", "crd", name, "app.kubernetes.io/managed-by=Helm", "--overwrite")
+        kubectl(
+            "annotate",
+            "crd",
+            name,
+            f"meta.helm.sh/release-name={release}",
+            f"meta.helm.sh/release-namespace={namespace}",
+            "--overwrite",
+        )
+
+    older = tmp_path / "unilingo"
+    shutil.copytree(CHART, older)
+    policy = crd.policy_crd()
+    (version,) = policy["spec"]["versions"]
+    del version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["suspended"]
+    (older / "templates" / "crds" / crd.POLICY_FILE).write_text(crd.chart_template([policy], crd.POLICY_HEADER))
+
+    def established() -> None:
+        kubectl("wait", "--for=condition=Established", "--timeout=60s", *(f"crd/{name}" for name in CRD_NAMES))
+
+    try:
+        helm("install", release, str(older), "--namespace", namespace, "--wait=false", env=helm_env, timeout=180)
+        established()
+        assert "suspended" not in served_spec(kubectl)["properties"]
+        suspended = {"provider": "openai", "suspended": True}
+        refused = create_policy(kubectl, namespace, suspended)
+        assert refused.returncode != 0 and 'unknown field "spec.suspended"' in refused.stderr, refused.stderr
+        pruned = create_policy(kubectl, namespace, suspended, validate="ignore")
+        assert pruned.returncode == 0 and "suspended" not in json.loads(pruned.stdout)["spec"], pruned.stderr
+
+        helm("upgrade", release, str(CHART), "--namespace", namespace, "--wait=false", env=helm_env, timeout=180)
+        established()
+        (current,) = crd.policy_crd()["spec"]["versions"]
+        assert served_spec(kubectl) == current["schema"]["openAPIV3Schema"]["properties"]["spec"]
+        created = create_policy(kubectl, namespace, suspended)
+        assert created.returncode == 0 and json.loads(created.stdout)["spec"]["suspended"] is True, created.stderr
+        managed = parse(helm("get", "manifest", release, "--namespace", namespace, env=helm_env).stdout)
+        assert sorted(d["metadata"]["name"] for d in managed if d["kind"] == "CustomResourceDefinition") == sorted(
+            CRD_NAMES
+        )
+    finally:
+        helm("uninstall", release, "--namespace", namespace, env=helm_env, timeout=180, check=False)
+    # Kept (helm.sh/resource-policy: keep), and so is every policy in the cluster.
+    for name in CRD_NAMES:
+        kubectl("get", "crd", name)
+    assert "suspended" in served_spec(kubectl)["properties"]

@@ -12,6 +12,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
+from tests.support.chart import RELEASE, of_kind, render
 from unilingo.policy import DEFAULT_POLICIES, PROVIDERS, V1_FIGURES, ProviderPolicy
 from unilingo_operator import crd
 
@@ -55,9 +56,27 @@ def test_checked_in_files_are_what_the_model_generates():
     assert not stale, "regenerate with `python scripts/gen_crd.py`:\n" + "\n".join(stale.values())
 
 
-def test_manifests_and_chart_carry_the_same_files():
-    for name in crd.render():
-        assert (ROOT / "manifests/crd" / name).read_text() == (ROOT / "charts/unilingo/crds" / name).read_text()
+def test_the_chart_renders_the_same_crds_labelled_kept_and_before_what_uses_them():
+    """The chart's CRDs are manifests/crd/'s documents, with the release's labels and Helm's keep
+    annotation; Helm applies them before the RBAC and the operator that use them (Helm installs
+    and upgrades in the order ``helm template`` prints); ``crds.install=false`` renders none."""
+    plain = [d for name in crd.render() for d in yaml.safe_load_all((ROOT / "manifests/crd" / name).read_text())]
+    docs = render("default")
+    served = of_kind(docs, "CustomResourceDefinition")
+    assert sorted(d["metadata"]["name"] for d in served) == sorted(d["metadata"]["name"] for d in plain)
+    by_name = {d["metadata"]["name"]: d for d in plain}
+    for document in served:
+        metadata = document["metadata"]
+        assert metadata["annotations"] == {"helm.sh/resource-policy": "keep"}
+        assert metadata["labels"]["app.kubernetes.io/instance"] == RELEASE
+        assert {k: v for k, v in document.items() if k != "metadata"} == {
+            k: v for k, v in by_name[metadata["name"]].items() if k != "metadata"
+        }
+    kinds = [d["kind"] for d in docs]
+    last_crd = max(i for i, kind in enumerate(kinds) if kind == "CustomResourceDefinition")
+    first_user = min(i for i, kind in enumerate(kinds) if kind in ("ClusterRole", "Role", "Deployment"))
+    assert last_crd < first_user, kinds
+    assert of_kind(render("default", "--set", "crds.install=false"), "CustomResourceDefinition") == []
 
 
 def test_every_model_field_is_in_the_spec_and_nothing_else(checked_in):
