@@ -221,6 +221,13 @@ def test_chart_installs_on_the_control_plane(value_set, kubectl, third_party_crd
             if d["kind"] == "Role" and d["metadata"]["name"] == f"{RELEASE}-operator"
         ]
         cluster_wide = not watched
+        scaling = {
+            resource: set(rule["verbs"])
+            for d in docs
+            if d["kind"] == "Role" and d["metadata"]["name"] == f"{RELEASE}-operator-scaling"
+            for rule in d["rules"]
+            for resource in rule["resources"]
+        }
         policies = "unilingoproviderpolicies.unilingo.io"
         expected: list[tuple[tuple, bool]] = []  # ((sa_ns, sa, verb, resource, namespace, subresource), allowed)
         for ns in watched or [namespace]:
@@ -247,7 +254,17 @@ def test_chart_installs_on_the_control_plane(value_set, kubectl, third_party_crd
             ((*operator_sa, "update", "leases.coordination.k8s.io", namespace, None), True),
             ((*operator_sa, "create", "leases.coordination.k8s.io", namespace, None), True),
             ((*operator_sa, "update", "leases.coordination.k8s.io", "kube-system", None), False),
-            ((*operator_sa, "list", "pods", namespace, None), False),
+            # The workers' scaling (unilingo_operator.scaling): what its Role renders, in the
+            # release namespace only, and never deleting a pod.
+            ((*operator_sa, "list", "pods", namespace, None), "list" in scaling.get("pods", ())),
+            ((*operator_sa, "patch", "pods", namespace, None), "patch" in scaling.get("pods", ())),
+            (
+                (*operator_sa, "patch", "scaledobjects.keda.sh", namespace, None),
+                "patch" in scaling.get("scaledobjects", ()),
+            ),
+            ((*operator_sa, "delete", "pods", namespace, None), False),
+            ((*operator_sa, "list", "pods", "kube-system", None), False),
+            ((*operator_sa, "patch", "scaledobjects.keda.sh", "kube-system", None), False),
             # api and workers never call the Kubernetes API.
             ((*app_sa, "list", "pods", namespace, None), False),
             ((*app_sa, "get", "secrets", namespace, None), False),
