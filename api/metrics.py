@@ -37,14 +37,8 @@ from unilingo.policy import PROVIDERS
 
 log = logging.getLogger(__name__)
 
-WORKER_ALIVE_SECONDS = 30.0
 FLUSH_SECONDS = 1.0
 _METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}
-
-# Kept for callers of the earlier module (the same objects as unilingo.metrics').
-REQUESTS = m.HTTP_REQUESTS
-LATENCY = m.HTTP_DURATION
-SUBMISSIONS = m.JOBS_SUBMITTED
 
 
 # ---------------------------------------------------------------------------------------------
@@ -102,7 +96,7 @@ async def read_cluster(client, margin_seconds: float = WINDOW_MARGIN_SECONDS) ->
     for queue in QUEUES:
         pipe.llen(keys.queue_list(queue))
         pipe.lindex(keys.queue_list(queue), -1)
-        pipe.zcount(keys.workers_of_queue(queue), now - WORKER_ALIVE_SECONDS, "+inf")
+        pipe.zcount(keys.workers_of_queue(queue), now - keys.WORKER_ALIVE_SECONDS, "+inf")
     for provider in PROVIDERS:
         pipe.zcard(keys.deferred(provider))
     pipe.zcard(keys.retries())

@@ -83,12 +83,18 @@ def cache(digest: str) -> str:
     return f"{PREFIX}:cache:{digest}"
 
 
+# A worker is alive while its last announcement in ``workers_alive`` and ``workers_of_queue``
+# (``workers.housekeeping``, every second) is younger than this.
+WORKER_ALIVE_SECONDS = 30.0
+
+
 def workers_alive() -> str:
+    """Sorted set of every worker, scored by its last announcement."""
     return f"{PREFIX}:workers"
 
 
 def workers_of_queue(queue: str) -> str:
-    """Sorted set of the workers consuming ``queue``, scored by their last heartbeat."""
+    """Sorted set of the workers consuming ``queue``, scored by their last announcement."""
     return f"{PREFIX}:workers:queue:{queue}"
 
 

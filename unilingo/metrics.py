@@ -181,7 +181,9 @@ JOB_RUN = Histogram(
     buckets=RUN_BUCKETS,
 )
 JOBS_RECOVERED = Counter(
-    "unilingo_jobs_recovered_total", "Running jobs queued again because their worker's lease lapsed", ["reason"]
+    "unilingo_jobs_recovered_total",
+    "Jobs queued again by housekeeping: their worker's lease lapsed, or their message was lost",
+    ["reason"],
 )
 PROVIDER_CALLS = Counter("unilingo_provider_calls_total", "Provider calls by how they ended", ["provider", "outcome"])
 PROVIDER_DURATION = Histogram(
@@ -212,7 +214,10 @@ SCRAPE_GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "unilingo_jobs_deferred": ("Jobs waiting in Redis for a provider permit", ("provider",)),
     "unilingo_jobs_retry_scheduled": ("Jobs waiting out a retry backoff", ()),
-    "unilingo_workers_alive": ("Workers consuming the queue whose heartbeat is under 30 s old", ("queue",)),
+    "unilingo_workers_alive": (
+        f"Workers consuming the queue whose heartbeat is under {keys.WORKER_ALIVE_SECONDS:g} s old",
+        ("queue",),
+    ),
     "unilingo_breaker_state": ("Provider circuit breaker: 0 closed, 1 half-open, 2 open", ("provider",)),
     "unilingo_policy_revision": ("Revision of the provider policy in force (0: the defaults)", ("provider",)),
     "unilingo_provider_suspended": ("1 when the provider's policy suspends it", ("provider",)),
@@ -408,7 +413,8 @@ def job_ended(job_type: str, outcome: RunOutcome, run_seconds: float, wait_secon
 
 
 def jobs_recovered(reason: str, count: int) -> None:
-    """Running jobs queued again by housekeeping (``reason``: ``lease_expired``)."""
+    """Jobs queued again by housekeeping (``reason``: ``lease_expired``, their worker died;
+    ``message_lost``, their message left the queue with a dying consumer before a claim)."""
     if count:
         JOBS_RECOVERED.labels(reason).inc(count)
         TOTALS.add("recovered", count)
@@ -469,7 +475,8 @@ def init_worker_series(queues: Iterable[str]) -> None:
                 JOBS.labels(job_type, outcome)
         CACHE_HITS.labels(job_type)
         CACHE_MISSES.labels(job_type)
-    JOBS_RECOVERED.labels("lease_expired")
+    for reason in ("lease_expired", "message_lost"):
+        JOBS_RECOVERED.labels(reason)
     for provider in providers_of(queues):
         for outcome in PROVIDER_OUTCOMES:
             PROVIDER_CALLS.labels(provider, outcome)

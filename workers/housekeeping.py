@@ -22,16 +22,18 @@ import redis
 from celery import signals
 from celery.worker import state as worker_state
 
-from unilingo import keys, scaling, webhooks
+from unilingo import keys, metrics, scaling, webhooks
 from unilingo.connections import redis_client
 from unilingo.jobs import JobStore
 from unilingo.settings import get_settings
-from workers import metrics as worker_metrics  # also connects the worker's metrics signals
+from workers import metrics as metrics_endpoint  # also connects the worker's /metrics signals
 
 log = logging.getLogger(__name__)
 
 INTERVAL_SECONDS = 0.25
 RESCUE_SECONDS = 10.0  # how often the queues are checked for messages taken but never claimed
+ANNOUNCE_SECONDS = 1.0  # how often this worker says it consumes its queues (alive: keys.WORKER_ALIVE_SECONDS)
+FORGET_SECONDS = 300.0  # a queue's workers silent this long leave its set
 
 
 class Housekeeper(threading.Thread):
@@ -50,18 +52,37 @@ class Housekeeper(threading.Thread):
 
     def tick(self) -> None:
         self.store.promote_due()
-        worker_metrics.jobs_recovered(self.store.requeue_stalled())
+        # Recovered: a job whose worker died (its lease lapsed), or whose message a dying
+        # consumer took off the queue before the job was claimed.
+        metrics.jobs_recovered("lease_expired", self.store.requeue_stalled())
         now = time.time()
         if now - self._rescued >= RESCUE_SECONDS:
             for queue in self.queues:
-                worker_metrics.jobs_recovered(self.store.rescue_lost(queue), "message_lost")
+                metrics.jobs_recovered("message_lost", self.store.rescue_lost(queue))
             self._rescued = now
         self.client.zadd(keys.workers_alive(), {self.worker_name: now})
-        if now - self._announced >= 1.0:  # per queue, for unilingo_workers_alive{queue}
-            worker_metrics.heartbeat(self.client, self.worker_name, self.queues, now)
+        if now - self._announced >= ANNOUNCE_SECONDS:
+            self.announce(now)
             self._announced = now
         self.publish_busy(now)
-        worker_metrics.sweep()
+        metrics_endpoint.sweep()
+
+    def announce(self, now: float) -> None:
+        """This worker consumes each of its queues (``unilingo_workers_alive{queue}``)."""
+        pipe = self.client.pipeline(transaction=False)
+        for queue in self.queues:
+            key = keys.workers_of_queue(queue)
+            pipe.zadd(key, {self.worker_name: now})
+            pipe.zremrangebyscore(key, "-inf", now - FORGET_SECONDS)
+        pipe.execute()
+
+    def leave(self) -> None:
+        """This worker is gone: no longer alive for any of its queues."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zrem(keys.workers_alive(), self.worker_name)
+        for queue in self.queues:
+            pipe.zrem(keys.workers_of_queue(queue), self.worker_name)
+        pipe.execute()
 
     def publish_busy(self, now: float) -> None:
         """In a pod: how many jobs this worker runs, when it changes and every few seconds."""
@@ -85,8 +106,7 @@ class Housekeeper(threading.Thread):
     def stop(self) -> None:
         self.stopped.set()
         try:
-            self.client.zrem(keys.workers_alive(), self.worker_name)
-            worker_metrics.leave(self.client, self.worker_name, self.queues)
+            self.leave()
         except redis.RedisError:
             pass
 

@@ -1,4 +1,8 @@
-"""Worker metrics under Celery's prefork pool, and the worker's ``/metrics`` endpoint.
+"""The worker's ``/metrics`` endpoint: its exposition under Celery's prefork pool.
+
+What a worker records (every metric is defined once, in ``unilingo.metrics``) is recorded
+where it happens: the runner (runs, provider calls, permits, cache) and the housekeeping loop
+(recovered jobs). This module makes those values visible to a scrape.
 
 A Celery worker is a main process that forks ``WORKER_CONCURRENCY`` pool children; the jobs
 run in the children. A Prometheus counter held in one child's memory would be seen by no
@@ -31,15 +35,12 @@ import glob
 import logging
 import os
 import shutil
-import sys
 import tempfile
 import time
 
-import redis
 from celery import signals
 
-from unilingo import keys, metrics
-from unilingo.outcomes import RunOutcome
+from unilingo import metrics
 from unilingo.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -47,10 +48,6 @@ log = logging.getLogger(__name__)
 SWEEP_SECONDS = 5.0
 
 _state: dict = {"port": 0, "dir": None, "owned_dir": False, "server": None, "last_sweep": 0.0}
-
-
-def metrics_port() -> int:
-    return get_settings().worker_metrics_port
 
 
 _OWN_PREFIX = "unilingo-worker-metrics-"
@@ -72,7 +69,7 @@ def _remove_orphans() -> None:
 
 def prepare(queues: list[str] | None = None) -> str | None:
     """Multiprocess mode for this worker (main process, before the pool forks)."""
-    port = metrics_port()
+    port = get_settings().worker_metrics_port
     _state["port"] = port
     queues = queues if queues is not None else get_settings().queues()
     if port <= 0:
@@ -158,74 +155,3 @@ def _on_worker_shutdown(**_):
         _state["server"] = None
     if _state["owned_dir"] and _state["dir"]:
         shutil.rmtree(_state["dir"], ignore_errors=True)
-
-
-# ---------------------------------------------------------------------------------------------
-# What workers.runner records
-# ---------------------------------------------------------------------------------------------
-
-
-class Run:
-    """One run of a job: started when claimed, ended with its outcome."""
-
-    __slots__ = ("job", "started", "wall_started")
-
-    def __init__(self, job):
-        self.job = job
-        self.started = time.perf_counter()
-        self.wall_started = time.time()
-        metrics.job_started(job.type.value)
-
-
-def run_started(job) -> Run:
-    return Run(job)
-
-
-def cache_lookup(job, hit: bool) -> None:
-    if get_settings().cache_enabled:
-        metrics.cache_lookup(job.type.value, hit)
-
-
-def run_ended(client, run: Run, outcome: RunOutcome) -> None:
-    """Record how the run ended and write the cluster totals (one Redis round trip).
-
-    A run that ends by an exception (its state could not be written) counts as ``stale``:
-    its lease lapses and the job runs again.
-    """
-    job = run.job
-    label = RunOutcome.STALE if sys.exc_info()[0] is not None else outcome
-    try:
-        metrics.job_ended(
-            job.type.value,
-            label,
-            time.perf_counter() - run.started,
-            wait_seconds=run.wall_started - job.created_at,
-        )
-        metrics.TOTALS.flush(client)
-    except redis.RedisError as exc:
-        log.warning("worker metrics: cluster totals not written (%s)", type(exc).__name__)
-    except Exception:  # metrics must never change a job's outcome
-        log.exception("worker metrics: recording the end of a run failed")
-
-
-def jobs_recovered(count: int, reason: str = "lease_expired") -> None:
-    """Jobs queued again by housekeeping: their worker died (``lease_expired``), or their
-    message left the queue with a dying consumer before the job was claimed (``message_lost``)."""
-    metrics.jobs_recovered(reason, count)
-
-
-def heartbeat(client, worker_name: str, queues: list[str], now: float) -> None:
-    """Announce this worker as a consumer of each of its queues (``unilingo_workers_alive``)."""
-    pipe = client.pipeline(transaction=False)
-    for queue in queues:
-        key = keys.workers_of_queue(queue)
-        pipe.zadd(key, {worker_name: now})
-        pipe.zremrangebyscore(key, "-inf", now - 300)
-    pipe.execute()
-
-
-def leave(client, worker_name: str, queues: list[str]) -> None:
-    pipe = client.pipeline(transaction=False)
-    for queue in queues:
-        pipe.zrem(keys.workers_of_queue(queue), worker_name)
-    pipe.execute()

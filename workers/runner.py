@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import random
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,7 +29,6 @@ from unilingo.outcomes import CallOutcome, RunOutcome, classify
 from unilingo.policy import PolicyStore
 from unilingo.settings import get_settings
 from workers import drain, uploads
-from workers import metrics as worker_metrics
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +235,8 @@ def run(job_id: str, handler: Handler) -> str:
         # live worker holds: nothing to do, and the message is acknowledged.
         return claim.outcome
     job = store.get(job_id)
-    measured = worker_metrics.run_started(job)
+    started, wall_started = time.perf_counter(), time.time()
+    metrics.job_started(job.type.value)
     heartbeat = _Heartbeat(store, job_id, claim.run_token, settings.job_lease_seconds, settings.job_heartbeat_seconds)
     heartbeat.start()
     ctx = JobContext(job=job, store=store, run_token=claim.run_token, limiter=_limiter(client), heartbeat=heartbeat)
@@ -250,7 +251,8 @@ def run(job_id: str, handler: Handler) -> str:
             archived = uploads.archive(ctx) if job.workload.upload and settings.uploads_bucket else None
             # A cache hit answers without the handler: no provider call, no permit.
             result, hit = response_cache.cached(client, job, lambda: handler(ctx))
-        worker_metrics.cache_lookup(job, hit)
+        if settings.cache_enabled:
+            metrics.cache_lookup(job.type.value, hit)
         if archived:
             result = {**result, "upload": archived}  # this job's own file, never the cached one's
         if ctx.usage:
@@ -288,7 +290,25 @@ def run(job_id: str, handler: Handler) -> str:
         outcome = failed("internal_error", type(exc).__name__)
     finally:
         heartbeat.stopped.set()
-        # The completion already counted a terminal outcome and queued its webhook, in the
-        # same script; a refused one ("stale") reports nothing but that it was refused.
-        worker_metrics.run_ended(client, measured, outcome)
+        _run_ended(client, job, outcome, started, wall_started)
     return outcome
+
+
+def _run_ended(client: redis.Redis, job: Job, outcome: RunOutcome, started: float, wall_started: float) -> None:
+    """Record how the run ended and write the cluster totals (one Redis round trip).
+
+    A run that ends by an exception (its state could not be written) counts as ``stale``: its
+    lease lapses and the job runs again. A completion already counted its terminal outcome and
+    queued its webhook, in the same script; a refused one reports nothing but that it was refused.
+    """
+    if sys.exc_info()[0] is not None:
+        outcome = RunOutcome.STALE
+    try:
+        metrics.job_ended(
+            job.type.value, outcome, time.perf_counter() - started, wait_seconds=wall_started - job.created_at
+        )
+        metrics.TOTALS.flush(client)
+    except redis.RedisError as exc:
+        log.warning("worker metrics: cluster totals not written (%s)", type(exc).__name__)
+    except Exception:  # metrics must never change a job's outcome
+        log.exception("worker metrics: recording the end of a run failed")

@@ -25,7 +25,6 @@ from unilingo.jobs import QUEUES
 
 router = APIRouter(tags=["health"])
 
-WORKER_ALIVE_SECONDS = 30.0
 _STARTED = time.time()
 
 
@@ -50,7 +49,7 @@ async def health_detailed(svc: Services = Depends(services)) -> JSON:
         pipe = client.pipeline(transaction=False)
         for queue in QUEUES:
             pipe.llen(keys.queue_list(queue))
-        pipe.zrangebyscore(keys.workers_alive(), now - WORKER_ALIVE_SECONDS, "+inf", withscores=True)
+        pipe.zrangebyscore(keys.workers_alive(), now - keys.WORKER_ALIVE_SECONDS, "+inf", withscores=True)
         replies = await pipe.execute()
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
         body.update(status="down", redis={"ok": False, "error": type(exc).__name__})
