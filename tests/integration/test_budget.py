@@ -112,6 +112,22 @@ def test_a_spent_monthly_budget_waits_for_the_next_month_and_rechecks_every_minu
     assert limiter.acquire("openai", tokens=10).granted
 
 
+@pytest.mark.parametrize(
+    "moment, day_ends, month_ends",
+    [
+        (datetime(2026, 12, 31, 23, 59, 30, tzinfo=UTC), datetime(2027, 1, 1), datetime(2027, 1, 1)),
+        (datetime(2028, 2, 28, 12, tzinfo=UTC), datetime(2028, 2, 29), datetime(2028, 3, 1)),  # a leap year
+        (datetime(2100, 2, 28, 12, tzinfo=UTC), datetime(2100, 3, 1), datetime(2100, 3, 1)),  # not one
+        (datetime(2027, 4, 30, tzinfo=UTC), datetime(2027, 5, 1), datetime(2027, 5, 1)),
+    ],
+)
+def test_the_utc_calendar_of_the_budget_periods(client, moment, day_ends, month_ends):
+    limiter = Limiter(client, clock=FakeClock(moment.timestamp()))
+    spend = limiter.status("openai").spend
+    assert spend.day.ends_at == day_ends.replace(tzinfo=UTC).timestamp()
+    assert spend.month.ends_at == month_ends.replace(tzinfo=UTC).timestamp()
+
+
 def test_concurrent_calls_cannot_all_slip_under_the_budget(client, limiter):
     """Reservations are taken with the grant, in the same script: in-flight calls count."""
     budget(client, usdPerDay=0.001)  # 0.001 / (1,000 tokens x $0.60 / 1M) = one call and a bit
