@@ -270,7 +270,10 @@ def test_api_metrics_and_scrape_time_gauges(stack):
     assert stack.scalar('unilingo_breaker_state{provider="pdf"}') is None
     assert stack.scalar('unilingo_jobs_deferred{provider="azure-vision"}') == 2
     assert stack.scalar('unilingo_policy_revision{provider="azure-vision"}') >= 1
-    assert stack.scalar('unilingo_policy_revision{provider="openai"}') == 0  # the defaults
+    assert stack.scalar('unilingo_policy_revision{provider="openai"}') >= 1  # the defaults and a budget
+    assert stack.scalar('unilingo_provider_budget_usd{provider="openai", period="day"}') == 100
+    assert 0 < stack.scalar('unilingo_provider_spend_usd{provider="openai", period="day"}') < 1
+    assert stack.scalar('unilingo_provider_budget_usd{provider="openai", period="month"}') is None  # no limit
     assert stack.scalar('unilingo_provider_requests_limit{provider="openai"}') == 50
     assert stack.scalar('sum(unilingo_quota_rejections_total{scope="ai"})') == stack.quota_refusals == 2
     assert stack.scalar('sum(unilingo_jobs_total{type="tts", outcome="cancelled"})') == 1
@@ -299,7 +302,9 @@ def test_monitoring_json_endpoints_show_the_same_picture(stack):
 
         ai = http.get("/api/ai/status", headers=auth("alice")).json()
         assert ai["service"] == "openai" and ai["limits"]["requests_per_minute"] == 50
-        assert ai["limits"]["tokens_per_minute"] == 75_000 and ai["revision"] == 0
+        assert ai["limits"]["tokens_per_minute"] == 75_000 and ai["revision"] >= 1
+        assert ai["spend"]["day"]["budget_usd"] == 100 and 0 < ai["spend"]["day"]["spent_usd"] < 1
+        assert ai["spend"]["day"]["left_usd"] == round(100 - ai["spend"]["day"]["spent_usd"], 9)
         assert ai["budget"]["requests_used"] >= 1 and ai["budget"]["tokens_left"] < 75_000
         assert ai["queue"]["name"] == "ai" and ai["queue"]["workers_alive"] == 2
         speech = http.get("/api/pronunciation/status", headers=auth("alice")).json()

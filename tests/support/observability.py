@@ -224,7 +224,7 @@ def drive_load(stack: Stack, http: httpx.Client, sandbox_url: str) -> None:
 def run_stack(redis_url: str, sandbox_url: str, workdir: Path) -> Iterator[Stack]:
     """The stack, on a running Redis and sandbox, until the block ends.
 
-    Flushes Redis and resets the sandbox, writes the Azure Vision policy, starts the API, the
+    Flushes Redis and resets the sandbox, writes the Azure Vision policy and an OpenAI budget, starts the API, the
     two workers, the kube-state-metrics stand-in and Prometheus (scraping all four every
     second, the chart's rules loaded), and yields once every target is up. Everything it
     started is stopped when the block exits, however it exits. ``scripts/dashboard_preview.py``
@@ -242,6 +242,8 @@ def run_stack(redis_url: str, sandbox_url: str, workdir: Path) -> Iterator[Stack
             retry=RetryPolicy(attempts=1, backoff_seconds=1, max_backoff_seconds=1),
         )
     )
+    # OpenAI: a daily budget far above what the load spends, so that spend and budget are scraped.
+    policies.write(ProviderPolicy(provider="openai", budget={"usdPerDay": 100.0}))
 
     api, standin, prometheus = None, None, None
     workers: list[Service] = []
