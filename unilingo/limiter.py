@@ -252,10 +252,6 @@ class _Scripts:
         self.status = _STATUS.bind(client)
 
 
-# What the release script hears of a call: only what it says of the provider's health.
-_SCRIPT_OUTCOME = {CallOutcome.ERROR: "failure", CallOutcome.THROTTLED: "throttled"}
-
-
 def _parse_decision(raw: list[Any]) -> Decision:
     granted, lease_or_reason, wait_ms, revision = raw
     if granted:
@@ -343,7 +339,7 @@ class _LimiterCore:
         args = [
             *self._header(provider),
             lease_id,
-            _SCRIPT_OUTCOME.get(outcome, "success"),
+            outcome.value,
             -1 if actual_tokens is None else max(0, int(actual_tokens)),
             -1 if retry_after is None else max(0, math.ceil(retry_after * 1000)),
             self._refund,

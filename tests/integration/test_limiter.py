@@ -385,6 +385,15 @@ def test_a_success_resets_the_count_of_consecutive_failures(store, limiter, cloc
     assert limiter.status("openai").breaker_failures == 4
 
 
+@pytest.mark.parametrize("outcome", ["rejected", "aborted"])
+def test_bad_input_and_our_own_errors_say_nothing_of_the_providers_health(store, limiter, clock, outcome):
+    store.write(policy(requestsPerMinute=1000, burst=1000))
+    for _ in range(4):
+        _fail(limiter)
+    assert [_fail(limiter, outcome=outcome) for _ in range(3)] == ["closed"] * 3  # never the fifth failure
+    assert limiter.status("openai").breaker_failures == 0  # an answer, as healthy as a success
+
+
 def test_half_open_admits_only_the_probes_and_their_successes_close_it(store, limiter, other, clock):
     store.write(policy(requestsPerMinute=1000, burst=1000, breaker={"openSeconds": 10, "halfOpenProbes": 2}))
     for _ in range(5):

@@ -1,6 +1,6 @@
 -- A permit given back, with the call's outcome: the breaker, the pause and the token charge.
--- ARGV from OP: lease id, outcome (success, failure or throttled: unilingo.limiter's
--- _SCRIPT_OUTCOME), actual tokens (-1: not reported), Retry-After ms (-1: none), refund unused
+-- ARGV from OP: lease id, outcome (unilingo.outcomes.CallOutcome: success, throttled, error,
+-- rejected, aborted), actual tokens (-1: not reported), Retry-After ms (-1: none), refund unused
 -- tokens 0/1, ms between grant and the call leaving the worker, input tokens and output tokens
 -- reported (-1: not reported).
 -- Reply: {lease was live 0/1, breaker state after, the failure counts against the job 0/1,
@@ -69,6 +69,9 @@ if expiry and (reserved > 0 or input_tokens > 0 or output_tokens > 0) then
 end
 
 local state = load_state()
+-- Only a provider's 429 or its failure says it is unwell; bad input and our own errors
+-- (rejected, aborted) say nothing of its health and count as a healthy answer.
+local unwell = outcome == 'throttled' or outcome == 'error'
 
 -- A provider's Retry-After holds for everyone; without one, the policy's first backoff.
 if outcome == 'throttled' then
@@ -85,10 +88,10 @@ local breaker = state.breaker
 -- A failure is the job's own only when the provider was healthy: breaker closed, the call
 -- admitted under it, and the provider's previous answer a success. Otherwise the provider is
 -- failing for everyone, and the job waits for it without spending an attempt.
-local counts = (outcome == 'failure' and breaker == 'closed' and tonumber(epoch) == state.epoch
+local counts = (outcome == 'error' and breaker == 'closed' and tonumber(epoch) == state.epoch
                 and probe == '0' and state.failures == 0) and 1 or 0
 if tonumber(epoch) == state.epoch then
-  if outcome == 'success' then
+  if not unwell then
     if probe == '1' then
       if state.probe_successes + 1 >= live_policy().half_open_probes then
         close_breaker(state)
