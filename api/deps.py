@@ -30,18 +30,20 @@ from api import quotas
 from api.config import ApiConfig
 from api.errors import ApiError
 from api.events import JobEvents
-from api.redis_conn import FastPackConnection, ScriptChannel
 from api.security import Principal
 from unilingo.connections import async_redis_client
 from unilingo.jobs import AsyncJobStore
+from unilingo.scripts import PipelinedScripts
 
 
 class Services:
     """The Redis client and the job store, one of each per process (and per event loop).
 
-    The Lua scripts of the request path (the quotas, the job record) go through ``scripts``,
-    one pipelined connection (``api.redis_conn.ScriptChannel``), on a plain TCP Redis; every
-    other command, and every script with Sentinel or TLS, through the redis-py client.
+    The Lua scripts of the request path (the quotas, the job record) go through ``scripts``
+    (``unilingo.scripts.PipelinedScripts``): the calls of concurrent requests in one redis-py
+    pipeline per turn of the event loop. Every other command goes through the client itself.
+    The pool is made from the URL, so a Redis that stalls costs a request one socket timeout
+    and no retry (the answer is a prompt ``503``).
 
     ``create_app``'s lifespan opens them; should a request arrive on another event loop (a
     test client that runs each request on its own loop), they are opened again for it.
@@ -53,7 +55,7 @@ class Services:
         self.redis: aioredis.Redis | None = None
         self.store: AsyncJobStore | None = None
         self.quota: quotas.QuotaGate | None = None
-        self.scripts: ScriptChannel | None = None
+        self.scripts: PipelinedScripts | None = None
         self.db: AsyncConnectionPool | None = None  # saved content (PostgreSQL), opened on first use
         self.events: JobEvents | None = None  # the SSE streams' one shared subscription
         self._stale: list[Any] = []
@@ -70,20 +72,17 @@ class Services:
                 "socket_timeout": settings.redis_socket_timeout_seconds,
                 "health_check_interval": 30,
             }
-            self.scripts = None
             if settings.redis_sentinels:
                 self.redis = async_redis_client(settings, **timeouts)
             else:
-                pool = aioredis.ConnectionPool.from_url(settings.redis_url, **timeouts)
-                if pool.connection_class is aioredis.Connection:  # plain TCP: pack with hiredis
-                    pool.connection_class = FastPackConnection
-                    self.scripts = ScriptChannel.from_pool(pool)
-                self.redis = aioredis.Redis(connection_pool=pool)
-            scripts = self.scripts or self.redis
+                self.redis = aioredis.Redis(
+                    connection_pool=aioredis.ConnectionPool.from_url(settings.redis_url, **timeouts)
+                )
+            self.scripts = PipelinedScripts(self.redis)
             self.store = AsyncJobStore(
-                self.redis, ttl=settings.job_ttl_seconds, index_size=settings.user_job_index_size, scripts=scripts
+                self.redis, ttl=settings.job_ttl_seconds, index_size=settings.user_job_index_size, scripts=self.scripts
             )
-            self.quota = quotas.QuotaGate(scripts, settings)
+            self.quota = quotas.QuotaGate(self.scripts, settings)
             self.events = JobEvents(self.redis)
             self.db = None  # a pool belongs to its loop too
             self._loop = loop
@@ -116,8 +115,6 @@ class Services:
 
     async def aclose(self) -> None:
         if self._loop is asyncio.get_running_loop():
-            if self.scripts is not None:
-                await self.scripts.aclose()
             if self.events is not None:
                 await self.events.aclose()
             if self.redis is not None:

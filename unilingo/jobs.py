@@ -495,7 +495,7 @@ class AsyncJobStore:
     """Job records on an asyncio redis client (the API tier).
 
     ``scripts``: what runs the Lua scripts, if not ``client`` (anything with redis-py's
-    ``register_script``; the API passes its pipelined ``api.redis_conn.ScriptChannel``).
+    ``register_script``; the API passes ``unilingo.scripts.PipelinedScripts``).
     """
 
     def __init__(self, client, ttl: int = 7 * 24 * 3600, index_size: int = 200, scripts=None):
