@@ -6,6 +6,10 @@
    provider inline behind one sequential OpenAI queue, beside ours (202 at once, result later).
 3. The queue's own overhead: submit → succeeded for a one-page PDF minus extraction time.
 4. Resident memory of one API and one worker process under that load.
+5. The request path's two Redis scripts (both quotas, the job record) in-process, by the way
+   they are sent: redis-py's ``AsyncScript`` (one round trip each, a pool connection per call)
+   against ``unilingo.scripts.PipelinedScripts`` (the calls of concurrent requests in one
+   redis-py pipeline per turn of the event loop): CPU per submission, not bounded by latency.
 
 Writes ``bench/results/submit.md``.
 """
@@ -75,6 +79,56 @@ def cpu_seconds(pids: list[int]) -> float:
             continue
         total += int(fields[11]) + int(fields[12])
     return total / os.sysconf("SC_CLK_TCK")
+
+
+SCRIPT_CALLERS = 32  # concurrent requests, as the load generator's connections
+SCRIPT_SUBMISSIONS = 6000
+
+
+async def _script_path_cost(url: str, runner_name: str) -> tuple[float, float]:
+    """(submissions/s, CPU µs per submission) of the quota and job record scripts in this process."""
+    import resource
+
+    import redis.asyncio as aioredis
+
+    from unilingo.jobs import AsyncJobStore, Job, JobStatus, JobType, NewJob, new_job_id
+    from unilingo.messages import task_message
+    from unilingo.quota import AsyncClientQuota, parse_rate
+    from unilingo.scripts import PipelinedScripts
+
+    client = aioredis.Redis(connection_pool=aioredis.ConnectionPool.from_url(url))
+    runner = PipelinedScripts(client) if runner_name == "pipelined" else client
+    store, quota = AsyncJobStore(client, scripts=runner), AsyncClientQuota(runner)
+    rates = (parse_rate("100000000/1m"), parse_rate("100000000/1h"))
+
+    async def caller(index: int) -> None:
+        for _ in range(SCRIPT_SUBMISSIONS // SCRIPT_CALLERS):
+            user = f"bench-user-{index}"
+            await quota.hit_all([("ip", "203.0.113.9", rates[0]), ("user_ai", user, rates[1])])
+            now = time.time()
+            job = Job(
+                job_id=new_job_id(),
+                type=JobType.FLASHCARDS,
+                status=JobStatus.QUEUED,
+                owner=user,
+                params={"content": "Die Katze schläft.", "count": 5},
+                created_at=now,
+                updated_at=now,
+            )
+            message = task_message(job.workload.task, job.workload.queue, [job.job_id], task_id=job.job_id)
+            await store.create(NewJob(job=job, message=message))
+
+    def cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    await caller(0)  # scripts loaded, connections open
+    cpu_before, start = cpu(), time.perf_counter()
+    await asyncio.gather(*(caller(i) for i in range(SCRIPT_CALLERS)))
+    elapsed, used = time.perf_counter() - start, cpu() - cpu_before
+    await client.aclose()
+    done = SCRIPT_CALLERS * (SCRIPT_SUBMISSIONS // SCRIPT_CALLERS)
+    return done / elapsed, used / done * 1e6
 
 
 def _figure(value: float | None) -> str:
@@ -266,6 +320,33 @@ def main() -> None:
             "",
         ]
 
+        # 5. The request path's scripts in-process, by the way they are sent (before the worker
+        # sections: nothing else of ours runs now but Redis).
+        script_rows = []
+        for runner_name, label in (
+            ("redis-py", "redis-py `AsyncScript`: one call per round trip"),
+            ("pipelined", "`PipelinedScripts`: one redis-py pipeline per turn of the loop"),
+        ):
+            runs = [asyncio.run(_script_path_cost(redis_server.url, runner_name)) for _ in range(REPEATS)]
+            client.delete("ai")
+            rate = statistics.median(r[0] for r in runs)
+            cpu_us = statistics.median(r[1] for r in runs)
+            script_rows.append(f"| {label} | {rate:.0f} | {cpu_us:.0f} |")
+        script_lines = [
+            "## 5. The request path's Redis scripts in one process, by the way they are sent",
+            "",
+            f"{SCRIPT_CALLERS} concurrent callers, {SCRIPT_SUBMISSIONS} submissions, each the two scripts of the "
+            "submit path (the address's and the user's quota in one call, then the job record with its queue "
+            "message) and the job model and message built as the API builds them; no HTTP. CPU: this process's "
+            f"user + system time per submission (median of {REPEATS} runs); the rate is bounded by Redis and "
+            "the machine's other work, the CPU much less so.",
+            "",
+            "| sent by | submissions/s | CPU µs/submission |",
+            "|---|---:|---:|",
+            *script_rows,
+            "",
+        ]
+
         # 2. Unilingo v1's ten users at once.
         worker = Service.python(
             "worker", "workers", env={**env, "WORKER_QUEUES": "ai", "WORKER_CONCURRENCY": "5"}, log_dir=work
@@ -356,6 +437,7 @@ def main() -> None:
             f"| API (one uvicorn process) | {peak_rss_api:.0f} | ≤ 150 |",
             f"| worker (largest of Celery main + {worker_pids - 1} pool child) | {peak_rss_worker:.0f} | ≤ 150 |",
             "",
+            *script_lines,
         ]
     finally:
         for service in (v1, api, sandbox):
