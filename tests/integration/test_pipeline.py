@@ -66,20 +66,21 @@ def test_a_job_still_running_when_the_drain_time_is_up_is_handed_back_at_once(st
     # only an explicit hand-back can get the job running elsewhere in time.
     httpx.post(
         f"{sandbox_reset.url}/_sandbox/faults",
-        json={"provider": "openai", "mode": "slow", "delay_s": 20, "duration_s": 8},
+        json={"provider": "openai", "mode": "slow", "delay_s": 45, "duration_s": 8},
     )
     leaving = start_worker(worker_concurrency=1, worker_queues="ai", worker_drain_seconds=2, job_lease_seconds=120)
     job_id = submit(store, JobType.FLASHCARDS, {"content": "The Rhine flows into the North Sea.", "count": 2})
     wait_until(lambda: store.get(job_id).status is JobStatus.RUNNING, timeout=20)
     time.sleep(0.5)  # into the provider call
     leaving.process.send_signal(signal.SIGTERM)  # warm shutdown: the drain clock starts
-    # Within the slow call's 20 s, however busy the machine (the drain itself is 2 s).
-    handed_back = wait_until(lambda: (j := store.get(job_id)).status is JobStatus.QUEUED and j, timeout=18)
+    # Within the slow call's 45 s, however busy the machine (the drain itself is 2 s).
+    handed_back = wait_until(lambda: (j := store.get(job_id)).status is JobStatus.QUEUED and j, timeout=40)
     assert handed_back.attempts == 0  # the worker's leaving is not the job's failure
     assert leaving.process.wait(timeout=30) == 0, leaving.log()[-3000:]
     assert "handed back" in leaving.log()
     start_worker(worker_concurrency=1, worker_queues="ai")
-    (job,) = wait_until(lambda: finished(store, [job_id]), timeout=60)
+    # A second call still inside the fault's 8 s is slow too: at most 45 s more.
+    (job,) = wait_until(lambda: finished(store, [job_id]), timeout=90)
     assert job.status is JobStatus.SUCCEEDED and job.attempts == 1, job.error
     assert len(job.result["cards"]) == 2
 
