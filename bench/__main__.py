@@ -15,6 +15,7 @@ BENCHMARKS = [
     "bench.recovery_bench",
     "bench.cache_bench",
     "bench.fairness_bench",
+    "bench.kube_bench",  # only with the node of `make cluster` up, or asked for by name
 ]
 
 
@@ -31,6 +32,10 @@ def main() -> None:
                 print(f"== {name}: not present, skipped")
                 continue
             raise
+        why_not = getattr(module, "available", lambda: None)()
+        if why_not and not only:
+            print(f"== {name}: skipped ({why_not})")
+            continue
         print(f"== {name}", flush=True)
         try:
             module.main()
