@@ -86,10 +86,18 @@ start=$SECONDS
   --wait --timeout "${TIMEOUT}s"
 
 # ---- 5. every pod Ready --------------------------------------------------------------------
-# (the `helm test` pod of an earlier run has completed: it is not one of the release's)
-k -n "$NAMESPACE" wait --for=condition=Ready pod \
-  -l "app.kubernetes.io/instance=$RELEASE,app.kubernetes.io/component!=helm-test" \
-  --timeout="${TIMEOUT}s" >/dev/null
+# The release's pods that are not terminating (the `helm test` pod of an earlier run has
+# completed: it is not one of the release's). Not `kubectl wait`: KEDA takes a new worker
+# Deployment to zero at once, and a wait on a pod that is deleted meanwhile never ends.
+NOT_READY='{{range .items}}{{if not .metadata.deletionTimestamp}}{{$ready := "False"}}{{range .status.conditions}}{{if eq .type "Ready"}}{{$ready = .status}}{{end}}{{end}}{{if ne $ready "True"}}{{.metadata.name}} {{end}}{{end}}{{end}}'
+deadline=$((SECONDS + TIMEOUT))
+while :; do
+  not_ready=$(k -n "$NAMESPACE" get pods \
+    -l "app.kubernetes.io/instance=$RELEASE,app.kubernetes.io/component!=helm-test" -o go-template="$NOT_READY")
+  [[ -z $not_ready ]] && break
+  (( SECONDS < deadline )) || die "pods not Ready after ${TIMEOUT}s: $not_ready"
+  sleep 2
+done
 log "5/5 every pod of $RELEASE Ready after $((SECONDS - start))s"
 k -n "$NAMESPACE" get pods -o wide
 k -n "$NAMESPACE" get scaledobjects 2>/dev/null || true
