@@ -165,6 +165,15 @@ def cluster_families(cluster: Cluster | None) -> list[GaugeMetricFamily]:
                 out["unilingo_provider_spend_usd"].add_metric([provider, period], spend.spent_usd)
                 if spend.budget_usd is not None:
                     out["unilingo_provider_budget_usd"].add_metric([provider, period], spend.budget_usd)
+        rpm, tpm = status.effective
+        if rpm:
+            out["unilingo_provider_requests_effective_limit"].add_metric([provider], rpm)
+        if tpm:
+            out["unilingo_provider_tokens_effective_limit"].add_metric([provider], tpm)
+        if status.learned and status.learned.requests_per_minute:
+            out["unilingo_provider_requests_learned_limit"].add_metric([provider], status.learned.requests_per_minute)
+        if status.learned and status.learned.tokens_per_minute:
+            out["unilingo_provider_tokens_learned_limit"].add_metric([provider], status.learned.tokens_per_minute)
     return [up, *out.values()]
 
 

@@ -21,6 +21,26 @@ class StatusLimits(BaseModel):
     breaker_half_open_probes: int
 
 
+class StatusEffective(BaseModel):
+    requests_per_minute: int | None = Field(
+        description="What permits are held to: the policy's figure, or what the provider says the account allows "
+        "when lower and the policy is adaptive; null: not metered"
+    )
+    tokens_per_minute: int | None
+
+
+class StatusLearned(BaseModel):
+    """What the provider's own rate-limit headers (x-ratelimit-*) said on its last answer."""
+
+    requests_per_minute: int | None = Field(description="x-ratelimit-limit-requests; null: not stated")
+    tokens_per_minute: int | None = Field(description="x-ratelimit-limit-tokens; null: not stated")
+    requests_remaining: int | None
+    tokens_remaining: int | None
+    requests_reset_seconds: float | None
+    tokens_reset_seconds: float | None
+    observed_at: float = Field(description="When the answer came (Unix seconds)")
+
+
 class StatusBudget(BaseModel):
     window_seconds: int
     requests_used: int
@@ -67,6 +87,9 @@ class ProviderStatus(BaseModel):
     status: Literal["operational", "degraded", "unavailable", "suspended"]
     revision: int
     policy: dict[str, Any] = Field(description="The UnilingoProviderPolicy spec in force (camelCase, as in the CRD)")
+    adaptive: bool = Field(description="Whether the limits follow what the provider says the account allows")
+    effective: StatusEffective
+    learned: StatusLearned | None = Field(description="null: no answer of the provider has stated its limits")
     limits: StatusLimits
     budget: StatusBudget
     spend: StatusSpend | None

@@ -75,6 +75,11 @@ def limiter(provider: str, part: str) -> str:
     return f"{PREFIX}:limiter:{provider}:{part}"
 
 
+def learned_limits(provider: str) -> str:
+    """HASH: the provider's own rate-limit figures as its last answer stated them (unilingo.adaptive)."""
+    return limiter(provider, "learned")
+
+
 def quota(scope: str, subject: str) -> str:
     return f"{PREFIX}:quota:{scope}:{subject}"
 

@@ -44,6 +44,8 @@ from functools import cache
 from typing import Any, NamedTuple
 
 from unilingo import keys
+from unilingo.adaptive import LEARNED_FIELDS, Effective, Learned, parse_learned
+from unilingo.adaptive import effective as effective_limits
 from unilingo.outcomes import CallOutcome
 from unilingo.policy import (
     DEFAULT_POLICIES,
@@ -90,6 +92,7 @@ _PARTS = (
     "probes",  # ZSET lease id -> lease expiry (ms): the half-open probes among them
     "state",  # HASH the breaker (failures, opened_at, epoch, probe_successes, trips) and paused_until
     "spend",  # HASH day, day_nusd, month, month_nusd: the UTC day's and month's spend (nano-dollars)
+    "learned",  # HASH what the provider's rate-limit headers said of the account (unilingo.adaptive)
 )
 
 # A lease id is "<random>:<breaker epoch>:<probe 0/1>:<reserved nano-dollars>:<UTC day reserved
@@ -100,7 +103,11 @@ _PARTS = (
 # The scripts: unilingo/lua/limiter/, each after prelude.lua (the calling convention: KEYS are
 # _provider_keys, ARGV starts with _LimiterCore._header).
 def _limiter_script(name: str) -> LuaScript:
-    return lua(f"limiter/{name}", include=("limiter/prelude",), constants={"POLICY_FIELDS": LIMITER_FIELDS})
+    return lua(
+        f"limiter/{name}",
+        include=("limiter/prelude",),
+        constants={"POLICY_FIELDS": LIMITER_FIELDS, "LEARNED_FIELDS": LEARNED_FIELDS},
+    )
 
 
 _ACQUIRE = _limiter_script("acquire")
@@ -196,10 +203,20 @@ class ProviderStatus:
     paused_for: float  # seconds left of a provider's Retry-After; 0 when not paused
     suspended: bool
     spend: Spend | None = None
+    learned: Learned | None = None  # what the provider's own rate-limit headers said last
+    paused_until: float | None = None  # epoch seconds (Redis's clock) while paused
+    breaker_half_open_at: float | None = None  # epoch seconds (Redis's clock) while open
+
+    @property
+    def effective(self) -> Effective:
+        """The per-minute figures the permits are held to: ``min(policy, learned)`` when adaptive."""
+        return effective_limits(self.policy, self.learned)
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["policy"] = self.policy.model_dump(mode="json", by_alias=True)
+        data["effective"] = self.effective._asdict()
+        data["learned"] = self.learned.as_dict() if self.learned else None
         return data
 
 
@@ -360,8 +377,9 @@ class _LimiterCore:
             ]
             day_nusd, day_ends, month_nusd, month_ends = raw[12:16]
             policy = ProviderPolicy.model_validate_json(doc) if doc else default_policy(provider)
-            rpm, tpm = policy.requests_per_minute, policy.tokens_per_minute
-            opened_at = int(opened_at)
+            learned = parse_learned(raw[16:])
+            rpm, tpm = effective_limits(policy, learned)
+            opened_at, paused = int(opened_at), int(paused)
             half_open_at = opened_at + round(policy.breaker.open_seconds * 1000)
             return ProviderStatus(
                 provider=provider,
@@ -378,7 +396,10 @@ class _LimiterCore:
                 breaker_half_open_in=_seconds(max(0, half_open_at - int(now))) if opened_at >= 0 else None,
                 breaker_probes_in_flight=int(probes),
                 breaker_trips=int(trips),
-                paused_for=_seconds(max(0, int(paused) - int(now))),
+                paused_for=_seconds(max(0, paused - int(now))),
+                learned=learned,
+                paused_until=_seconds(paused) if paused > int(now) else None,
+                breaker_half_open_at=_seconds(half_open_at) if opened_at >= 0 else None,
                 suspended=policy.suspended,
                 spend=Spend(
                     day=_period(day_nusd, policy.budget.usd_per_day, day_ends),

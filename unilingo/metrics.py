@@ -237,6 +237,23 @@ SCRAPE_GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
         "The provider's spend budget per UTC day or month (period), when set",
         ("provider", "period"),
     ),
+    "unilingo_provider_requests_effective_limit": (
+        "Provider calls per rolling minute the permits are held to: the policy's, or the account's own (from the "
+        "provider's rate-limit headers) when lower and the policy is adaptive",
+        ("provider",),
+    ),
+    "unilingo_provider_tokens_effective_limit": (
+        "Provider tokens per rolling minute the permits are held to (see the requests gauge)",
+        ("provider",),
+    ),
+    "unilingo_provider_requests_learned_limit": (
+        "Calls per minute the provider's own x-ratelimit-limit-requests header stated on its last answer",
+        ("provider",),
+    ),
+    "unilingo_provider_tokens_learned_limit": (
+        "Tokens per minute the provider's own x-ratelimit-limit-tokens header stated on its last answer",
+        ("provider",),
+    ),
     "unilingo_redis_up": ("1 when the API could read the platform's state from Redis for this scrape", ()),
 }
 

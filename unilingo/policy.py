@@ -3,7 +3,8 @@
 One ``ProviderPolicy`` document per provider says how hard every worker together may press
 that provider: requests and tokens per minute, how many of them may arrive at once (burst),
 how many calls may be in flight, when the shared circuit breaker opens, how calls are
-retried, and whether the provider is suspended. Its JSON form (camelCase) is also the
+retried, whether the provider is suspended, and whether the limits adapt to what the provider
+says the account allows (``adaptive``: ``unilingo.adaptive``). Its JSON form (camelCase) is also the
 ``spec`` of the ``UnilingoProviderPolicy`` CRD, so the model doubles as the CRD's schema
 (``policy_json_schema``).
 
@@ -236,6 +237,11 @@ class ProviderPolicy(_Document):
         default_factory=lambda data: DEFAULT_PRICES.get(data.get("provider"), PricePolicy()),
         description="Price per 1,000 input and output tokens (OpenAI: gpt-4o-mini's published price).",
     )
+    adaptive: bool = Field(
+        False,
+        description="True: hold requestsPerMinute and tokensPerMinute at what the provider's own rate-limit "
+        "headers say the account allows (OpenAI's x-ratelimit-limit-*), never above the figures here.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> ProviderPolicy:
@@ -264,6 +270,7 @@ class ProviderPolicy(_Document):
             "price_in_nusd_1k": _nano(self.price.usd_per_1k_input_tokens),
             "price_out_nusd_1k": _nano(self.price.usd_per_1k_output_tokens),
             "budget_fail": int(self.budget.when_spent == "fail"),
+            "adaptive": int(self.adaptive),
         }
 
 

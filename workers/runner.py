@@ -21,6 +21,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from unilingo import backoff, errors_reporting, metrics, persistence, saved, tracing
 from unilingo import cache as response_cache
+from unilingo.adaptive import LearnedStore, RateLimits
 from unilingo.connections import redis_client as connect
 from unilingo.errors import Deferred, HandBack, PermanentError, Throttled, TransientError
 from unilingo.jobs import Job, JobStore
@@ -74,6 +75,7 @@ class JobContext:
     limiter: Limiter
     heartbeat: _Heartbeat
     usage: dict[str, int] = field(default_factory=dict)
+    learned: LearnedStore | None = None  # where the provider's own rate-limit figures go
 
     @property
     def params(self) -> dict[str, Any]:
@@ -140,6 +142,8 @@ class JobContext:
         outcome = classify(exc)
         metrics.call_ended(provider, outcome, time.perf_counter() - started, tokens=handle.tokens_used)
         tracing.call_ended(span, outcome, exc, handle.tokens_used)
+        # Before the release: the next permit, anyone's, is then held to what the answer said.
+        self._learn(provider, handle)
         released = self.limiter.release(
             provider,
             decision.lease_id,
@@ -157,16 +161,26 @@ class JobContext:
                 raise Deferred(provider, released.retry_after, reason) from exc
             exc.provider = provider  # its policy says how to retry
 
+    def _learn(self, provider: str, handle: PermitHandle) -> None:
+        if handle.rate_limits is None or self.learned is None:
+            return
+        try:
+            self.learned.record(provider, handle.rate_limits, round(time.time() * 1000))
+        except redis.RedisError:
+            log.warning("could not record %s's rate-limit headers; the last figures stay", provider)
+
 
 @dataclass
 class PermitHandle:
-    """What a handler tells its permit: the tokens the provider reported, when the call left."""
+    """What a handler tells its permit: the tokens the provider reported, when the call left,
+    and the rate-limit figures its answer stated."""
 
     tokens_used: int | None = None
     input_tokens: int | None = None  # of them, the prompt's and the completion's: what is billed
     output_tokens: int | None = None
     granted_at: float = field(default_factory=time.monotonic)
     sent_at: float | None = None
+    rate_limits: RateLimits | None = None  # the answer's x-ratelimit-* figures (unilingo.adaptive)
 
     @property
     def usage(self) -> dict[str, int | None]:
@@ -239,7 +253,14 @@ def run(job_id: str, handler: Handler) -> str:
     metrics.job_started(job.type.value)
     heartbeat = _Heartbeat(store, job_id, claim.run_token, settings.job_lease_seconds, settings.job_heartbeat_seconds)
     heartbeat.start()
-    ctx = JobContext(job=job, store=store, run_token=claim.run_token, limiter=_limiter(client), heartbeat=heartbeat)
+    ctx = JobContext(
+        job=job,
+        store=store,
+        run_token=claim.run_token,
+        limiter=_limiter(client),
+        heartbeat=heartbeat,
+        learned=LearnedStore(client),
+    )
     outcome = RunOutcome.STALE  # until a state change says otherwise (an exception leaves the lease to lapse)
 
     def failed(code: str, message: str) -> RunOutcome:

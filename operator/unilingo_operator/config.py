@@ -25,6 +25,8 @@ Kubernetes' own conventions name (the chart sets them all; each has a command-li
                             whose pod-deletion-cost and maxReplicaCount the operator keeps in line
                             (``unilingo_operator.scaling``); no selector: it leaves them alone.
 ``OPERATOR_SCALING_SECONDS`` how often it does (default 1).
+``OPERATOR_LIVE_SECONDS``   how often each policy's ``status.live`` is refreshed from Redis:
+                            breaker, pause, effective limits (default 10; patched only on change).
 
 Redis is ``REDIS_URL`` and the rest of ``unilingo.settings``, as for every process.
 """
@@ -72,6 +74,7 @@ class OperatorConfig(BaseSettings):
     )
     workers_selector: str = ""
     scaling_seconds: float = 1.0
+    live_seconds: float = 10.0
     kubeconfig: str | None = Field(None, validation_alias=AliasChoices("KUBECONFIG", "kubeconfig"))
     pod_id: str | None = Field(None, validation_alias=AliasChoices("POD_ID", "pod_id"))
     verbose: bool = False

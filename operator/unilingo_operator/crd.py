@@ -197,6 +197,50 @@ def _strip(node: Any, keys: tuple[str, ...]) -> Any:
     return node
 
 
+def _per_minute(what: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "description": what,
+        "properties": {
+            "requestsPerMinute": {"type": "integer", "format": "int64", "minimum": 0},
+            "tokensPerMinute": {"type": "integer", "format": "int64", "minimum": 0},
+        },
+    }
+
+
+def live_schema() -> dict[str, Any]:
+    """``status.live``: the provider's state as the workers meet it (``unilingo.live_status``)."""
+    return {
+        "type": "object",
+        "description": "The provider's live state, refreshed by the operator every few seconds.",
+        "properties": {
+            "breaker": {
+                "type": "string",
+                "enum": ["closed", "half_open", "open"],
+                "description": "The shared circuit breaker's state now.",
+            },
+            "halfOpenAt": {
+                "type": "string",
+                "format": "date-time",
+                "description": "While open: when it lets probes through.",
+            },
+            "pausedUntil": {
+                "type": "string",
+                "format": "date-time",
+                "description": "While the provider's own Retry-After pauses every call: until when.",
+            },
+            "adaptive": {"type": "boolean", "description": "spec.adaptive in force."},
+            "effective": _per_minute(
+                "The per-minute figures the permits are held to (0: not metered): the policy's, or with adaptive "
+                "on what the provider says the account allows when that is lower."
+            ),
+            "learned": _per_minute(
+                "What the provider's own rate-limit headers (x-ratelimit-limit-*) stated on its last answer."
+            ),
+        },
+    }
+
+
 def status_schema() -> dict[str, Any]:
     # status.policy: the complete policy in force (every default filled in), the same shape as
     # the spec without its rules or defaults (the operator writes it whole).
@@ -221,6 +265,7 @@ def status_schema() -> dict[str, Any]:
                 "type": "string",
                 "description": "The breaker settings in force, in short (failures to open / seconds open).",
             },
+            "live": live_schema(),
             "conditions": {
                 "type": "array",
                 "description": "Ready: the spec is valid and in force in Redis (reason and message say why not).",
@@ -270,6 +315,35 @@ PRINTER_COLUMNS = [
         "description": "Failures that open the breaker / seconds it stays open",
     },
     {"name": "Suspended", "type": "boolean", "jsonPath": ".status.policy.suspended", "priority": 1},
+    {"name": "Adaptive", "type": "boolean", "jsonPath": ".status.policy.adaptive", "priority": 1},
+    {
+        "name": "Eff-Req/min",
+        "type": "integer",
+        "jsonPath": ".status.live.effective.requestsPerMinute",
+        "description": "Requests per minute the permits are held to now (adaptive: at most what the account allows)",
+        "priority": 1,
+    },
+    {
+        "name": "Eff-Tokens/min",
+        "type": "integer",
+        "jsonPath": ".status.live.effective.tokensPerMinute",
+        "description": "Tokens per minute the permits are held to now",
+        "priority": 1,
+    },
+    {
+        "name": "State",
+        "type": "string",
+        "jsonPath": ".status.live.breaker",
+        "description": "The shared breaker now: closed, half_open or open",
+        "priority": 1,
+    },
+    {
+        "name": "Paused-Until",
+        "type": "string",
+        "jsonPath": ".status.live.pausedUntil",
+        "description": "Until when the provider's own Retry-After pauses every call",
+        "priority": 1,
+    },
     {"name": "Revision", "type": "integer", "jsonPath": ".status.revision", "priority": 1},
     {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
     {"name": "Reason", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].reason', "priority": 1},

@@ -131,6 +131,12 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
     async def repair(body, patch, claims, memo: kopf.Memo, logger, **_):
         await reconcile.repair(memo.runtime, body=body, patch=patch, index=claims, logger=logger)
 
+    @kopf.timer(
+        *RESOURCE, id="live", interval=config.live_seconds, initial_delay=config.live_seconds, registry=registry
+    )
+    async def live(body, patch, claims, memo: kopf.Memo, logger, **_):
+        await reconcile.report_live(memo.runtime, body=body, patch=patch, index=claims, logger=logger)
+
     @kopf.on.probe(id="redis", registry=registry)
     async def redis_probe(memo: kopf.Memo, **_):
         # Reported, never failing: restarting the operator would not bring Redis back.

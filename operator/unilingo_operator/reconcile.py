@@ -37,6 +37,8 @@ from redis.exceptions import RedisError
 
 from unilingo.backoff import delay, exponential
 from unilingo.connections import async_redis_client
+from unilingo.limiter import AsyncLimiter
+from unilingo.live_status import live_status
 from unilingo.policy import PROVIDERS, AsyncPolicyStore, ProviderPolicy, default_policy, document
 from unilingo.settings import get_settings
 from unilingo_operator import status as st
@@ -50,6 +52,7 @@ class Runtime:
 
     client: Any
     store: AsyncPolicyStore
+    limiter: AsyncLimiter
     locks: dict[str, asyncio.Lock] = dataclasses.field(default_factory=lambda: collections.defaultdict(asyncio.Lock))
     high_revision: int = 0
 
@@ -66,7 +69,11 @@ class Runtime:
             client = async_redis_client(settings, **options)
         else:
             client = aioredis.Redis.from_url(redis_url, **options)
-        return cls(client=client, store=AsyncPolicyStore(client))
+        return cls(
+            client=client,
+            store=AsyncPolicyStore(client),
+            limiter=AsyncLimiter(client, window_margin_seconds=settings.provider_window_margin_seconds),
+        )
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -384,6 +391,37 @@ async def repair(
             revision=revision,
         ),
     )
+
+
+async def report_live(
+    rt: Runtime,
+    *,
+    body: Mapping[str, Any],
+    patch: Any,
+    index: Mapping[str, Iterable[Claim]],
+    logger: logging.Logger,
+) -> None:
+    """The timer: ``status.live`` says what the workers meet now (``unilingo.live_status``).
+
+    Only the policy that governs its provider reports it; one in conflict, or not applied yet,
+    has no live state of its own. Redis down: the last report stays, and the Ready condition
+    (the repair timer's) says why.
+    """
+    spec, meta, status = body.get("spec") or {}, body.get("metadata") or {}, body.get("status") or {}
+    provider = spec.get("provider")
+    if meta.get("deletionTimestamp") or provider not in PROVIDERS or not status.get("policy"):
+        return
+    owner = governing(index.get(provider, []))
+    if owner is None or owner.uid != meta.get("uid") or st.ready_condition(status).get("reason") == st.CONFLICT:
+        if status.get("live") is not None:
+            patch.status["live"] = None  # another policy governs: its status tells
+        return
+    try:
+        provider_status = await rt.limiter.status(provider)
+    except RedisError as error:
+        logger.debug(f"live status of {provider} not refreshed: Redis unavailable ({error})")
+        return
+    st.apply(patch, status, {"live": live_status(provider_status)})
 
 
 async def _adopt(rt: Runtime, *, body, patch, index, logger) -> None:

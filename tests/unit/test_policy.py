@@ -48,6 +48,7 @@ def test_json_is_camel_case_and_round_trips():
         "suspended",
         "budget",
         "price",
+        "adaptive",
     }
     assert data["budget"] == {"whenSpent": "wait"}  # no limits: none written, no nulls
     assert data["price"] == {"usdPer1kInputTokens": 0.00015, "usdPer1kOutputTokens": 0.0006}

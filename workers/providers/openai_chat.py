@@ -13,6 +13,7 @@ from typing import TypeVar
 import openai
 from pydantic import BaseModel, ValidationError
 
+from unilingo.adaptive import RateLimits
 from unilingo.errors import PermanentError, Throttled, TransientError
 from unilingo.settings import get_settings
 from workers.providers import sent
@@ -61,19 +62,18 @@ def complete_structured(
     with ctx.provider_call(PROVIDER, tokens=estimate_tokens(messages, cap)) as permit:
         try:
             with sent.measured(permit):
-                response = openai_client.chat.completions.create(
+                # The raw response: its x-ratelimit-* headers say what the account allows.
+                raw = openai_client.chat.completions.with_raw_response.create(
                     model=settings.openai_model, messages=messages, max_tokens=cap, response_format=response_format
                 )
-        except openai.RateLimitError as exc:
-            raise Throttled(PROVIDER, _retry_after(exc), "provider_429") from exc
+            permit.rate_limits = RateLimits.from_headers(raw.headers)
+            response = raw.parse()
+        except openai.APIStatusError as exc:
+            # 429s and errors carry the headers too: a 429 is when they matter most.
+            permit.rate_limits = RateLimits.from_headers(exc.response.headers)
+            raise _status_error(exc) from exc
         except (openai.APITimeoutError, openai.APIConnectionError) as exc:
             raise TransientError(f"OpenAI unreachable: {exc}", code="provider_unavailable") from exc
-        except openai.InternalServerError as exc:
-            raise TransientError(f"OpenAI answered {exc.status_code}", code="provider_error") from exc
-        except openai.BadRequestError as exc:
-            raise PermanentError(f"OpenAI refused the request: {exc.message}", code="provider_bad_request") from exc
-        except openai.APIStatusError as exc:
-            raise PermanentError(f"OpenAI answered {exc.status_code}: {exc.message}", code="provider_rejected") from exc
         if response.usage is not None:
             permit.tokens_used = response.usage.total_tokens
             permit.input_tokens = response.usage.prompt_tokens  # billed at the policy's prices
@@ -86,6 +86,17 @@ def complete_structured(
         raise TransientError(
             f"OpenAI's answer did not match the schema: {exc.error_count()} errors", code="provider_bad_output"
         ) from exc
+
+
+def _status_error(exc: openai.APIStatusError) -> Exception:
+    """What an error answer means for the job: wait for everyone, retry, or fail."""
+    if isinstance(exc, openai.RateLimitError):
+        return Throttled(PROVIDER, _retry_after(exc), "provider_429")
+    if isinstance(exc, openai.InternalServerError):
+        return TransientError(f"OpenAI answered {exc.status_code}", code="provider_error")
+    if isinstance(exc, openai.BadRequestError):
+        return PermanentError(f"OpenAI refused the request: {exc.message}", code="provider_bad_request")
+    return PermanentError(f"OpenAI answered {exc.status_code}: {exc.message}", code="provider_rejected")
 
 
 def _strict_schema(schema: type[BaseModel]) -> dict:

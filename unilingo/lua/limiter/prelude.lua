@@ -1,6 +1,6 @@
 -- The limiter's calling convention, shared by every limiter script (unilingo.limiter), which
 -- defines POLICY_FIELDS (the policy's flat fields, in LIMITER_FIELDS order) before it:
---   KEYS  1 policy, 2 window, 3 window_tokens, 4 in_flight, 5 probes, 6 state, 7 spend
+--   KEYS  1 policy, 2 window, 3 window_tokens, 4 in_flight, 5 probes, 6 state, 7 spend, 8 learned
 --   ARGV  1 now in ms (-1: use Redis TIME), 2 window ms, 3 lease ms, 4 recheck ms,
 --         5.. the provider's default policy fields (POLICY_FIELDS order), then from OP on
 --         the script's own arguments.
@@ -30,6 +30,20 @@ local function live_policy()
     loaded_policy = {revision = tonumber(stored[1]) or 0}
     for i, name in ipairs(POLICY_FIELDS) do
       loaded_policy[name] = tonumber(stored[i + 1] or ARGV[DEFAULTS_AT + i - 1])
+    end
+    -- Adaptive: never more than the provider says the account allows, never more than the
+    -- policy (0 in the policy: not metered, so any stated figure is lower).
+    if loaded_policy.adaptive == 1 then
+      local learned = redis.call('HMGET', KEYS[8], 'rpm', 'tpm')
+      for i, name in ipairs({'rpm', 'tpm'}) do
+        local figure = tonumber(learned[i]) or 0
+        if figure > 0 and (loaded_policy[name] == 0 or figure < loaded_policy[name]) then
+          loaded_policy[name] = figure
+        end
+      end
+      if loaded_policy.rpm > 0 and loaded_policy.burst > loaded_policy.rpm then
+        loaded_policy.burst = loaded_policy.rpm
+      end
     end
   end
   return loaded_policy
