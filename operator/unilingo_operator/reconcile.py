@@ -421,7 +421,9 @@ async def report_live(
     except RedisError as error:
         logger.debug(f"live status of {provider} not refreshed: Redis unavailable ({error})")
         return
-    st.apply(patch, status, {"live": live_status(provider_status)})
+    old, new = st.plain(status.get("live")), live_status(provider_status)
+    if old != new:
+        patch.status["live"] = st.merge_patch(old, new)
 
 
 async def _adopt(rt: Runtime, *, body, patch, index, logger) -> None:

@@ -104,6 +104,17 @@ def apply(patch, status: Mapping[str, Any] | None, fields: Mapping[str, Any]) ->
     return changed
 
 
+def merge_patch(old: Any, new: Any) -> Any:
+    """The JSON merge patch (RFC 7386, what kopf sends) that turns ``old`` into ``new``: keys
+    that ``new`` drops become null, or the API server would keep them."""
+    if not isinstance(old, Mapping) or not isinstance(new, Mapping):
+        return new
+    patch = {key: None for key in old if key not in new}
+    for key, value in new.items():
+        patch[key] = merge_patch(old.get(key), value)
+    return patch
+
+
 def plain(value: Any) -> Any:
     """kopf's read-only views of a body as plain dicts and lists (comparable, validatable)."""
     if isinstance(value, Mapping):

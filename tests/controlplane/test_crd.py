@@ -99,6 +99,10 @@ BAD = {
         {"provider": "openai", "price": {"usdPer1kInputTokens": -0.0001}},
         ["spec.price.usdPer1kInputTokens", "should be greater than or equal to 0"],
     ),
+    "adaptive not a boolean": (
+        {"provider": "openai", "adaptive": "sometimes"},
+        ["spec.adaptive", "must be of type boolean"],
+    ),
     "a misspelt field": (
         {"provider": "openai", "requestPerMinute": 10},
         ['unknown field "spec.requestPerMinute"'],
@@ -128,7 +132,7 @@ def test_the_server_defaults_the_common_figures_and_leaves_per_provider_ones_to_
     stored = json.loads(kubectl("get", "upp", "minimal", "-n", namespace, "-o", "json").stdout)["spec"]
     assert stored["breaker"] == {"failureThreshold": 5, "openSeconds": 60, "halfOpenProbes": 1}
     assert stored["retry"] == {"attempts": 3, "backoffSeconds": 1, "maxBackoffSeconds": 30}
-    assert stored["suspended"] is False
+    assert stored["suspended"] is False and stored["adaptive"] is False
     assert "maxInFlight" not in stored and "requestsPerMinute" not in stored
     # What the schema stored, the model reads as the full default policy for the provider.
     assert ProviderPolicy.model_validate(stored).max_in_flight == 20
@@ -142,6 +146,7 @@ def test_edge_values_are_accepted(kubectl, namespace):
         "maxInFlight": 1,
         "breaker": {"openSeconds": 1, "halfOpenProbes": 1},
         "suspended": True,
+        "adaptive": True,
     }
     kubectl("apply", "-n", namespace, "-f", "-", input=manifest("edges", spec))
     ProviderPolicy.model_validate(spec)
@@ -190,4 +195,46 @@ def test_printer_columns(kubectl, namespace):
     header = kubectl("get", "upp", "-n", namespace).stdout.splitlines()[0].split()
     assert header == ["NAME", "PROVIDER", "REQ/MIN", "TOKENS/MIN", "IN-FLIGHT", "BREAKER", "READY", "AGE"]
     wide = kubectl("get", "upp", "-n", namespace, "-o", "wide").stdout.splitlines()[0].split()
-    assert {"SUSPENDED", "REVISION", "REASON"} <= set(wide)
+    assert {"SUSPENDED", "REVISION", "REASON", "ADAPTIVE", "EFF-REQ/MIN", "EFF-TOKENS/MIN", "STATE"} <= set(wide)
+    assert "PAUSED-UNTIL" in wide
+
+
+def status_patch(kubectl, namespace: str, name: str, status: dict):
+    return kubectl(
+        "patch",
+        "upp",
+        name,
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": status}),
+        check=False,
+    )
+
+
+def test_the_live_status_is_validated_by_the_api_server(kubectl, namespace):
+    kubectl("apply", "-n", namespace, "-f", "-", input=manifest("live", {"provider": "openai", "adaptive": True}))
+    live = {
+        "breaker": "open",
+        "halfOpenAt": "2026-12-02T01:00:00Z",
+        "pausedUntil": "2026-12-02T01:00:30Z",
+        "adaptive": True,
+        "effective": {"requestsPerMinute": 30, "tokensPerMinute": 75000},
+        "learned": {"requestsPerMinute": 30, "tokensPerMinute": 150000},
+    }
+    assert status_patch(kubectl, namespace, "live", {"live": live}).returncode == 0
+    stored = json.loads(kubectl("get", "upp", "live", "-n", namespace, "-o", "json").stdout)["status"]["live"]
+    assert stored == live
+    row = kubectl("get", "upp", "live", "-n", namespace, "-o", "wide", "--no-headers").stdout.split()
+    assert {"30", "75000", "open", "2026-12-02T01:00:30Z"} <= set(row)
+
+    for bad, message in [
+        ({"breaker": "broken"}, "status.live.breaker: Unsupported value"),
+        ({"effective": {"requestsPerMinute": -1}}, "should be greater than or equal to 0"),
+        ({"effective": {"requestsPerMinute": "many"}}, "must be of type integer"),
+        ({"pausedUntil": "tomorrow"}, "status.live.pausedUntil"),
+    ]:
+        result = status_patch(kubectl, namespace, "live", {"live": bad})
+        assert result.returncode != 0 and message in result.stderr, (bad, result.stderr)

@@ -26,6 +26,9 @@ from devstack.ports import free_port
 from devstack.processes import Service
 from devstack.redis import RedisServer
 from unilingo import keys
+from unilingo.adaptive import LearnedStore, RateLimits
+from unilingo.limiter import Limiter
+from unilingo.outcomes import CallOutcome
 from unilingo.policy import PolicyStore, ProviderPolicy, default_policy, document
 from unilingo_operator.crd import policy_crd
 
@@ -57,6 +60,17 @@ def manifest(name: str, spec: dict) -> str:
             "spec": spec,
         }
     )
+
+
+def table_row(output: str) -> dict[str, str]:
+    """kubectl's one-row table as {column: value}, cut at the header's column starts (a value may hold a space)."""
+    header, line = output.splitlines()[:2]
+    names = header.split()
+    starts = [header.index(f" {name} ") + 1 if i else 0 for i, name in enumerate(names[:-1])] + [
+        header.rindex(names[-1])
+    ]
+    ends = [*starts[1:], None]
+    return {name: line[start:end].strip() for name, start, end in zip(names, starts, ends, strict=True)}
 
 
 class Cluster:
@@ -370,6 +384,7 @@ def start_operator(operator_kubeconfig, namespace, redis_srv, tmp_path_factory):
                 "OPERATOR_HEALTH_PORT": str(port),
                 "OPERATOR_PRIORITY": str(priority),
                 "OPERATOR_REPAIR_SECONDS": "1",
+                "OPERATOR_LIVE_SECONDS": "1",
                 "OPERATOR_PEERING_LIFETIME": "6",
                 **env,
             },
@@ -578,6 +593,53 @@ def test_a_second_policy_for_the_same_provider_waits_then_takes_over(cluster, op
     cluster.wait_ready("polly-b")
     cluster.delete("polly-b")
     assert document(store.read("aws-polly").policy) == document(default_policy("aws-polly"))
+
+
+def test_the_status_reports_the_live_state_breaker_pause_and_effective_limits(cluster, operator, redis_srv, kubectl):
+    client = redis.Redis.from_url(redis_srv.url)
+    cluster.apply("openai", {"provider": "openai", "requestsPerMinute": 50, "adaptive": True})
+    cluster.wait_ready("openai")
+
+    def live() -> dict:
+        return ((cluster.get("openai") or {}).get("status") or {}).get("live") or {}
+
+    first = wait_for(lambda: live() or None, timeout=15, what="status.live")
+    assert first == {
+        "breaker": "closed",
+        "adaptive": True,
+        "effective": {"requestsPerMinute": 50, "tokensPerMinute": 75_000},
+    }
+
+    # A worker's call came back saying the account allows 30 requests a minute.
+    LearnedStore(client).record("openai", RateLimits(30, 29, 2.0, 150_000, 149_000, 0.4), round(time.time() * 1000))
+    learned = wait_for(
+        lambda: (s := live()).get("effective", {}).get("requestsPerMinute") == 30 and s, timeout=15, what="learned"
+    )
+    assert learned["effective"] == {"requestsPerMinute": 30, "tokensPerMinute": 75_000}  # never above the policy
+    assert learned["learned"] == {"requestsPerMinute": 30, "tokensPerMinute": 150_000}
+
+    # Then the provider keeps failing and at last answers 429 with Retry-After: breaker open, paused.
+    limiter = Limiter(client)
+    for outcome in [CallOutcome.ERROR] * 4 + [CallOutcome.THROTTLED]:
+        decision = limiter.acquire("openai")
+        assert decision.granted, decision
+        limiter.release("openai", decision.lease_id, outcome, retry_after=300 if outcome == "throttled" else None)
+    troubled = wait_for(lambda: (s := live()).get("breaker") == "open" and s, timeout=15, what="the open breaker")
+    status = limiter.status("openai")
+    assert troubled["pausedUntil"] == time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(status.paused_until))
+    assert troubled["halfOpenAt"] == time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(status.breaker_half_open_at))
+    wide = kubectl("get", "upp", "openai", "-n", cluster.ns, "-o", "wide").stdout
+    print(wide)  # the README shows this output
+    row = table_row(wide)
+    assert (row["REQ/MIN"], row["EFF-REQ/MIN"], row["EFF-TOKENS/MIN"], row["ADAPTIVE"]) == ("50", "30", "75000", "true")
+    assert (row["STATE"], row["PAUSED-UNTIL"]) == ("open", troubled["pausedUntil"])
+
+    # The breaker closes again (here: its state cleared); the status follows, and the pause shows until it ends.
+    client.hdel(keys.limiter("openai", "state"), "opened_at", "paused_until")
+    calm = wait_for(lambda: (s := live()).get("breaker") == "closed" and s, timeout=15, what="the closed breaker")
+    assert "pausedUntil" not in calm and "halfOpenAt" not in calm
+    cluster.delete("openai")
+    client.close()
 
 
 def test_redis_down_is_reported_and_retried_without_crashing(cluster, operator, store, redis_srv):
