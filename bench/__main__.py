@@ -15,6 +15,7 @@ BENCHMARKS = [
     "bench.recovery_bench",
     "bench.cache_bench",
     "bench.fairness_bench",
+    "bench.adaptive_bench",
     "bench.kube_bench",  # only with the node of `make cluster` up, or asked for by name
 ]
 
