@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from enum import StrEnum
@@ -180,6 +181,27 @@ class Spend:
     @property
     def exhausted(self) -> bool:
         return any(p.left_usd is not None and p.left_usd <= 0 for p in (self.day, self.month))
+
+    def as_status(self) -> dict[str, Any]:
+        """The spend as a policy resource's status reports it (camelCase; to the micro-dollar)."""
+
+        def period(p: SpendPeriod) -> dict[str, Any]:
+            shown: dict[str, Any] = {"spentUsd": round(p.spent_usd, 6), "resetsAt": _rfc3339(p.ends_at)}
+            if p.budget_usd is not None:
+                shown["budgetUsd"] = p.budget_usd
+                shown["leftUsd"] = round(p.left_usd or 0.0, 6)
+            return shown
+
+        return {
+            "day": period(self.day),
+            "month": period(self.month),
+            "whenSpent": self.when_spent,
+            "exhausted": self.exhausted,
+        }
+
+
+def _rfc3339(epoch_seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch_seconds))
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,10 @@
 
 The operator refreshes it periodically from the limiter's view of Redis (one read-only script),
 so ``kubectl get upp -o wide`` shows what the workers meet right now: the shared breaker, a
-provider's ``Retry-After`` pause, and the per-minute figures the permits are held to, which
+provider's ``Retry-After`` pause, the per-minute figures the permits are held to, which
 with ``adaptive: true`` are what the provider says the account allows when that is lower than
-the policy (``unilingo.adaptive``).
+the policy (``unilingo.adaptive``), and what the provider has cost this UTC day and month
+against its budget.
 
 Only what changes with the provider's state is reported, not with every call (the calls in the
 current minute, the remaining counts of the last answer): the status is patched only when the
@@ -48,4 +49,8 @@ def live_status(status: ProviderStatus) -> dict[str, Any]:
         learned = _figures(status.learned.requests_per_minute, status.learned.tokens_per_minute)
         if learned:
             live["learned"] = learned
+    # Spend, when the policy sets a budget to hold it against (without one, /api/ai/status and the
+    # metrics show it). It moves with every billed call; the status follows on the timer's beat.
+    if status.spend is not None and status.policy.budget.limited:
+        live["spend"] = status.spend.as_status()
     return live

@@ -208,6 +208,22 @@ def _per_minute(what: str) -> dict[str, Any]:
     }
 
 
+def _spend_period(period: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "description": f"The current UTC {period}.",
+        "properties": {
+            "spentUsd": {
+                "type": "number",
+                "description": "Reported usage at the policy's prices, and calls in flight.",
+            },
+            "budgetUsd": {"type": "number", "description": "The budget (absent: no limit)."},
+            "leftUsd": {"type": "number", "description": "What is left of it."},
+            "resetsAt": {"type": "string", "format": "date-time", "description": f"When the next {period} begins."},
+        },
+    }
+
+
 def live_schema() -> dict[str, Any]:
     """``status.live``: the provider's state as the workers meet it (``unilingo.live_status``)."""
     return {
@@ -237,6 +253,21 @@ def live_schema() -> dict[str, Any]:
             "learned": _per_minute(
                 "What the provider's own rate-limit headers (x-ratelimit-limit-*) stated on its last answer."
             ),
+            "spend": spend_schema(),
+        },
+    }
+
+
+def spend_schema() -> dict[str, Any]:
+    """``status.live.spend``: what the provider has cost this UTC day and month (``Spend.as_status``)."""
+    return {
+        "type": "object",
+        "description": "What the provider has cost this UTC day and month, against spec.budget.",
+        "properties": {
+            "day": _spend_period("day"),
+            "month": _spend_period("month"),
+            "whenSpent": {"type": "string", "enum": ["wait", "fail"]},
+            "exhausted": {"type": "boolean", "description": "A budget is spent: the provider's jobs wait (or fail)."},
         },
     }
 
@@ -342,6 +373,20 @@ PRINTER_COLUMNS = [
         "type": "string",
         "jsonPath": ".status.live.pausedUntil",
         "description": "Until when the provider's own Retry-After pauses every call",
+        "priority": 1,
+    },
+    {
+        "name": "Budget/Day",
+        "type": "number",
+        "jsonPath": ".status.policy.budget.usdPerDay",
+        "description": "Spend allowed per UTC day, US dollars (empty: no limit)",
+        "priority": 1,
+    },
+    {
+        "name": "Spent-Today",
+        "type": "number",
+        "jsonPath": ".status.live.spend.day.spentUsd",
+        "description": "What the provider has cost since 00:00 UTC, US dollars",
         "priority": 1,
     },
     {"name": "Revision", "type": "integer", "jsonPath": ".status.revision", "priority": 1},

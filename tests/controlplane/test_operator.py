@@ -642,6 +642,36 @@ def test_the_status_reports_the_live_state_breaker_pause_and_effective_limits(cl
     client.close()
 
 
+def test_the_status_reports_spend_and_what_is_left_of_the_budget(cluster, operator, redis_srv, kubectl):
+    client = redis.Redis.from_url(redis_srv.url)
+    client.delete(keys.limiter("openai", "spend"))
+    cluster.apply("openai", {"provider": "openai", "budget": {"usdPerDay": 1.0, "usdPerMonth": 30.0}})
+    cluster.wait_ready("openai")
+
+    def spend() -> dict:
+        return (((cluster.get("openai") or {}).get("status") or {}).get("live") or {}).get("spend") or {}
+
+    assert wait_for(lambda: spend() or None, timeout=15, what="status.live.spend")["day"]["spentUsd"] == 0
+    # A worker's call billed a million prompt and a million completion tokens: $0.15 + $0.60.
+    limiter = Limiter(client)
+    decision = limiter.acquire("openai", tokens=10)
+    assert decision.granted, decision
+    limiter.release("openai", decision.lease_id, CallOutcome.SUCCESS, input_tokens=1_000_000, output_tokens=1_000_000)
+    shown = wait_for(lambda: (s := spend()).get("day", {}).get("spentUsd") == 0.75 and s, timeout=15, what="spend")
+    midnight = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime((time.time() // 86400 + 1) * 86400))
+    assert shown["day"] == {"spentUsd": 0.75, "budgetUsd": 1.0, "leftUsd": 0.25, "resetsAt": midnight}
+    assert shown["month"]["budgetUsd"] == 30.0 and shown["month"]["leftUsd"] == 29.25
+    assert shown["whenSpent"] == "wait" and shown["exhausted"] is False
+    wide = kubectl("get", "upp", "openai", "-n", cluster.ns, "-o", "wide").stdout
+    print(wide)  # the README shows this output
+    row = table_row(wide)
+    assert (row["BUDGET/DAY"], row["SPENT-TODAY"]) == ("1", "0.75")
+    print(kubectl("get", "upp", "openai", "-n", cluster.ns, "-o", "jsonpath={.status.live.spend}").stdout)
+    cluster.delete("openai")
+    client.delete(keys.limiter("openai", "spend"))  # the live-state test expects no spend
+    client.close()
+
+
 def test_redis_down_is_reported_and_retried_without_crashing(cluster, operator, store, redis_srv):
     revision = cluster.wait_ready("vision")["status"]["revision"]
     redis_srv.stop()
