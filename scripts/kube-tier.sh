@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The kube tier from nothing, as a user runs it: `make cluster` (here in the background),
-# `make image`, `make deploy`, `make test-kube`; then the cluster is stopped as Ctrl-C stops it
-# and the host is checked for anything left (mounts, iptables chains, the bridge, cgroups),
-# whatever failed before. Exit status: the first failure, else 0.
+# The kube tier from nothing, as a user runs it: `make cluster` (here in the background, its
+# etcd wiped first), `make image`, `make deploy`, `make test-kube`; then the cluster is stopped
+# as Ctrl-C stops it and the host is checked for anything left (mounts, iptables chains, the
+# bridge, cgroups), whatever failed before. Exit status: the first failure, else 0.
 # Environment: KUBE_TIER_LOGS (.run/kube-tier), CLUSTER_START_TIMEOUT (600 s).
 set -uo pipefail
 
@@ -13,7 +13,7 @@ mkdir -p "$LOGS"
 log() { printf '[kube-tier] %s %s\n' "$(date +%T)" "$*" >&2; }
 
 make -s bootstrap-node tools >"$LOGS/tools.log" 2>&1 || { log "bootstrap/tools failed (see $LOGS/tools.log)"; exit 1; }
-.venv/bin/python -m devstack.cluster >"$LOGS/cluster.log" 2>&1 &
+.venv/bin/python -m devstack.cluster --reset >"$LOGS/cluster.log" 2>&1 &
 cluster=$!
 
 stop_cluster() {

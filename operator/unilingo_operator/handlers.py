@@ -13,6 +13,8 @@ import logging
 import aiohttp
 import kopf
 
+from unilingo.connections import redis_client
+from unilingo.jobs import JobStore
 from unilingo.settings import get_settings
 from unilingo_operator import ANNOTATION_PREFIX, FINALIZER, GROUP, PLURAL, VERSION, kube, reconcile, scaling
 from unilingo_operator.config import OperatorConfig
@@ -87,6 +89,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
                 namespace=config.workers_namespace,
                 selector=config.workers_selector,
                 settings=settings,
+                jobs=JobStore(redis_client(get_settings()), ttl=get_settings().job_ttl_seconds),
             )
             memo.scaler = asyncio.create_task(scaler.run(config.scaling_seconds), name="unilingo-scaling")
             logger.info(

@@ -13,18 +13,26 @@ and ScaledObjects of the release (``OPERATOR_WORKERS_NAMESPACE`` and
 Both are merge patches sent only when the value differs, so a quiet cluster costs two list
 requests and one Redis round trip per provider a tick. A failed tick is logged and the next
 one starts afresh (a new login: service account tokens are rotated).
+
+The same tick does the workers' job housekeeping (``JobStore.promote_due``,
+``requeue_stalled``, ``rescue_lost``: atomic scripts, safe beside the workers' own loops). With
+every queue scaled to zero no worker runs it, and a job deferred for a permit, backing off, or
+whose worker died would otherwise wait for a worker that KEDA never starts: KEDA counts the
+queue's list, and such a job is not in it until it is queued again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import aiohttp
 import kopf
 
 from unilingo import scaling
+from unilingo.jobs import QUEUES, JobStore
 from unilingo.limiter import AsyncLimiter, BreakerState
 from unilingo_operator import kube
 
@@ -33,6 +41,7 @@ log = logging.getLogger("unilingo_operator.scaling")
 SCALED_OBJECTS = "apis/keda.sh/v1alpha1/namespaces/{namespace}/scaledobjects"
 PODS = "api/v1/namespaces/{namespace}/pods"
 MERGE_PATCH = {"Content-Type": "application/merge-patch+json"}
+RESCUE_SECONDS = 10.0  # as often as a worker's housekeeping looks for lost messages
 
 
 def _live(pod: dict[str, Any]) -> bool:
@@ -53,8 +62,10 @@ async def provider_state(limiter: AsyncLimiter, provider: str) -> scaling.Provid
 
 
 class Scaler:
-    def __init__(self, client, *, namespace: str, selector: str, settings: kopf.OperatorSettings):
+    def __init__(self, client, *, namespace: str, selector: str, settings: kopf.OperatorSettings, jobs: JobStore):
         self.client = client
+        self.jobs = jobs
+        self._rescued = 0.0
         self.limiter = AsyncLimiter(client)
         self.namespace = namespace
         self.selector = selector
@@ -73,7 +84,18 @@ class Scaler:
                 return  # gone meanwhile
             r.raise_for_status()
 
+    def housekeeping(self) -> None:
+        """Queue again the jobs whose wait is over or whose worker is gone (a sync client)."""
+        self.jobs.promote_due()
+        self.jobs.requeue_stalled()
+        now = time.monotonic()
+        if now - self._rescued >= RESCUE_SECONDS:
+            for queue in QUEUES:
+                self.jobs.rescue_lost(queue)
+            self._rescued = now
+
     async def tick(self, session: aiohttp.ClientSession) -> None:
+        await asyncio.to_thread(self.housekeeping)
         pods = [p for p in await self._list(session, PODS) if _live(p)]
         await self._deletion_costs(session, pods)
         await self._ceilings(session, pods)

@@ -25,8 +25,10 @@ import yaml
 from devstack.ports import free_port
 from devstack.processes import Service
 from devstack.redis import RedisServer
+from tests.support.jobs import submit
 from unilingo import keys
 from unilingo.adaptive import LearnedStore, RateLimits
+from unilingo.jobs import JobStore, JobType
 from unilingo.limiter import Limiter
 from unilingo.outcomes import CallOutcome
 from unilingo.policy import PolicyStore, ProviderPolicy, default_policy, document
@@ -693,7 +695,7 @@ WORKER_SELECTOR = "app.kubernetes.io/instance=unilingo,app.kubernetes.io/compone
 
 
 def test_the_workers_scaling_follows_the_policy_and_the_running_jobs(
-    kubectl, cluster, namespace, start_operator, store
+    kubectl, cluster, namespace, operator, start_operator, store
 ):
     """Under the chart's RBAC: a ScaledObject the chart marked gets the maxReplicaCount the
     openai policy makes useful (5 in flight over 4 slots: 2 pods), live as the policy changes
@@ -770,6 +772,14 @@ def test_the_workers_scaling_follows_the_policy_and_the_running_jobs(
         wait_for(lambda: deletion_cost() == "2", timeout=30, what="a busy pod's deletion cost 2")
         client.set(keys.worker_pod_busy(namespace, "unilingo-worker-ai-0"), 0, ex=15)
         wait_for(lambda: deletion_cost() == "0", timeout=30, what="the deletion cost back to 0")
+
+        # No worker anywhere (every queue at zero): a job whose worker died mid-run is queued
+        # again by the operator's housekeeping, where KEDA's trigger counts it.
+        jobs = JobStore(client, ttl=3600)
+        job_id = submit(jobs, JobType.FLASHCARDS, {"content": "Der Hund bellt.", "count": 3})
+        client.delete("ai")  # taken by a consumer ...
+        assert jobs.claim(job_id, lease_seconds=0.5).claimed  # ... whose lease lapses
+        wait_for(lambda: client.llen("ai") == 1, timeout=30, what="the stalled job back in its queue's list")
         log = scaler.log()
         assert "Forbidden" not in log and " 403" not in log and "scaling tick failed" not in log, log[-3000:]
     finally:
