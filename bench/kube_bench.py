@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import os
 import re
 import statistics
 import subprocess
@@ -84,7 +85,7 @@ class Node:
         self.core = client.CoreV1Api(self.api)
         self.apps = client.AppsV1Api(self.api)
         self.custom = client.CustomObjectsApi(self.api)
-        self.env = {"KUBECONFIG": str(KUBECONFIG), "PATH": "/usr/bin:/bin"}
+        self.env = {**os.environ, "KUBECONFIG": str(KUBECONFIG)}
         from unilingo.tokens import mint
 
         secret = self.core.read_namespaced_secret("unilingo-credentials", NAMESPACE)
