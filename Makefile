@@ -20,7 +20,7 @@ lint: bootstrap
 	@.venv/bin/ruff format --check .
 	@.venv/bin/mypy
 
-test: bootstrap tools
+test: bootstrap lint tools
 	@$(PY) -m pytest -q -p no:cacheprovider tests
 
 test-kube: bootstrap

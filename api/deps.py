@@ -51,42 +51,49 @@ class Services:
 
     def __init__(self, config: ApiConfig):
         self.config = config
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self.redis: aioredis.Redis | None = None
-        self.store: AsyncJobStore | None = None
-        self.quota: quotas.QuotaGate | None = None
-        self.scripts: PipelinedScripts | None = None
+        self._bound: _LoopConnections | None = None
         self.db: AsyncConnectionPool | None = None  # saved content (PostgreSQL), opened on first use
-        self.events: JobEvents | None = None  # the SSE streams' one shared subscription
-        self._stale: list[Any] = []
+        self._stale: list[_LoopConnections] = []
 
     def bind(self) -> Services:
         loop = asyncio.get_running_loop()
-        if loop is not self._loop:
-            if self.redis is not None:
+        if self._bound is None or self._bound.loop is not loop:
+            if self._bound is not None:
                 # A client belongs to the loop that opened it; keep a few alive, unused.
-                self._stale = [*self._stale[-7:], (self.redis, self.scripts)]
-            settings = self.config.settings
-            timeouts = {
-                "socket_connect_timeout": settings.redis_connect_timeout_seconds,
-                "socket_timeout": settings.redis_socket_timeout_seconds,
-                "health_check_interval": 30,
-            }
-            if settings.redis_sentinels:
-                self.redis = async_redis_client(settings, **timeouts)
-            else:
-                self.redis = aioredis.Redis(
-                    connection_pool=aioredis.ConnectionPool.from_url(settings.redis_url, **timeouts)
-                )
-            self.scripts = PipelinedScripts(self.redis)
-            self.store = AsyncJobStore(
-                self.redis, ttl=settings.job_ttl_seconds, index_size=settings.user_job_index_size, scripts=self.scripts
-            )
-            self.quota = quotas.QuotaGate(self.scripts, settings)
-            self.events = JobEvents(self.redis)
+                self._stale = [*self._stale[-7:], self._bound]
+            self._bound = _LoopConnections.open(loop, self.config)
             self.db = None  # a pool belongs to its loop too
-            self._loop = loop
         return self
+
+    def open_here(self) -> bool:
+        """Whether the connections are open, and on the running event loop."""
+        return self._bound is not None and self._bound.loop is asyncio.get_running_loop()
+
+    def _current(self) -> _LoopConnections:
+        if self._bound is None:
+            raise RuntimeError("Services.bind() opens the connections first")
+        return self._bound
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        return self._current().redis
+
+    @property
+    def scripts(self) -> PipelinedScripts:
+        return self._current().scripts
+
+    @property
+    def store(self) -> AsyncJobStore:
+        return self._current().store
+
+    @property
+    def quota(self) -> quotas.QuotaGate:
+        return self._current().quota
+
+    @property
+    def events(self) -> JobEvents:
+        """The SSE streams' one shared subscription."""
+        return self._current().events
 
     @asynccontextmanager
     async def database(self) -> AsyncIterator[psycopg.AsyncConnection]:
@@ -114,16 +121,44 @@ class Services:
             ) from exc
 
     async def aclose(self) -> None:
-        if self._loop is asyncio.get_running_loop():
-            if self.events is not None:
-                await self.events.aclose()
-            if self.redis is not None:
-                await self.redis.aclose()
+        bound, self._bound = self._bound, None
+        if bound is not None and bound.loop is asyncio.get_running_loop():
+            await bound.events.aclose()
+            await bound.redis.aclose()
             if self.db is not None:
                 await self.db.close()
-        self.redis = self.store = self.quota = self.scripts = self.db = self.events = None
-        self._loop = None
+        self.db = None
         self._stale.clear()
+
+
+@dataclass(frozen=True)
+class _LoopConnections:
+    """What one event loop's requests use: the client, its pipelined scripts, and what is built on them."""
+
+    loop: asyncio.AbstractEventLoop
+    redis: aioredis.Redis
+    scripts: PipelinedScripts
+    store: AsyncJobStore
+    quota: quotas.QuotaGate
+    events: JobEvents
+
+    @classmethod
+    def open(cls, loop: asyncio.AbstractEventLoop, config: ApiConfig) -> _LoopConnections:
+        settings = config.settings
+        timeouts = {
+            "socket_connect_timeout": settings.redis_connect_timeout_seconds,
+            "socket_timeout": settings.redis_socket_timeout_seconds,
+            "health_check_interval": 30,
+        }
+        if settings.redis_sentinels:
+            redis = async_redis_client(settings, **timeouts)
+        else:
+            redis = aioredis.Redis(connection_pool=aioredis.ConnectionPool.from_url(settings.redis_url, **timeouts))
+        scripts = PipelinedScripts(redis)
+        store = AsyncJobStore(
+            redis, ttl=settings.job_ttl_seconds, index_size=settings.user_job_index_size, scripts=scripts
+        )
+        return cls(loop, redis, scripts, store, quotas.QuotaGate(scripts, settings), JobEvents(redis))
 
 
 async def services(request: Request) -> Services:

@@ -229,10 +229,9 @@ class Flusher:
     async def flush(self, services=None) -> None:
         """Write what is pending now (the lifespan's shutdown calls it with its services)."""
         services = services or self._services
-        if services is None or services.redis is None or not m.TOTALS.pending():
+        # A client belongs to the loop that opened it.
+        if services is None or not services.open_here() or not m.TOTALS.pending():
             return
-        if getattr(services, "_loop", None) is not asyncio.get_running_loop():
-            return  # a client belongs to the loop that opened it
         try:
             await m.TOTALS.aflush(services.redis)
         except Exception as exc:  # never let bookkeeping break a request or a shutdown

@@ -87,7 +87,8 @@ async def cluster_state(svc: Services) -> Cluster:
 
 
 async def cluster_totals(svc: Services) -> dict[str, float]:
-    raw = await svc.redis.hgetall(keys.stats("counters"))
+    # redis-py types its commands for the sync and async clients at once (value | Awaitable).
+    raw = await svc.redis.hgetall(keys.stats("counters"))  # type: ignore[misc]
     return {_text(k): float(v) for k, v in raw.items()}
 
 
