@@ -8,11 +8,13 @@
 #   ${UNILINGO_TOOLS_CACHE:-$HOME/.cache/unilingo-tools}/<name>-<version>/<name>
 # and linked into <repo>/.tools/bin/. A binary already in the cache is reused.
 #
-# Usage: scripts/tools.sh [--force] [--list] [TOOL...]
+# Usage: scripts/tools.sh [--force] [--list] [TOOL|GROUP...]
 #   TOOL     one or more of: kube-apiserver etcd kube-controller-manager kubectl helm
 #            promtool prometheus kube-scheduler kubelet kube-proxy coredns keda-operator
 #            keda-adapter
 #            (default: all; prometheus is optional and skipped quietly if it fails)
+#   GROUP    control-plane: what `make test` runs (the control plane without a node, helm,
+#            promtool, prometheus); node: what `make cluster` adds (scheduler, node, KEDA)
 #   --force  rebuild even when the cached binary exists
 #   --list   print the tools, their versions and cache paths, then exit
 set -euo pipefail
@@ -29,6 +31,8 @@ KEDA_VERSION=v2.21.0         # github.com/kedacore/keda/v2: keda-operator, keda-
 ALL_TOOLS=(kube-apiserver etcd kube-controller-manager kubectl helm promtool prometheus
            kube-scheduler kubelet kube-proxy coredns keda-operator keda-adapter)
 OPTIONAL_TOOLS=" prometheus "
+CONTROL_PLANE_TOOLS=(kube-apiserver etcd kube-controller-manager kubectl helm promtool prometheus)
+NODE_TOOLS=(kube-scheduler kubelet kube-proxy coredns keda-operator keda-adapter)
 
 # ---- locations ----------------------------------------------------------------------
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -252,6 +256,8 @@ for arg in "$@"; do
     --list) LIST=1 ;;
     -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) die "unknown option $arg" ;;
+    control-plane) TOOLS+=("${CONTROL_PLANE_TOOLS[@]}") ;;
+    node) TOOLS+=("${NODE_TOOLS[@]}") ;;
     *) describe "$arg"; TOOLS+=("$arg") ;;
   esac
 done
