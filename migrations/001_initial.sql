@@ -1,4 +1,4 @@
--- Unilingo's tables in Supabase's PostgreSQL, along the seed's names (esp_lessons,
+-- Unilingo's tables in Supabase's PostgreSQL, along Unilingo v1's names (esp_lessons,
 -- lesson_vocab, audio_lessons, users, usage). Every row a job writes carries the job's id
 -- under a UNIQUE constraint: a retried or re-delivered job writes once
 -- (INSERT ... ON CONFLICT (job_id) DO NOTHING).

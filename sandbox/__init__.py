@@ -1,12 +1,12 @@
 """Provider sandbox: OpenAI, Azure Speech, Azure Vision, AWS Polly and S3 on localhost.
 
-Emulated at the seed's real quotas and latencies (scaled), reachable by the real SDKs, and
+Emulated at Unilingo v1's real quotas and latencies (scaled), reachable by the real SDKs, and
 observable (``/_sandbox/stats``) and breakable (``/_sandbox/faults``) by tests. Run it with
 ``python -m sandbox``; see ``sandbox.__main__`` for its environment variables.
 
 Modules:
   app              the ASGI app factory, ``create_app``
-  profiles         the seed's quotas and latencies per provider
+  profiles         Unilingo v1's quotas and latencies per provider
   quotas           rolling request/token windows and concurrency caps
   stats            per-provider counters and per-second timeline
   faults           injected 429 / 500 / timeout / slow faults

@@ -2,7 +2,7 @@
 
 boto3 reaches it with ``endpoint_url="http://127.0.0.1:$SANDBOX_AWS_PORT"``. Every
 request is classified by the service named in its SigV4 credential scope (header-signed
-or presigned), then counted, exposed to injected faults and delayed by the seed's Polly
+or presigned), then counted, exposed to injected faults and delayed by Unilingo v1's Polly
 latency (S3: a typical first-byte latency) before moto answers it. Faults answer in each
 service's own shape: Polly's ``ThrottlingException`` / ``ServiceFailureException`` JSON,
 S3's ``SlowDown`` / ``InternalError`` XML. Requests to other AWS services pass through to

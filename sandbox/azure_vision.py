@@ -5,7 +5,7 @@
 
 Both calls count against the free tier's 20 calls a minute, as they do at Azure. The
 image is read for real by Tesseract (``sandbox.ocr``) while the operation runs; the
-operation takes the seed's 1-3 s (scaled) to finish, and longer if Tesseract is still
+operation takes Unilingo v1's 1-3 s (scaled) to finish, and longer if Tesseract is still
 reading then (it stays ``running``). An image whose magic bytes are right but whose header
 is damaged, or that Tesseract cannot decode, passes the upload check and then fails in
 analysis, like a corrupt file at Azure.
@@ -49,7 +49,7 @@ class Operation:
     created_wall: float
     starts_at: float
     data_size: int
-    jitter: float  # the image's own share of the seed's latency spread
+    jitter: float  # the image's own share of Unilingo v1's latency spread
     width: int
     height: int
     reading: Future | None  # Tesseract's lines; None: the header is damaged, the analysis fails
@@ -104,7 +104,7 @@ class OperationStore:
 
 
 def processing_s(data_size: int, text_length: int, jitter: float) -> float:
-    """The seed's 1-3 s: more for a bigger image and more text."""
+    """Unilingo v1's 1-3 s: more for a bigger image and more text."""
     return LATENCIES[AZURE_VISION].clamp(1.0 + data_size / 2_000_000 + text_length / 1_000 + jitter)
 
 

@@ -159,7 +159,7 @@ class Topic:
         )
 
     def default_count(self) -> int:
-        # The seed's example: 5,000 characters of content gave 40 flashcards.
+        # Unilingo v1's example: 5,000 characters of content gave 40 flashcards.
         return max(3, min(40, self.source_chars // 125))
 
 

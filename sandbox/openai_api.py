@@ -4,7 +4,7 @@ Faithful where clients depend on it: bearer auth, OpenAI's request validation an
 JSON, the 50 requests / 75,000 tokens per minute quota charged the way OpenAI's limiter
 charges (prompt characters / 4 + ``max_tokens`` per choice), ``x-ratelimit-*`` headers on
 every answer, ``Retry-After`` on 429s, structured outputs that validate against the
-caller's JSON schema, and the seed's 5-30 s latency. Requests are validated by
+caller's JSON schema, and Unilingo v1's 5-30 s latency. Requests are validated by
 ``sandbox.openai_requests``; the answer's content comes from ``sandbox.content``.
 """
 

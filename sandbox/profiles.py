@@ -1,6 +1,6 @@
-"""What the seed says about each provider: quotas and latencies, in one place.
+"""What Unilingo v1 measured of each provider: quotas and latencies, in one place.
 
-The figures come from the v1 architecture report (``shared/seed``). Where the seed gives
+The figures come from Unilingo v1's architecture report. Where it gives
 none, the provider's own published figure is used and marked as such. Latencies are the
 real ones; the sandbox multiplies them by its latency scale.
 """
@@ -40,11 +40,11 @@ class LatencyRange:
 
 
 QUOTAS: dict[str, Quota] = {
-    # Seed: "50 req/min, 75k tokens/min" (GPT-4o-mini).
+    # Unilingo v1: "50 req/min, 75k tokens/min" (GPT-4o-mini).
     OPENAI: Quota(requests_per_window=50, tokens_per_window=75_000, window_s=60.0),
-    # Seed: "Max 20 concurrent".
+    # Unilingo v1: "Max 20 concurrent".
     AZURE_SPEECH: Quota(max_concurrent=20),
-    # Not in the seed: Azure AI Vision's free tier (F0) allows 20 calls per minute, and on
+    # Not in Unilingo v1's report: Azure AI Vision's free tier (F0) allows 20 calls per minute, and on
     # that tier polling the Read result counts as a call too.
     AZURE_VISION: Quota(requests_per_window=20, window_s=60.0),
     AWS_POLLY: Quota(),
@@ -52,11 +52,11 @@ QUOTAS: dict[str, Quota] = {
 }
 
 LATENCIES: dict[str, LatencyRange] = {
-    OPENAI: LatencyRange(5.0, 30.0),  # seed: GPT-4o-mini "5-30s/request"
-    AZURE_SPEECH: LatencyRange(2.0, 10.0),  # seed: "2-10s/request"
-    AZURE_VISION: LatencyRange(1.0, 3.0),  # seed: OCR "1-3s/request"
-    AWS_POLLY: LatencyRange(2.0, 15.0),  # seed: Polly "2-15s/req"
-    STORAGE: LatencyRange(0.03, 0.5),  # not in the seed: typical S3 first-byte latency
+    OPENAI: LatencyRange(5.0, 30.0),  # Unilingo v1: GPT-4o-mini "5-30s/request"
+    AZURE_SPEECH: LatencyRange(2.0, 10.0),  # Unilingo v1: "2-10s/request"
+    AZURE_VISION: LatencyRange(1.0, 3.0),  # Unilingo v1: OCR "1-3s/request"
+    AWS_POLLY: LatencyRange(2.0, 15.0),  # Unilingo v1: Polly "2-15s/req"
+    STORAGE: LatencyRange(0.03, 0.5),  # not in Unilingo v1's report: typical S3 first-byte latency
 }
 
 

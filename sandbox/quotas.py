@@ -230,7 +230,7 @@ class ProviderQuota:
 
 
 class QuotaBook:
-    """Every provider's quota, built from the seed's figures unless told otherwise."""
+    """Every provider's quota, built from Unilingo v1's figures unless told otherwise."""
 
     def __init__(self, quotas: dict[str, Quota] | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self._quotas = {name: ProviderQuota(quota, clock) for name, quota in (quotas or QUOTAS).items()}

@@ -28,7 +28,7 @@ Quotas, faults and stats go through the sandbox's gate under ``azure-speech``, o
 admission per connection (the SDK opens one per recogniser): a refusal is the HTTP answer
 to the websocket upgrade (``429`` with ``Retry-After``, or ``500``), which the SDK reports
 as ``TooManyRequests`` / ``ServiceError``; a "timeout" fault accepts the connection, holds
-it without an answer and drops it. The seed's 2-10 s latency (scaled) passes between the
+it without an answer and drops it. Unilingo v1's 2-10 s latency (scaled) passes between the
 end of the audio and the final phrase.
 """
 
