@@ -33,35 +33,35 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # the repo's packages, the test-support package included (not installed)
 
-import argparse  # noqa: E402
-import contextlib  # noqa: E402
-import datetime as dt  # noqa: E402
-import io  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import re  # noqa: E402
-import shutil  # noqa: E402
-import signal  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
+import argparse
+import contextlib
+import datetime as dt
+import io
+import json
+import math
+import re
+import shutil
+import signal
+import tempfile
+import time
+from dataclasses import dataclass, field
 
-import httpx  # noqa: E402
-import matplotlib  # noqa: E402
+import httpx
+import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.dates as mdates  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
-from matplotlib.ticker import FuncFormatter, MaxNLocator, MultipleLocator  # noqa: E402
-from PIL import Image  # noqa: E402  (matplotlib's own dependency)
+import matplotlib.dates as mdates
+import matplotlib.pyplot as plt
+from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
+from matplotlib.ticker import FuncFormatter, MaxNLocator, MultipleLocator
+from PIL import Image  # matplotlib's own dependency
 
-from devstack.redis import RedisServer  # noqa: E402
-from sandbox.images import png_with_text  # noqa: E402
-from tests.samples import pdf_with_text, speech_like, wav_bytes  # noqa: E402
-from tests.support.api import auth  # noqa: E402
-from tests.support.observability import (  # noqa: E402
+from devstack.redis import RedisServer
+from sandbox.images import png_with_text
+from tests.samples import pdf_with_text, speech_like, wav_bytes
+from tests.support.api import auth
+from tests.support.observability import (
     DASHBOARD,
     PROMETHEUS,
     Stack,
@@ -70,8 +70,8 @@ from tests.support.observability import (  # noqa: E402
     fill,
     run_stack,
 )
-from tests.support.sandbox import start_sandbox  # noqa: E402
-from unilingo.policy import BreakerPolicy, PolicyStore, ProviderPolicy, RetryPolicy  # noqa: E402
+from tests.support.sandbox import start_sandbox
+from unilingo.policy import BreakerPolicy, PolicyStore, ProviderPolicy, RetryPolicy
 
 TOOL = "scripts/dashboard_preview.py"
 DASHBOARD_NAME = DASHBOARD.relative_to(ROOT).as_posix()
