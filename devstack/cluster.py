@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import ctypes
 import datetime
 import ipaddress
 import json
@@ -58,6 +57,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from devstack.keda import Keda, KedaError
 from devstack.node import NODE_IP, NODE_NAME, Node, NodeError, NodeNetwork
+from devstack.processes import die_with_parent, spawn_daemon
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BIN_DIR = REPO_ROOT / ".tools" / "bin"
@@ -71,8 +71,6 @@ CONTROLLER_MANAGER_USER = "system:kube-controller-manager"
 SCHEDULER_USER = "system:kube-scheduler"
 NODE_USER = f"system:node:{NODE_NAME}"
 CLUSTER_NAME = "unilingo-local"
-
-_PR_SET_PDEATHSIG = 1
 
 
 class ControlPlaneError(RuntimeError):
@@ -89,14 +87,6 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
     finally:
         for s in socks:
             s.close()
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except Exception:  # pragma: no cover - best effort (non-Linux)
-        pass
 
 
 def _tail(path: Path, lines: int = 30) -> str:
@@ -429,19 +419,7 @@ class ControlPlane:
         return path
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
-        log = open(self.logs_dir / f"{name}.log", "ab")
-        log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(argv)}\n".encode())
-        log.flush()
-        self._logs.append(log)
-        return subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=self.workdir,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
+        return spawn_daemon(self.logs_dir / f"{name}.log", argv, self._logs, cwd=self.workdir)
 
     def _start_etcd(self, binary: Path, t0: float) -> None:
         data = self.workdir / "etcd"
@@ -715,7 +693,7 @@ class NodeSandbox:
             cwd=REPO_ROOT,
             env=env,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         while time.monotonic() - t0 < timeout:
             self.check_alive()

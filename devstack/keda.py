@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+from devstack.processes import spawn_daemon
+
 if TYPE_CHECKING:  # pragma: no cover
     from devstack.cluster import ControlPlane
 
@@ -287,22 +289,7 @@ class Keda:
             return r.status == 200
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
-        from devstack.cluster import _die_with_parent
-
-        log = open(self.logs_dir / f"{name}.log", "ab")
-        log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(argv)}\n".encode())
-        log.flush()
-        self._logs.append(log)
-        return subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=self.workdir,
-            env=env,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
+        return spawn_daemon(self.logs_dir / f"{name}.log", argv, self._logs, cwd=self.workdir, env=env)
 
     def _wait(self, name: str, proc: subprocess.Popen, probe, t0: float) -> None:
         from devstack.cluster import _tail

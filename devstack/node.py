@@ -37,6 +37,8 @@ import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+from devstack.processes import spawn_daemon
+
 if TYPE_CHECKING:  # pragma: no cover
     from devstack.cluster import ControlPlane
 
@@ -484,22 +486,7 @@ stop
         ]
 
     def _spawn(self, name: str, argv: list[str], **kwargs) -> subprocess.Popen:
-        from devstack.cluster import _die_with_parent
-
-        log = open(self.logs_dir / f"{name}.log", "ab")
-        log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(argv)}\n".encode())
-        log.flush()
-        self._logs.append(log)
-        return subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=self.workdir,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-            **kwargs,
-        )
+        return spawn_daemon(self.logs_dir / f"{name}.log", argv, self._logs, cwd=self.workdir, **kwargs)
 
     def _start_namespace(self, t0: float) -> None:
         self._ns = self._spawn(
