@@ -17,6 +17,14 @@ from tests.support.sandbox import start_sandbox, worker_env
 from unilingo import keys, persistence
 
 
+@pytest.fixture
+def client(redis_url):
+    """A redis-py client on the test's clean database."""
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
 @pytest.fixture(scope="session")
 def sandbox(tmp_path_factory):
     service = start_sandbox(tmp_path_factory.mktemp("sandbox"))

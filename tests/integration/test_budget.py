@@ -31,13 +31,6 @@ MAY_FIRST = datetime(2026, 5, 1, tzinfo=UTC).timestamp()
 
 
 @pytest.fixture
-def client(redis_url):
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
-
-
-@pytest.fixture
 def clock():
     return FakeClock(MONTH_END)
 

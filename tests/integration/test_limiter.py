@@ -25,13 +25,6 @@ from unilingo.policy import AsyncPolicyStore, BreakerPolicy, PolicyStore, Provid
 
 
 @pytest.fixture
-def client(redis_url):
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
-
-
-@pytest.fixture
 def store(client):
     return PolicyStore(client)
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 import math
 
 import httpx
-import pytest
-import redis
 
 from devstack.processes import wait_until
 from tests.support.jobs import finished, submit
@@ -21,13 +19,6 @@ from unilingo.limiter import Limiter
 
 OUTAGE_SECONDS = 25
 THRESHOLD, OPEN_SECONDS, PROBES = 5, 10, 1
-
-
-@pytest.fixture
-def client(redis_url):
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
 
 
 def test_a_25s_outage_fails_no_job_and_the_provider_sees_threshold_plus_probes(client, start_worker, sandbox_reset):

@@ -16,13 +16,6 @@ from unilingo.quota import AsyncClientQuota, ClientQuota, rate_limit_headers
 
 
 @pytest.fixture
-def client(redis_url):
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
-
-
-@pytest.fixture
 def clock():
     return FakeClock()
 
