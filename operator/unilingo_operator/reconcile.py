@@ -262,17 +262,7 @@ async def apply(
         kopf.info(body, reason="PolicyWritten", message=f"{provider} {message}")
         logger.info(f"wrote {provider} policy as revision {revision} ({cause})")
     st.apply(
-        patch,
-        status,
-        st.desired_status(
-            status,
-            ready=True,
-            reason=st.APPLIED,
-            message=message,
-            generation=generation,
-            policy=policy,
-            revision=revision,
-        ),
+        patch, status, st.in_force(status, message=message, generation=generation, policy=policy, revision=revision)
     )
 
 
@@ -379,17 +369,7 @@ async def repair(
         return
     message = f"revision {revision} in force: {describe(policy)}"
     st.apply(
-        patch,
-        status,
-        st.desired_status(
-            status,
-            ready=True,
-            reason=st.APPLIED,
-            message=message,
-            generation=generation,
-            policy=policy,
-            revision=revision,
-        ),
+        patch, status, st.in_force(status, message=message, generation=generation, policy=policy, revision=revision)
     )
 
 

@@ -93,6 +93,21 @@ def desired_status(
     return fields
 
 
+def in_force(
+    status: Mapping[str, Any] | None, *, message: str, generation: int | None, policy: ProviderPolicy, revision: int
+) -> dict[str, Any]:
+    """The status of a policy that the workers now read: Ready, Applied, at this revision."""
+    return desired_status(
+        status,
+        ready=True,
+        reason=APPLIED,
+        message=message,
+        generation=generation,
+        policy=policy,
+        revision=revision,
+    )
+
+
 def apply(patch, status: Mapping[str, Any] | None, fields: Mapping[str, Any]) -> bool:
     """Put the fields that differ from ``status`` into kopf's patch; True if any did."""
     status = status or {}
