@@ -20,8 +20,11 @@ lint: bootstrap
 	@.venv/bin/ruff format --check .
 	@.venv/bin/mypy
 
+# The kube tier last: it builds the node's tools if they are not cached, starts `make cluster`,
+# runs `make image`, `make deploy` and `make test-kube`, then stops the node (scripts/kube-tier.sh).
 test: bootstrap lint tools-control-plane
 	@$(PY) -m pytest -q -p no:cacheprovider tests
+	@bash scripts/kube-tier.sh
 
 test-kube: bootstrap
 	@UNILINGO_KUBE_TESTS=1 $(PY) -m pytest -q -p no:cacheprovider tests/kube
@@ -65,7 +68,7 @@ token: bootstrap
 tools:
 	@bash scripts/tools.sh
 
-# The tools `make test` runs: a cold build of the node's tools (kubelet, KEDA) alone takes over an hour.
+# The tools of every tier but the kube tier's (its script builds the node's tools).
 tools-control-plane:
 	@bash scripts/tools.sh control-plane
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The kube tier from nothing, as a user runs it: `make cluster` (here in the background, its
-# etcd wiped first), `make image`, `make deploy`, `make test-kube`; then the cluster is stopped
-# as Ctrl-C stops it and the host is checked for anything left (mounts, iptables chains, the
-# bridge, cgroups), whatever failed before. Exit status: the first failure, else 0.
+# The kube tier from nothing, as a user runs it (the last step of `make test`): `make cluster`
+# (here in the background, its etcd wiped first), `make image`, `make deploy`, `make test-kube`;
+# then the cluster is stopped as Ctrl-C stops it and the host is checked for anything left
+# (mounts, iptables chains, the bridge, cgroups), whatever failed before. Exit status: the first failure, else 0.
 # Environment: KUBE_TIER_LOGS (.run/kube-tier), CLUSTER_START_TIMEOUT (600 s).
 set -uo pipefail
 
@@ -43,6 +43,7 @@ if grep -q '^export KUBECONFIG' "$LOGS/cluster.log"; then
     t=$SECONDS
     if make -s "$step" >"$LOGS/$step.log" 2>&1; then
       log "make $step: ok in $((SECONDS - t))s"
+      [[ $step != test-kube ]] || log "kube tier: $(grep -E '[0-9]+ (passed|failed)' "$LOGS/$step.log" | tail -n 1)"
     else
       rc=1
       log "make $step FAILED after $((SECONDS - t))s (see $LOGS/$step.log)"

@@ -3,8 +3,10 @@
 Run after ``make cluster`` (another terminal) and ``make deploy``: the tests talk to that
 cluster through ``.run/kubeconfig`` (or ``KUBECONFIG``) with the official ``kubernetes``
 client, watching rather than polling where they wait, and reach the API through
-``kubectl port-forward`` as a user would. ``make test`` does not collect them: the node needs
-root, a cold ``make image`` and the node's whole start, and one node at a time per machine.
+``kubectl port-forward`` as a user would. ``make test`` runs them last, through
+``scripts/kube-tier.sh`` (the cluster started, the image built and the release deployed
+first, the node stopped after); its ``pytest tests`` does not collect them, as they need that
+running node (``UNILINGO_KUBE_TESTS=1``, which ``make test-kube`` sets).
 """
 
 from __future__ import annotations
