@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from sandbox.profiles import PROVIDERS
+from sandbox.profiles import KnownProvider
 
 FaultMode = Literal["429", "500", "timeout", "slow"]
 
@@ -32,7 +32,7 @@ class FaultSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    provider: str
+    provider: KnownProvider
     mode: FaultMode
     duration_s: float = Field(gt=0, le=86_400)
     rate: float = Field(default=1.0, gt=0, le=1)
@@ -42,13 +42,6 @@ class FaultSpec(BaseModel):
     @classmethod
     def _status_codes_may_be_numbers(cls, value):
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
-
-    @field_validator("provider")
-    @classmethod
-    def _known_provider(cls, value: str) -> str:
-        if value not in PROVIDERS:
-            raise ValueError(f"unknown provider {value!r}; one of {', '.join(PROVIDERS)}")
-        return value
 
     @model_validator(mode="after")
     def _delay_only_where_it_means_something(self) -> FaultSpec:

@@ -8,6 +8,9 @@ real ones; the sandbox multiplies them by its latency scale.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
+
+from pydantic import AfterValidator
 
 OPENAI = "openai"
 AZURE_SPEECH = "azure-speech"
@@ -16,6 +19,16 @@ AWS_POLLY = "aws-polly"
 STORAGE = "storage"
 
 PROVIDERS: tuple[str, ...] = (OPENAI, AZURE_SPEECH, AZURE_VISION, AWS_POLLY, STORAGE)
+
+
+def _known_provider(value: str) -> str:
+    if value not in PROVIDERS:
+        raise ValueError(f"unknown provider {value!r}; one of {', '.join(PROVIDERS)}")
+    return value
+
+
+# A provider named in a control request (faults, quotas): one of the sandbox's, or a 422.
+KnownProvider = Annotated[str, AfterValidator(_known_provider)]
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from sandbox.profiles import PROVIDERS, QUOTAS, Quota
+from sandbox.profiles import QUOTAS, KnownProvider, Quota
 
 
 class QuotaSpec(BaseModel):
@@ -31,16 +31,9 @@ class QuotaSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    provider: str
+    provider: KnownProvider
     requests_per_minute: int | None = Field(default=None, ge=0, le=10_000_000)
     tokens_per_minute: int | None = Field(default=None, ge=0, le=1_000_000_000)
-
-    @field_validator("provider")
-    @classmethod
-    def _known_provider(cls, value: str) -> str:
-        if value not in PROVIDERS:
-            raise ValueError(f"unknown provider {value!r}; one of {', '.join(PROVIDERS)}")
-        return value
 
     @model_validator(mode="after")
     def _says_something(self) -> QuotaSpec:
