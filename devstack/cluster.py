@@ -38,7 +38,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -57,7 +56,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from devstack.keda import Keda, KedaError
 from devstack.node import NODE_IP, NODE_NAME, Node, NodeError, NodeNetwork
-from devstack.processes import die_with_parent, spawn_daemon
+from devstack.ports import free_ports
+from devstack.processes import die_with_parent, log_tail, spawn_daemon, terminate
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BIN_DIR = REPO_ROOT / ".tools" / "bin"
@@ -75,25 +75,6 @@ CLUSTER_NAME = "unilingo-local"
 
 class ControlPlaneError(RuntimeError):
     """The control plane could not be started."""
-
-
-def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
-    """n distinct loopback ports that were free a moment ago (sockets held together)."""
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind((host, 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 class _Pki:
@@ -361,7 +342,7 @@ class ControlPlane:
         for attr, grace in (("_scheduler", 10.0), ("_kcm", 10.0), ("_apiserver", 20.0), ("_etcd", 10.0)):
             proc = getattr(self, attr)
             if proc is not None:
-                _terminate(proc, grace)
+                terminate(proc, timeout=grace)
                 setattr(self, attr, None)
         for f in self._logs:
             f.close()
@@ -385,7 +366,7 @@ class ControlPlane:
             if proc is None or proc.poll() is not None:
                 code = None if proc is None else proc.returncode
                 raise ControlPlaneError(
-                    f"{name} is not running (exit code {code}); log tail:\n" + _tail(self.logs_dir / f"{name}.log")
+                    f"{name} is not running (exit code {code}); log tail:\n" + log_tail(self.logs_dir / f"{name}.log")
                 )
 
     def kubectl(
@@ -597,7 +578,7 @@ class ControlPlane:
         while True:
             if proc.poll() is not None:
                 raise ControlPlaneError(
-                    f"{name} exited with code {proc.returncode}; log tail:\n" + _tail(self.logs_dir / f"{name}.log")
+                    f"{name} exited with code {proc.returncode}; log tail:\n" + log_tail(self.logs_dir / f"{name}.log")
                 )
             try:
                 if probe():
@@ -607,7 +588,7 @@ class ControlPlane:
                 pass
             if time.monotonic() > deadline:
                 raise ControlPlaneError(
-                    f"{name} not ready after {self.timeout:.0f}s; log tail:\n" + _tail(self.logs_dir / f"{name}.log")
+                    f"{name} not ready after {self.timeout:.0f}s; log tail:\n" + log_tail(self.logs_dir / f"{name}.log")
                 )
             time.sleep(0.1)
 
@@ -639,19 +620,6 @@ class ControlPlane:
             json.dump(config, f, indent=2)
             f.write("\n")
         os.replace(tmp, path)
-
-
-def _terminate(proc: subprocess.Popen, grace: float) -> None:
-    if proc.poll() is not None:
-        return
-    try:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
-    except ProcessLookupError:
-        pass
 
 
 # The providers the node's pods call: no pod reaches the internet, so the provider sandbox
@@ -711,12 +679,12 @@ class NodeSandbox:
         if self.proc is not None and self.proc.poll() is not None:
             raise NodeSandboxError(
                 f"the provider sandbox exited ({self.proc.returncode}); log tail:\n"
-                + _tail(self.logs_dir / "sandbox.log")
+                + log_tail(self.logs_dir / "sandbox.log")
             )
 
     def stop(self) -> None:
         if self.proc is not None:
-            _terminate(self.proc, 10.0)
+            terminate(self.proc, timeout=10.0)
             self.proc = None
         if self._log is not None:
             self._log.close()

@@ -29,7 +29,8 @@ import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from devstack.processes import spawn_daemon
+from devstack.ports import free_ports
+from devstack.processes import log_tail, spawn_daemon, terminate
 
 if TYPE_CHECKING:  # pragma: no cover
     from devstack.cluster import ControlPlane
@@ -80,8 +81,6 @@ class Keda:
         self._logs: list[IO] = []
 
     def start(self) -> Keda:
-        from devstack.cluster import free_ports
-
         t0 = time.monotonic()
         operator_bin, adapter_bin = self.cp._binary("keda-operator"), self.cp._binary("keda-adapter")
         certs, ca_dir = self.workdir / "certs", self.workdir / "ca"
@@ -164,23 +163,19 @@ class Keda:
         return self
 
     def stop(self) -> None:
-        from devstack.cluster import _terminate
-
         for attr in ("_adapter", "_operator"):
             proc = getattr(self, attr)
             if proc is not None:
-                _terminate(proc, 15.0)
+                terminate(proc, timeout=15.0)
                 setattr(self, attr, None)
         for f in self._logs:
             f.close()
         self._logs = []
 
     def check_alive(self) -> None:
-        from devstack.cluster import _tail
-
         for name, proc in (("keda-operator", self._operator), ("keda-adapter", self._adapter)):
             if proc is None or proc.poll() is not None:
-                raise KedaError(f"{name} exited; log tail:\n" + _tail(self.logs_dir / f"{name}.log"))
+                raise KedaError(f"{name} exited; log tail:\n" + log_tail(self.logs_dir / f"{name}.log"))
 
     # -- internals ---------------------------------------------------------------------
     def _apply_crds(self) -> None:
@@ -292,13 +287,11 @@ class Keda:
         return spawn_daemon(self.logs_dir / f"{name}.log", argv, self._logs, cwd=self.workdir, env=env)
 
     def _wait(self, name: str, proc: subprocess.Popen, probe, t0: float) -> None:
-        from devstack.cluster import _tail
-
         deadline = t0 + self.timeout
         while True:
             if proc.poll() is not None:
                 raise KedaError(
-                    f"{name} exited (code {proc.returncode}); log tail:\n" + _tail(self.logs_dir / f"{name}.log")
+                    f"{name} exited (code {proc.returncode}); log tail:\n" + log_tail(self.logs_dir / f"{name}.log")
                 )
             try:
                 if probe():
@@ -308,6 +301,6 @@ class Keda:
                 pass
             if time.monotonic() > deadline:
                 raise KedaError(
-                    f"{name} not ready after {self.timeout:.0f}s; log tail:\n" + _tail(self.logs_dir / f"{name}.log")
+                    f"{name} not ready after {self.timeout:.0f}s; log tail:\n" + log_tail(self.logs_dir / f"{name}.log")
                 )
             time.sleep(0.5)

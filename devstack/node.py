@@ -37,7 +37,8 @@ import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from devstack.processes import spawn_daemon
+from devstack.ports import free_ports
+from devstack.processes import log_tail, spawn_daemon, terminate
 
 if TYPE_CHECKING:  # pragma: no cover
     from devstack.cluster import ControlPlane
@@ -70,13 +71,6 @@ DEBIAN_PACKAGES = {
 
 class NodeError(RuntimeError):
     """The node could not be started."""
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -237,9 +231,7 @@ class Node:
             self._stop_namespace()
             self._ns = None
         if self._coredns is not None:
-            from devstack.cluster import _terminate
-
-            _terminate(self._coredns, 10.0)
+            terminate(self._coredns, timeout=10.0)
             self._coredns = None
         proxy = self.cp.bin_dir / "kube-proxy"
         if proxy.exists():
@@ -262,9 +254,9 @@ class Node:
             if proc is None or proc.poll() is not None:
                 raise NodeError(
                     f"{name} exited; log tail:\n"
-                    + _tail(self.logs_dir / log)
+                    + log_tail(self.logs_dir / log, 40)
                     + "\nkubelet:\n"
-                    + _tail(self.logs_dir / "kubelet.log", 15)
+                    + log_tail(self.logs_dir / "kubelet.log", 15)
                 )
 
     def ctr(self, *args: str, timeout: float = 600.0) -> subprocess.CompletedProcess:
@@ -358,8 +350,6 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
                 indent=2,
             )
         )
-        from devstack.cluster import free_ports
-
         kubelet_port, healthz_port, proxy_healthz, proxy_metrics = free_ports(4)
         self.kubelet_healthz = healthz_port
         (w / "kubelet-config.json").write_text(
@@ -551,8 +541,6 @@ stop
             stamp.touch()
 
     def _start_coredns(self, t0: float) -> None:
-        from devstack.cluster import free_ports
-
         ready_port = free_ports(1)[0]
         corefile = self.workdir / "Corefile"
         corefile.write_text(f"""\
@@ -609,9 +597,9 @@ stop
             if proc.poll() is not None:
                 raise NodeError(
                     f"{name}: exited (code {proc.returncode}); {log}:\n"
-                    + _tail(self.logs_dir / log)
+                    + log_tail(self.logs_dir / log, 40)
                     + "\nnode.log:\n"
-                    + _tail(self.logs_dir / "node.log", 10)
+                    + log_tail(self.logs_dir / "node.log", 10)
                 )
             try:
                 if probe():
@@ -620,5 +608,7 @@ stop
             except (OSError, ValueError, subprocess.SubprocessError):
                 pass
             if time.monotonic() > deadline:
-                raise NodeError(f"{name} not ready after {self.timeout:.0f}s; {log}:\n" + _tail(self.logs_dir / log))
+                raise NodeError(
+                    f"{name} not ready after {self.timeout:.0f}s; {log}:\n" + log_tail(self.logs_dir / log, 40)
+                )
             time.sleep(interval)

@@ -133,12 +133,22 @@ def terminate(process: subprocess.Popen | None, sig: int = signal.SIGTERM, timeo
     """Ask a server process to stop with ``sig``; kill it if it has not within ``timeout``."""
     if process is None or process.poll() is not None:
         return
-    process.send_signal(sig)
     try:
+        process.send_signal(sig)
         process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+    except ProcessLookupError:  # it ended between the poll and the signal
+        pass
+
+
+def log_tail(path: Path, lines: int = 30) -> str:
+    """The last lines of a daemon's log, for the error that says why it did not start."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
 
 
 def serve_in_foreground(server, banner: str) -> None:
