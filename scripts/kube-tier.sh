@@ -12,6 +12,10 @@ LOGS=${KUBE_TIER_LOGS:-$ROOT/.run/kube-tier}
 mkdir -p "$LOGS"
 log() { printf '[kube-tier] %s %s\n' "$(date +%T)" "$*" >&2; }
 
+if [[ $(id -u) -ne 0 ]]; then
+  log "the kube tier runs a real node (mount and network namespaces, iptables, cgroups): it needs root"
+  exit 1
+fi
 make -s bootstrap-node tools >"$LOGS/tools.log" 2>&1 || { log "bootstrap/tools failed (see $LOGS/tools.log)"; exit 1; }
 .venv/bin/python -m devstack.cluster --reset >"$LOGS/cluster.log" 2>&1 &
 cluster=$!
