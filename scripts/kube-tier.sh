@@ -16,6 +16,7 @@ if [[ $(id -u) -ne 0 ]]; then
   log "the kube tier runs a real node (mount and network namespaces, iptables, cgroups): it needs root"
   exit 1
 fi
+log "the node's packages and tools (cached: seconds; cold: half an hour or more, see $LOGS/tools.log)"
 make -s bootstrap-node tools >"$LOGS/tools.log" 2>&1 || { log "bootstrap/tools failed (see $LOGS/tools.log)"; exit 1; }
 .venv/bin/python -m devstack.cluster --reset >"$LOGS/cluster.log" 2>&1 &
 cluster=$!
